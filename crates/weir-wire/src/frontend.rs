@@ -1,0 +1,116 @@
+//! Readers for the frontend (client → server) message bodies the proxy must look at:
+//! statement and portal names, and the leading keyword of a query.
+
+use crate::frame::read_cstr;
+
+/// Reads a Query ('Q') body: the SQL text without its NUL.
+pub fn query_text(body: &[u8]) -> Option<&[u8]> {
+    read_cstr(body).map(|(q, _)| q)
+}
+
+/// Reads a Parse ('P') body's statement name and query text.
+pub fn parse_name_and_query(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = read_cstr(body)?;
+    let (query, _) = read_cstr(rest)?;
+    Some((name, query))
+}
+
+/// Reads a Bind ('B') body's portal and statement names.
+pub fn bind_names(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (portal, rest) = read_cstr(body)?;
+    let (statement, _) = read_cstr(rest)?;
+    Some((portal, statement))
+}
+
+/// Reads a Describe ('D') or Close ('C') body: kind (`S` statement / `P` portal) and name.
+pub fn target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = read_cstr(rest)?;
+    matches!(kind, b'S' | b'P').then_some((kind, name))
+}
+
+/// The first SQL keyword of `sql`, skipping whitespace and comments, uppercased into `out`
+/// (at most `out.len()` bytes; longer keywords are truncated). Returns the keyword and the rest.
+pub fn first_keyword<'a>(sql: &'a [u8], out: &mut [u8; 16]) -> (usize, &'a [u8]) {
+    let rest = skip_space_and_comments(sql);
+    let word_len = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic() && *b != b'_')
+        .unwrap_or(rest.len());
+    let n = word_len.min(out.len());
+    for (dst, src) in out.iter_mut().zip(&rest[..n]) {
+        *dst = src.to_ascii_uppercase();
+    }
+    (n, &rest[word_len..])
+}
+
+/// Skips leading whitespace, `-- line` and `/* block */` comments (nesting as PostgreSQL does).
+pub fn skip_space_and_comments(mut sql: &[u8]) -> &[u8] {
+    loop {
+        let trimmed = sql.trim_ascii_start();
+        if let Some(rest) = trimmed.strip_prefix(b"--") {
+            sql = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => &rest[i + 1..],
+                None => &[],
+            };
+        } else if trimmed.starts_with(b"/*") {
+            let mut depth = 0usize;
+            let mut i = 0;
+            while i + 1 < trimmed.len() {
+                match &trimmed[i..i + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        i += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            if depth > 0 {
+                return &[];
+            }
+            sql = &trimmed[i..];
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kw(sql: &str) -> String {
+        let mut out = [0u8; 16];
+        let (n, _) = first_keyword(sql.as_bytes(), &mut out);
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn keywords() {
+        assert_eq!(kw("  set x = 1"), "SET");
+        assert_eq!(kw("-- c\n /* a /* b */ */ Select 1"), "SELECT");
+        assert_eq!(kw("/* unterminated"), "");
+        assert_eq!(kw(""), "");
+        assert_eq!(kw("verylongkeywordthatgoeson"), "VERYLONGKEYWORDT");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            parse_name_and_query(b"s1\0select 1\0\0\0"),
+            Some((&b"s1"[..], &b"select 1"[..]))
+        );
+        assert_eq!(bind_names(b"\0s1\0rest"), Some((&b""[..], &b"s1"[..])));
+        assert_eq!(target(b"Sname\0"), Some((b'S', &b"name"[..])));
+        assert_eq!(target(b"Xname\0"), None);
+        assert_eq!(target(b""), None);
+        assert_eq!(query_text(b"select\0"), Some(&b"select"[..]));
+    }
+}
