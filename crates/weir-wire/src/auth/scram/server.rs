@@ -1,0 +1,235 @@
+//! The server side of SCRAM-SHA-256: the proxy verifies a connecting client.
+//!
+//! Follows PostgreSQL's auth-scram.c: the username in client-first is ignored (the startup
+//! packet names the role), authzid and mandatory extensions are refused, optional extensions
+//! are ignored, and the nonce and channel-binding attribute of client-final must echo what
+//! was agreed. Any error moves the exchange to a failed state it cannot leave.
+
+use super::{
+    b64, decode_key, expect_attr, hmac, message_str, new_nonce, sha256, skip_extensions,
+    valid_nonce, xor, ScramSecret, MAX_CLIENT_FINAL_LEN, MAX_CLIENT_FIRST_LEN, SCRAM_SHA_256,
+    SCRAM_SHA_256_PLUS,
+};
+use crate::auth::{ct_eq, shorten, AuthError};
+
+/// Server role of one SCRAM exchange: the proxy verifies a connecting client.
+pub struct ScramServer {
+    secret: ScramSecret,
+    server_nonce: String,
+    state: State,
+}
+
+enum State {
+    /// Waiting for client-first-message.
+    Initial,
+    /// server-first-message sent; waiting for client-final-message.
+    SentServerFirst {
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+        /// The `c=` value client-final must carry: base64 of the gs2 header.
+        channel_binding: &'static str,
+    },
+    /// Proof verified.
+    Done { client_key: [u8; 32] },
+    /// An error happened; the exchange is over.
+    Failed,
+}
+
+impl ScramServer {
+    /// Starts an exchange against `secret` with a random 18-byte nonce (base64).
+    pub fn new(secret: ScramSecret) -> Self {
+        Self {
+            secret,
+            server_nonce: new_nonce(),
+            state: State::Initial,
+        }
+    }
+
+    /// Starts an exchange with a fixed server nonce, to reproduce known-answer vectors.
+    #[cfg(test)]
+    pub(crate) fn with_nonce(secret: ScramSecret, server_nonce: &str) -> Self {
+        Self {
+            secret,
+            server_nonce: server_nonce.to_owned(),
+            state: State::Initial,
+        }
+    }
+
+    /// Takes `mechanism` and `data` of the client's SASLInitialResponse; returns the
+    /// server-first-message to send in AuthenticationSASLContinue.
+    ///
+    /// # Errors
+    /// [`AuthError::UnsupportedMechanism`] for anything but `SCRAM-SHA-256` (including
+    /// `-PLUS`), [`AuthError::Protocol`] for a malformed message, a channel-binding request
+    /// (`p=`), an authzid, a mandatory extension or a call out of order.
+    pub fn handle_client_first(
+        &mut self,
+        mechanism: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, AuthError> {
+        if !matches!(self.state, State::Initial) {
+            self.state = State::Failed;
+            return Err(AuthError::Protocol(
+                "unexpected SCRAM client-first-message".into(),
+            ));
+        }
+        let result = self.client_first(mechanism, data);
+        if result.is_err() {
+            self.state = State::Failed;
+        }
+        result
+    }
+
+    fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        match mechanism {
+            SCRAM_SHA_256 => {}
+            SCRAM_SHA_256_PLUS => {
+                return Err(AuthError::UnsupportedMechanism(
+                    "SCRAM-SHA-256-PLUS: channel binding over TLS is not supported yet".into(),
+                ))
+            }
+            other => return Err(AuthError::UnsupportedMechanism(shorten(other))),
+        }
+        const MSG: &str = "SCRAM client-first-message";
+        let text = message_str(data, MAX_CLIENT_FIRST_LEN, MSG)?;
+        let mut parts = text.split(',');
+        // gs2-header = gs2-cbind-flag "," [ authzid ] ","
+        let channel_binding = match parts.next() {
+            Some("n") => "biws", // base64("n,,")
+            Some("y") => "eSws", // base64("y,,"): client could bind, but we offered no -PLUS
+            Some(flag) if flag.starts_with("p=") => {
+                return Err(AuthError::Protocol(
+                    "the client requires channel binding (gs2 flag \"p=\"), which needs \
+                     SCRAM-SHA-256-PLUS over TLS; channel binding is not supported yet"
+                        .into(),
+                ))
+            }
+            _ => return Err(AuthError::Protocol(format!("{MSG}: malformed gs2 header"))),
+        };
+        match parts.next() {
+            Some("") => {}
+            Some(authzid) if authzid.starts_with("a=") => {
+                return Err(AuthError::Protocol(
+                    "SCRAM authorization identity (a=) is not supported".into(),
+                ))
+            }
+            _ => return Err(AuthError::Protocol(format!("{MSG}: malformed gs2 header"))),
+        }
+        // client-first-message-bare starts after the second comma of the gs2 header.
+        let bare_start = "n,,".len();
+        let client_first_bare = text
+            .get(bare_start..)
+            .ok_or_else(|| AuthError::Protocol(format!("{MSG}: truncated")))?;
+        if client_first_bare.starts_with("m=") {
+            return Err(AuthError::Protocol(
+                "the client requires an unsupported SCRAM extension (m=)".into(),
+            ));
+        }
+        // The username is ignored, as in PostgreSQL: the startup packet names the role.
+        expect_attr(&mut parts, 'n', MSG)?;
+        let client_nonce = expect_attr(&mut parts, 'r', MSG)?;
+        if !valid_nonce(client_nonce) {
+            return Err(AuthError::Protocol(format!(
+                "{MSG}: nonce must be 1..=256 printable characters"
+            )));
+        }
+        skip_extensions(parts, MSG)?;
+
+        let nonce = format!("{client_nonce}{}", self.server_nonce);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            b64(&self.secret.salt),
+            self.secret.iterations
+        );
+        let reply = server_first.clone().into_bytes();
+        self.state = State::SentServerFirst {
+            client_first_bare: client_first_bare.to_owned(),
+            server_first,
+            nonce,
+            channel_binding,
+        };
+        Ok(reply)
+    }
+
+    /// Takes the client-final-message (a SASLResponse body); returns the server-final-message
+    /// (`v=...`) to send in AuthenticationSASLFinal.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidPassword`] when the proof is wrong; [`AuthError::Protocol`] for a
+    /// malformed message, a nonce or channel-binding mismatch, or a call out of order.
+    pub fn handle_client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let state = std::mem::replace(&mut self.state, State::Failed);
+        let State::SentServerFirst {
+            client_first_bare,
+            server_first,
+            nonce,
+            channel_binding,
+        } = state
+        else {
+            return Err(AuthError::Protocol(
+                "unexpected SCRAM client-final-message".into(),
+            ));
+        };
+        const MSG: &str = "SCRAM client-final-message";
+        let text = message_str(data, MAX_CLIENT_FINAL_LEN, MSG)?;
+        // The proof is the last attribute; what precedes it is signed.
+        let (without_proof, proof) = text
+            .rsplit_once(",p=")
+            .ok_or_else(|| AuthError::Protocol(format!("{MSG}: missing proof")))?;
+        let proof = decode_key(proof).ok_or_else(|| {
+            AuthError::Protocol(format!("{MSG}: proof is not base64 of 32 bytes"))
+        })?;
+        let mut parts = without_proof.split(',');
+        let cbind = expect_attr(&mut parts, 'c', MSG)?;
+        if cbind != channel_binding {
+            return Err(AuthError::Protocol(format!(
+                "{MSG}: channel-binding attribute does not match the gs2 header"
+            )));
+        }
+        if expect_attr(&mut parts, 'r', MSG)? != nonce {
+            return Err(AuthError::Protocol(format!("{MSG}: nonce mismatch")));
+        }
+        skip_extensions(parts, MSG)?;
+
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let client_signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
+        let client_key = xor(&proof, &client_signature);
+        if !ct_eq(&sha256(&client_key), &self.secret.stored_key) {
+            return Err(AuthError::InvalidPassword);
+        }
+        let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
+        self.state = State::Done { client_key };
+        Ok(format!("v={}", b64(&server_signature)).into_bytes())
+    }
+
+    /// After a successful exchange, the client's ClientKey (ClientProof XOR ClientSignature).
+    ///
+    /// With it and the verifier the proxy can log in to PostgreSQL by SCRAM without knowing
+    /// the password (see [`super::ScramClient::with_client_key`]), as PgBouncer does.
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        match self.state {
+            State::Done { client_key } => Some(client_key),
+            _ => None,
+        }
+    }
+
+    /// Whether the client has proven it knows the password.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Done { .. })
+    }
+}
+
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Initial => "initial",
+            State::SentServerFirst { .. } => "sent-server-first",
+            State::Done { .. } => "done",
+            State::Failed => "failed",
+        };
+        f.debug_struct("ScramServer")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,235 @@
+//! Known-answer tests: RFC 7677's vector and an exchange recorded between psql and
+//! PostgreSQL 15, replayed through both roles; verifiers produced by PostgreSQL 15.
+
+use super::*;
+
+// RFC 7677 section 3.
+const RFC_CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
+const RFC_SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+const RFC_SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+const RFC_CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+const RFC_SERVER_FIRST: &str =
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+const RFC_CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                                p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+const RFC_SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
+
+// Recorded on the socket between psql (libpq 15) and PostgreSQL 15.18 for role `u`, created
+// with `CREATE ROLE u LOGIN PASSWORD 'pencil'`; PG15_VERIFIER is its `pg_authid.rolpassword`.
+const PG15_VERIFIER: &str = "SCRAM-SHA-256$4096:XlWvg1mhqwJXFOJ6j86iIA==$\
+                             VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:\
+                             vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=";
+const PG15_CLIENT_NONCE: &str = "UPHYMDvKdt9fZAmPxfnTCsB+";
+const PG15_SERVER_NONCE: &str = "U8gowoaWV/L3luOdZzsU0x/S";
+const PG15_CLIENT_FIRST: &str = "n,,n=,r=UPHYMDvKdt9fZAmPxfnTCsB+";
+const PG15_SERVER_FIRST: &str = "r=UPHYMDvKdt9fZAmPxfnTCsB+U8gowoaWV/L3luOdZzsU0x/S,\
+                                 s=XlWvg1mhqwJXFOJ6j86iIA==,i=4096";
+const PG15_CLIENT_FINAL: &str = "c=biws,r=UPHYMDvKdt9fZAmPxfnTCsB+U8gowoaWV/L3luOdZzsU0x/S,\
+                                 p=Q4ZMsKdTIw0MVWVnSFn8YqMNNuS75/ahYu1SY35Q0s8=";
+const PG15_SERVER_FINAL: &str = "v=Co+/+Vk8iTlQYFDeCgZRQV5vfo+rdPN9YNuJxw3y+/E=";
+
+fn rfc_secret() -> ScramSecret {
+    let salt = B64.decode(RFC_SALT).expect("RFC salt is base64");
+    ScramSecret::from_password("pencil", &salt, 4096)
+}
+
+#[test]
+fn rfc7677_client() {
+    let mut client = ScramClient::with_nonce("pencil", "user", RFC_CLIENT_NONCE);
+    assert_eq!(client.client_first(), RFC_CLIENT_FIRST.as_bytes());
+    let client_final = client
+        .handle_server_first(RFC_SERVER_FIRST.as_bytes())
+        .expect("server-first accepted");
+    assert_eq!(String::from_utf8_lossy(&client_final), RFC_CLIENT_FINAL);
+    client
+        .handle_server_final(RFC_SERVER_FINAL.as_bytes())
+        .expect("server signature verified");
+    assert!(client.is_complete());
+}
+
+#[test]
+fn rfc7677_server() {
+    let mut server = ScramServer::with_nonce(rfc_secret(), RFC_SERVER_NONCE);
+    let server_first = server
+        .handle_client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST.as_bytes())
+        .expect("client-first accepted");
+    assert_eq!(String::from_utf8_lossy(&server_first), RFC_SERVER_FIRST);
+    let server_final = server
+        .handle_client_final(RFC_CLIENT_FINAL.as_bytes())
+        .expect("proof verified");
+    assert_eq!(String::from_utf8_lossy(&server_final), RFC_SERVER_FINAL);
+    let client_key = server.client_key().expect("client key after success");
+    assert_eq!(sha256(&client_key), rfc_secret().stored_key);
+}
+
+#[test]
+fn postgres15_verifier_parses_and_matches_derivation() {
+    let secret = ScramSecret::parse(PG15_VERIFIER).expect("PostgreSQL verifier parses");
+    assert_eq!(secret.iterations, 4096);
+    assert_eq!(secret.salt.len(), 16);
+    let derived = ScramSecret::from_password("pencil", &secret.salt, secret.iterations);
+    assert_eq!(derived, secret);
+    assert_eq!(derived.to_verifier(), PG15_VERIFIER);
+}
+
+#[test]
+fn postgres15_exchange_replayed_as_server() {
+    let secret = ScramSecret::parse(PG15_VERIFIER).expect("verifier parses");
+    let mut server = ScramServer::with_nonce(secret, PG15_SERVER_NONCE);
+    let server_first = server
+        .handle_client_first(SCRAM_SHA_256, PG15_CLIENT_FIRST.as_bytes())
+        .expect("libpq client-first accepted");
+    assert_eq!(String::from_utf8_lossy(&server_first), PG15_SERVER_FIRST);
+    let server_final = server
+        .handle_client_final(PG15_CLIENT_FINAL.as_bytes())
+        .expect("libpq proof verified");
+    assert_eq!(String::from_utf8_lossy(&server_final), PG15_SERVER_FINAL);
+}
+
+#[test]
+fn postgres15_exchange_replayed_as_client() {
+    let mut client = ScramClient::with_nonce("pencil", "", PG15_CLIENT_NONCE);
+    assert_eq!(client.client_first(), PG15_CLIENT_FIRST.as_bytes());
+    let client_final = client
+        .handle_server_first(PG15_SERVER_FIRST.as_bytes())
+        .expect("PostgreSQL server-first accepted");
+    assert_eq!(String::from_utf8_lossy(&client_final), PG15_CLIENT_FINAL);
+    client
+        .handle_server_final(PG15_SERVER_FINAL.as_bytes())
+        .expect("PostgreSQL signature verified");
+}
+
+#[test]
+fn client_key_login_replays_the_recorded_proof() {
+    // The key the proxy recovers from psql's proof reproduces that proof byte for byte.
+    let secret = ScramSecret::parse(PG15_VERIFIER).expect("verifier parses");
+    let mut server = ScramServer::with_nonce(secret.clone(), PG15_SERVER_NONCE);
+    server
+        .handle_client_first(SCRAM_SHA_256, PG15_CLIENT_FIRST.as_bytes())
+        .expect("client-first");
+    server
+        .handle_client_final(PG15_CLIENT_FINAL.as_bytes())
+        .expect("client-final");
+    let key = server.client_key().expect("client key");
+    let mut client = ScramClient::with_client_key_and_secret(key, &secret).expect("key fits");
+    client.set_nonce("", PG15_CLIENT_NONCE);
+    let client_final = client
+        .handle_server_first(PG15_SERVER_FIRST.as_bytes())
+        .expect("server-first");
+    assert_eq!(String::from_utf8_lossy(&client_final), PG15_CLIENT_FINAL);
+    client
+        .handle_server_final(PG15_SERVER_FINAL.as_bytes())
+        .expect("signature verified with the verifier's ServerKey");
+}
+
+/// Verifiers PostgreSQL 15 stored for non-ASCII passwords, checking SASLprep and its fallback.
+#[test]
+fn saslprep_matches_postgresql() {
+    let cases = [
+        // U+00AD SOFT HYPHEN is mapped to nothing: the key is derived from "IX".
+        (
+            "I\u{00AD}X",
+            "SCRAM-SHA-256$4096:AaE1xRZKIopIEUUB6QlcEg==$\
+             67g17fazaZVupOnO8dCNCNgL+jmNl991bQgsnJNfLB4=:\
+             /2WJbDW8y2lG61KqwBDSuPAca2lzLpdYefVmTQHSh8g=",
+        ),
+        // U+2168 ROMAN NUMERAL NINE normalizes (NFKC) to "IX".
+        (
+            "\u{2168}",
+            "SCRAM-SHA-256$4096:WdHc0T5W2nlsZMrAEc8VWg==$\
+             mKJhytDEXKBhqjQcbKj0FDxKXMQCewsUP2o3siWmHtM=:\
+             4wi5izhwvvqlF/r3THgZSe5hlNV4daCJsNUgTaEG0CQ=",
+        ),
+        // A password that SASLprep maps to nothing is used raw.
+        (
+            "\u{00AD}",
+            "SCRAM-SHA-256$4096:G98WTttIFDSnnfvTCm5s/g==$\
+             ll+fzE2L0t7z6j9cOfCU6qXdLAhKu5AeZVK2V1zioko=:\
+             RHWY6I59qDStx044/z8IrKxCw/S1JI4qiXl1Oj+wBZs=",
+        ),
+    ];
+    for (password, verifier) in cases {
+        let stored = ScramSecret::parse(verifier).expect("verifier parses");
+        let derived = ScramSecret::from_password(password, &stored.salt, stored.iterations);
+        assert_eq!(derived, stored, "password {password:?}");
+    }
+    // A prohibited character (U+0007 BELL) makes SASLprep fail: the raw password is used.
+    assert_eq!(normalize_password("a\u{7}b"), "a\u{7}b");
+    assert_eq!(normalize_password(""), "");
+}
+
+#[test]
+fn verifier_round_trip_and_rejections() {
+    let secret = ScramSecret::from_password("pencil", b"0123456789abcdef", 4096);
+    assert_eq!(
+        ScramSecret::parse(&secret.to_verifier()),
+        Ok(secret.clone())
+    );
+    assert_eq!(ScramSecret::from_password("x", b"s", 0).iterations, 1);
+    let generated = ScramSecret::generate("pencil");
+    assert_eq!(generated.iterations, DEFAULT_ITERATIONS);
+    assert_eq!(generated.salt.len(), 16);
+    let debug = format!("{generated:?}");
+    assert!(debug.contains("redacted") && !debug.contains(&b64(&generated.stored_key)));
+
+    let bad = [
+        "",
+        "md5abc",
+        "SCRAM-SHA-256$",
+        "SCRAM-SHA-256$4096:XlWvg1mhqwJXFOJ6j86iIA==",
+        "SCRAM-SHA-256$0:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+        "SCRAM-SHA-256$+1:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+        "SCRAM-SHA-256$4294967295:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+        "SCRAM-SHA-256$4096:$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+        "SCRAM-SHA-256$4096:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E:vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+        "SCRAM-SHA-256$4096:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=:dG9vc2hvcnQ=",
+        "SCRAM-SHA-256$4096:c2FsdA==$VEOogo5Rsq5fzKTwIyzg0aM5F+RAtuGyI55/n4HNI6E=vmyb7/bQNUphgC8D7rq52DDBm+LCMt4nIyPDakcdIAY=",
+    ];
+    for verifier in bad {
+        let err = ScramSecret::parse(verifier).expect_err(verifier);
+        assert!(
+            matches!(err, AuthError::InvalidSecret(_)),
+            "{verifier}: {err:?}"
+        );
+        // Error messages never echo key material.
+        assert!(!err.to_string().contains("VEOogo5"), "{err}");
+    }
+    let long = format!("SCRAM-SHA-256$4096:{}$x:y", "A".repeat(2000));
+    assert!(ScramSecret::parse(&long).is_err());
+}
+
+#[test]
+fn mechanism_choice() {
+    assert_eq!(
+        choose_mechanism([SCRAM_SHA_256_PLUS, SCRAM_SHA_256]),
+        Ok(SCRAM_SHA_256)
+    );
+    let Err(AuthError::UnsupportedMechanism(msg)) = choose_mechanism([SCRAM_SHA_256_PLUS]) else {
+        panic!("PLUS alone must be refused");
+    };
+    assert!(msg.contains("channel binding"), "{msg}");
+    assert!(matches!(
+        choose_mechanism(["OAUTHBEARER"]),
+        Err(AuthError::UnsupportedMechanism(m)) if m.contains("OAUTHBEARER")
+    ));
+    assert!(choose_mechanism([]).is_err());
+}
+
+#[test]
+fn nonce_and_attribute_helpers() {
+    assert!(valid_nonce("abc~!"));
+    assert!(!valid_nonce(""));
+    assert!(!valid_nonce("a,b"));
+    assert!(!valid_nonce("a b"));
+    assert!(!valid_nonce("\u{e9}"));
+    assert!(!valid_nonce(&"a".repeat(MAX_NONCE_LEN + 1)));
+    assert_eq!(new_nonce().len(), 24);
+    assert!(valid_nonce(&new_nonce()));
+    assert_eq!(parse_iterations("4096"), Some(4096));
+    for bad in ["", "0", "-1", "+1", " 1", "1 ", "99999999999", "4294967296"] {
+        assert_eq!(parse_iterations(bad), None, "{bad:?}");
+    }
+    assert!(decode_salt("").is_none());
+    assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN])).is_some());
+    assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN + 1])).is_none());
+}
