@@ -1,0 +1,190 @@
+//! Authenticating clients: the proxy is the server here (SCRAM-SHA-256, md5 or trust),
+//! with secrets from the configuration, derived once at start-up.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use weir_config::{AuthType, Config, Secret};
+use weir_wire::auth::messages as authmsg;
+use weir_wire::auth::scram::{ScramSecret, ScramServer, SCRAM_SHA_256};
+use weir_wire::auth::{md5, AuthError};
+
+use crate::error::{ClientError, ProxyError};
+use crate::io::read_frame;
+use crate::server::ServerCredential;
+
+/// Largest authentication message a client may send.
+const MAX_AUTH_MESSAGE: usize = 8 * 1024;
+
+/// One user's secrets in every form the proxy needs.
+#[derive(Clone)]
+pub struct UserSecrets {
+    scram: Option<ScramSecret>,
+    md5: Option<String>,
+    /// How to log in to PostgreSQL as this user.
+    pub server: ServerCredential,
+}
+
+/// All configured users' secrets.
+#[derive(Default)]
+pub struct Credentials {
+    users: HashMap<String, UserSecrets>,
+}
+
+impl Credentials {
+    /// Derives every user's secrets from the configuration (SCRAM verifiers are computed once here).
+    ///
+    /// # Errors
+    /// A stored SCRAM verifier that does not parse.
+    pub fn from_config(config: &Config) -> Result<Credentials, ProxyError> {
+        let mut users = HashMap::new();
+        for (name, user) in &config.users {
+            let secrets = match &user.password {
+                None => UserSecrets {
+                    scram: None,
+                    md5: None,
+                    server: ServerCredential::None,
+                },
+                Some(Secret::Plain(p)) => UserSecrets {
+                    scram: Some(ScramSecret::generate(p)),
+                    md5: Some(md5::md5_secret(name, p)),
+                    server: ServerCredential::Password(p.clone()),
+                },
+                Some(Secret::Md5(m)) => UserSecrets {
+                    scram: None,
+                    md5: Some(m.clone()),
+                    server: ServerCredential::Md5(m.clone()),
+                },
+                Some(Secret::Scram(v)) => UserSecrets {
+                    scram: Some(ScramSecret::parse(v).map_err(|e| ProxyError::Credential {
+                        user: name.clone(),
+                        message: e.to_string(),
+                    })?),
+                    md5: None,
+                    server: ServerCredential::None,
+                },
+            };
+            users.insert(name.clone(), secrets);
+        }
+        Ok(Credentials { users })
+    }
+
+    /// The secrets of `user`, if configured.
+    pub fn get(&self, user: &str) -> Option<&UserSecrets> {
+        self.users.get(user)
+    }
+}
+
+/// What a successful login leaves behind.
+#[derive(Debug, Default)]
+pub struct AuthOutcome {
+    /// A SCRAM ClientKey recovered from the client's proof: lets the proxy log in to the
+    /// server as this user when the configuration holds only a verifier.
+    pub client_key: Option<[u8; 32]>,
+}
+
+/// Runs the authentication exchange with a client and sends AuthenticationOk on success.
+///
+/// # Errors
+/// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
+pub async fn authenticate(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    user: &str,
+    auth_type: AuthType,
+    credentials: &Credentials,
+) -> Result<AuthOutcome, ClientError> {
+    let secrets = credentials.get(user);
+    let mut out = BytesMut::with_capacity(256);
+    let mut outcome = AuthOutcome::default();
+    let use_scram = match auth_type {
+        AuthType::Trust => false,
+        // PostgreSQL's md5 method upgrades to SCRAM when only a SCRAM secret is stored.
+        AuthType::Md5 => secrets.is_some_and(|s| s.md5.is_none() && s.scram.is_some()),
+        // A user with only an md5 secret cannot do SCRAM: use md5 for them.
+        AuthType::ScramSha256 => !secrets.is_some_and(|s| s.scram.is_none() && s.md5.is_some()),
+    };
+    match auth_type {
+        AuthType::Trust => {}
+        _ if use_scram => {
+            // Unknown users run the whole exchange against a throwaway secret, so that a
+            // prober cannot tell "no such user" from "wrong password".
+            let secret = secrets
+                .and_then(|s| s.scram.clone())
+                .unwrap_or_else(|| dummy_secret().clone());
+            let mut server = ScramServer::new(secret);
+            authmsg::put_authentication_sasl(&mut out, &[SCRAM_SHA_256]);
+            flush(stream, &mut out).await?;
+            let first = expect_password_message(stream, rbuf).await?;
+            let (mechanism, data) = authmsg::parse_sasl_initial_response(first.body())
+                .map_err(|e| ClientError::Protocol(format!("malformed SASL message: {e}")))?;
+            let server_first = server
+                .handle_client_first(mechanism, data)
+                .map_err(|e| scram_error(user, e))?;
+            authmsg::put_authentication_sasl_continue(&mut out, &server_first);
+            flush(stream, &mut out).await?;
+            let fin = expect_password_message(stream, rbuf).await?;
+            let server_final = server
+                .handle_client_final(fin.body())
+                .map_err(|e| scram_error(user, e))?;
+            if secrets.is_none() {
+                return Err(ClientError::PasswordFailed(user.to_owned()));
+            }
+            authmsg::put_authentication_sasl_final(&mut out, &server_final);
+            outcome.client_key = server.client_key();
+        }
+        _ => {
+            let salt: [u8; 4] = rand::random();
+            authmsg::put_authentication_md5(&mut out, salt);
+            flush(stream, &mut out).await?;
+            let msg = expect_password_message(stream, rbuf).await?;
+            let response = authmsg::parse_password_message(msg.body())
+                .map_err(|e| ClientError::Protocol(format!("malformed password message: {e}")))?;
+            let ok = secrets
+                .and_then(|s| s.md5.as_deref())
+                .is_some_and(|secret| md5::verify_md5_response(secret, salt, response));
+            if !ok {
+                return Err(ClientError::PasswordFailed(user.to_owned()));
+            }
+        }
+    }
+    authmsg::put_authentication_ok(&mut out);
+    flush(stream, &mut out).await?;
+    Ok(outcome)
+}
+
+fn scram_error(user: &str, e: AuthError) -> ClientError {
+    match e {
+        AuthError::InvalidPassword => ClientError::PasswordFailed(user.to_owned()),
+        AuthError::UnsupportedMechanism(m) => ClientError::AuthRefused(m),
+        other => ClientError::Protocol(format!("SCRAM authentication failed: {other}")),
+    }
+}
+
+async fn expect_password_message(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+) -> Result<weir_wire::Frame, ClientError> {
+    let frame = read_frame(stream, rbuf, MAX_AUTH_MESSAGE).await?;
+    if frame.tag() != b'p' {
+        return Err(ClientError::Protocol(format!(
+            "expected password response, got message type {:?}",
+            frame.tag() as char
+        )));
+    }
+    Ok(frame)
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ClientError> {
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
+}
+
+fn dummy_secret() -> &'static ScramSecret {
+    static DUMMY: OnceLock<ScramSecret> = OnceLock::new();
+    DUMMY.get_or_init(|| ScramSecret::generate(&format!("{:x}", rand::random::<u128>())))
+}

@@ -1,0 +1,112 @@
+//! What can end a client session, whose fault it was, and what the client is told.
+
+use weir_wire::sqlstate;
+
+/// Why a client session ended (or could not start). Each variant maps to the SQLSTATE and
+/// message the client receives in a FATAL ErrorResponse.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client's socket failed or closed: nobody to tell.
+    #[error("client connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client broke the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// Authentication failed; the text is PostgreSQL's own.
+    #[error("password authentication failed for user \"{0}\"")]
+    PasswordFailed(String),
+    /// Authentication could not even be attempted (method, missing secret).
+    #[error("{0}")]
+    AuthRefused(String),
+    /// No such database in the proxy's configuration.
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    /// `max_client_conn` reached.
+    #[error("sorry, too many clients already")]
+    TooManyClients,
+    /// The pool could not give a server connection: server down or refusing.
+    #[error("server connection unavailable: {0}")]
+    ServerUnavailable(String),
+    /// No server connection became free within `query_wait_timeout`.
+    #[error("query_wait_timeout: no server connection became free within {0:?}")]
+    WaitTimeout(std::time::Duration),
+    /// The server connection broke while this client was using it.
+    #[error("server connection lost: {0}")]
+    ServerLost(String),
+    /// Something this version of pgweir does not support in the current pool mode.
+    #[error("{message}")]
+    Unsupported {
+        /// What is not supported.
+        message: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// `client_login_timeout` passed before the login finished.
+    #[error("client_login_timeout: login not completed within {0:?}")]
+    LoginTimeout(std::time::Duration),
+    /// `client_idle_timeout` passed with no activity.
+    #[error("client_idle_timeout: connection idle for more than {0:?}")]
+    IdleTimeout(std::time::Duration),
+    /// `idle_transaction_timeout` passed inside a transaction.
+    #[error("idle_transaction_timeout: transaction idle for more than {0:?}")]
+    IdleInTransaction(std::time::Duration),
+    /// The proxy is shutting down.
+    #[error("terminating connection due to administrator command")]
+    Shutdown,
+}
+
+impl ClientError {
+    /// The SQLSTATE to report, or `None` when the client cannot be told anything.
+    pub fn sqlstate(&self) -> Option<&'static str> {
+        Some(match self {
+            ClientError::Io(_) => return None,
+            ClientError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
+            ClientError::PasswordFailed(_) => sqlstate::INVALID_PASSWORD,
+            ClientError::AuthRefused(_) => sqlstate::INVALID_AUTHORIZATION,
+            ClientError::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            ClientError::TooManyClients => sqlstate::TOO_MANY_CONNECTIONS,
+            ClientError::ServerUnavailable(_) | ClientError::ServerLost(_) => {
+                sqlstate::CONNECTION_FAILURE
+            }
+            ClientError::WaitTimeout(_) => sqlstate::QUERY_CANCELED,
+            ClientError::Unsupported { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            ClientError::LoginTimeout(_) => sqlstate::PROTOCOL_VIOLATION,
+            ClientError::IdleTimeout(_) => sqlstate::IDLE_SESSION_TIMEOUT,
+            ClientError::IdleInTransaction(_) => sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+            ClientError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+        })
+    }
+
+    /// A hint telling the user what to do, where there is one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ClientError::Unsupported { hint, .. } => Some(hint),
+            ClientError::WaitTimeout(_) => {
+                Some("The database is saturated; raise pool_size or query_wait_timeout, or retry later.")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why the proxy itself could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configured secret could not be used.
+    #[error("user \"{user}\": {message}")]
+    Credential {
+        /// The user.
+        user: String,
+        /// What is wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,169 @@
+//! The pools: one per (database, user), created on the first login, each with a manager
+//! that knows how to open and log in a server connection for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use weir_config::{Config, PoolMode};
+use weir_pool::{ManageConnection, Pool, PoolSettings};
+
+use crate::server::{ServerConn, ServerCredential, ServerError, ServerTarget};
+
+/// How often each pool's maintenance runs (warm-up, reaping, liveness).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Opens server connections for one pool.
+pub struct ServerManager {
+    target: ServerTarget,
+    credential: RwLock<ServerCredential>,
+    /// ParameterStatus set of the first successful login, sent to clients at their login.
+    params: RwLock<Option<Arc<Vec<(String, String)>>>>,
+}
+
+impl ServerManager {
+    /// The parameters the server reported at login, once a connection has been made.
+    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+        self.params.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Learns a SCRAM ClientKey from a client's login, when no better credential is known.
+    pub fn learn_client_key(&self, key: [u8; 32]) {
+        let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(*cred, ServerCredential::None) {
+            *cred = ServerCredential::ScramClientKey(key);
+        }
+    }
+}
+
+impl ManageConnection for ServerManager {
+    type Connection = ServerConn;
+    type Error = ServerError;
+
+    async fn connect(&self) -> Result<ServerConn, ServerError> {
+        let credential = self
+            .credential
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let conn = ServerConn::connect(&self.target, &credential).await?;
+        let mut params = self.params.write().unwrap_or_else(|e| e.into_inner());
+        if params.is_none() {
+            *params = Some(conn.params.clone());
+        }
+        Ok(conn)
+    }
+
+    fn is_reusable(&self, conn: &ServerConn) -> bool {
+        conn.clean
+    }
+
+    fn is_alive(&self, conn: &mut ServerConn) -> bool {
+        conn.is_idle_and_alive()
+    }
+}
+
+/// One (database, user) pool and what sessions need to know about it.
+pub struct PoolEntry {
+    /// Client-facing database name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Session or transaction pooling.
+    pub mode: PoolMode,
+    /// The server connections.
+    pub pool: Pool<ServerManager>,
+}
+
+/// Every pool of the proxy.
+pub struct Pools {
+    config: Arc<Config>,
+    map: RwLock<HashMap<(String, String), Arc<PoolEntry>>>,
+}
+
+impl Pools {
+    /// An empty set of pools for `config`.
+    pub fn new(config: Arc<Config>) -> Self {
+        Pools {
+            config,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The pool for (database, user), created on first use; `None` if the database is not configured.
+    /// Must be called inside the runtime (a new pool starts its maintenance task).
+    pub fn get_or_create(
+        &self,
+        database: &str,
+        user: &str,
+        credential: &ServerCredential,
+    ) -> Option<Arc<PoolEntry>> {
+        let key = (database.to_owned(), user.to_owned());
+        if let Some(entry) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Some(entry.clone());
+        }
+        let db = self.config.databases.get(database)?;
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get(&key) {
+            return Some(entry.clone());
+        }
+        // A database entry may force the server login user and password (PgBouncer's user=/password=).
+        let (server_user, credential) = match (&db.user, &db.password) {
+            (Some(u), Some(p)) => (u.clone(), ServerCredential::Password(p.clone())),
+            (Some(u), None) => (u.clone(), credential.clone()),
+            (None, _) => (user.to_owned(), credential.clone()),
+        };
+        let manager = ServerManager {
+            target: ServerTarget {
+                host: db.host.clone(),
+                port: db.port,
+                dbname: db.server_dbname(database).to_owned(),
+                user: server_user,
+            },
+            credential: RwLock::new(credential),
+            params: RwLock::new(None),
+        };
+        let pool = Pool::new(manager, self.settings_for(database));
+        pool.spawn_maintenance(MAINTENANCE_INTERVAL);
+        let entry = Arc::new(PoolEntry {
+            database: database.to_owned(),
+            user: user.to_owned(),
+            mode: self.config.pool_mode_for(database, user),
+            pool,
+        });
+        map.insert(key, entry.clone());
+        Some(entry)
+    }
+
+    /// Pool settings for a database from the configuration.
+    fn settings_for(&self, database: &str) -> PoolSettings {
+        let c = &self.config;
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        PoolSettings {
+            max_size: c.pool_size_for(database),
+            min_size: c.min_pool_size_for(database),
+            wait_timeout: nonzero(c.query_wait_timeout),
+            connect_timeout: c.server_connect_timeout,
+            idle_timeout: nonzero(c.server_idle_timeout),
+            max_lifetime: nonzero(c.server_lifetime),
+            login_retry: c.server_login_retry,
+        }
+    }
+
+    /// A snapshot of all pools.
+    pub fn all(&self) -> Vec<Arc<PoolEntry>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Closes every pool (shutdown).
+    pub fn close_all(&self) {
+        for entry in self.all() {
+            entry.pool.close();
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The steady state of a session: relay frames between the client and a server
+//! connection, checking one out when a transaction starts and giving it back when the
+//! transaction is over (transaction mode) or when the client leaves (session mode).
+//!
+//! The client's own task drives both sockets (no task hop per message). Client bytes are
+//! scanned frame by frame, because the proxy must count Syncs and refuse what it cannot
+//! pool safely; server bytes stream through a [`StreamScanner`] that only stops at
+//! ReadyForQuery and ErrorResponse.
+
+use std::pin::pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir_config::PoolMode;
+use weir_pool::PooledConnection;
+use weir_wire::backend::{parse_ready_for_query, ErrorFields};
+use weir_wire::frame::{FrameError, Header, HEADER_LEN};
+use weir_wire::scan::StreamScanner;
+
+use crate::cancel::CancelGuard;
+use crate::error::ClientError;
+use crate::pools::{PoolEntry, ServerManager};
+use crate::session::{pool_error, Shared};
+use crate::statement::{classify_client_frame, FrameCheck};
+
+/// Read size for client sockets; client buffers are released while the client is idle.
+const CLIENT_READ: usize = 8 * 1024;
+/// Read size for server sockets (results can be large; fewer, bigger reads).
+const SERVER_READ: usize = 32 * 1024;
+/// How long the reset query may take before the connection is closed instead.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What scanning the client's buffered bytes decided.
+enum ClientScan {
+    /// Forward this many bytes; nothing special follows.
+    Forward(usize),
+    /// Forward `forward` bytes, then replace the next `skip` bytes with `with`.
+    Replace {
+        forward: usize,
+        skip: usize,
+        with: BytesMut,
+    },
+    /// Forward `forward` bytes, then the client said Terminate.
+    Terminate { forward: usize },
+}
+
+/// One client's relay loop; see the module docs.
+pub struct Relay<'a> {
+    shared: &'a Shared,
+    entry: Arc<PoolEntry>,
+    client: &'a mut TcpStream,
+    cbuf: BytesMut,
+    cancel: CancelGuard,
+    transaction_mode: bool,
+    max_message: usize,
+    server: Option<PooledConnection<ServerManager>>,
+    scanner: StreamScanner,
+    /// Queries and Syncs sent to the server whose ReadyForQuery has not come back.
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync: the server is mid-sequence.
+    unsynced: bool,
+    /// Transaction status of the last ReadyForQuery.
+    status: u8,
+    /// Bytes of a client CopyData message still to stream through.
+    copy_remaining: usize,
+    /// The unnamed statement was parsed on the current server connection.
+    unnamed_parsed: bool,
+    /// The server reported a FATAL error: its EOF that follows needs no second message.
+    server_fatal: bool,
+    checkout_at: Instant,
+}
+
+impl<'a> Relay<'a> {
+    /// A relay for a logged-in client; `cbuf` holds any bytes already read after login.
+    pub fn new(
+        shared: &'a Shared,
+        entry: Arc<PoolEntry>,
+        client: &'a mut TcpStream,
+        cbuf: BytesMut,
+        cancel: CancelGuard,
+    ) -> Self {
+        let transaction_mode = entry.mode == PoolMode::Transaction;
+        Relay {
+            max_message: shared.config.max_message_size as usize,
+            shared,
+            entry,
+            client,
+            cbuf,
+            cancel,
+            transaction_mode,
+            server: None,
+            scanner: StreamScanner::new(),
+            pending: 0,
+            unsynced: false,
+            status: b'I',
+            copy_remaining: 0,
+            unnamed_parsed: false,
+            server_fatal: false,
+            checkout_at: Instant::now(),
+        }
+    }
+
+    /// Runs until the client leaves (`Ok`) or something ends the session (`Err`).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; the caller reports it to the client.
+    pub async fn run(mut self) -> Result<(), ClientError> {
+        let result = self.relay().await;
+        self.finish().await;
+        result
+    }
+
+    async fn relay(&mut self) -> Result<(), ClientError> {
+        let config = &self.shared.config;
+        let idle_timeout = config.client_idle_timeout;
+        let idle_tx_timeout = config.idle_transaction_timeout;
+        let mut shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
+        loop {
+            if self.server.is_none() {
+                if self.cbuf.is_empty() {
+                    // Idle between transactions: hold no buffer memory while waiting.
+                    self.cbuf = BytesMut::new();
+                    tokio::select! {
+                        r = self.client.readable() => r?,
+                        _ = &mut shutdown => return Err(ClientError::Shutdown),
+                        _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                            return Err(ClientError::IdleTimeout(idle_timeout));
+                        }
+                    }
+                    self.cbuf.reserve(CLIENT_READ);
+                    match self.client.try_read_buf(&mut self.cbuf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => self.count_client_bytes(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                // A lone Terminate needs no server.
+                if self.cbuf.first() == Some(&b'X') {
+                    return Ok(());
+                }
+                self.checkout().await?;
+            }
+
+            if self.forward_client().await? {
+                return Ok(());
+            }
+
+            let Some(server) = self.server.as_mut() else {
+                continue;
+            };
+            let in_transaction = self.pending == 0 && self.status != b'I';
+            let conn: &mut crate::server::ServerConn = server;
+            let (sstream, srbuf) = (&mut conn.stream, &mut conn.rbuf);
+            reserve(srbuf, SERVER_READ);
+            reserve(&mut self.cbuf, CLIENT_READ);
+            tokio::select! {
+                biased;
+                r = sstream.read_buf(srbuf) => {
+                    match r {
+                        Ok(0) => return Err(self.server_gone("server closed the connection".into())),
+                        Ok(n) => {
+                            self.entry.pool.metrics().bytes_from_server.fetch_add(n as u64, Relaxed);
+                            self.forward_server().await?;
+                        }
+                        Err(e) => return Err(self.server_gone(e.to_string())),
+                    }
+                }
+                r = self.client.read_buf(&mut self.cbuf) => {
+                    match r? {
+                        0 => return Ok(()),
+                        n => self.count_client_bytes(n),
+                    }
+                }
+                _ = tokio::time::sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
+                    return Err(ClientError::IdleInTransaction(idle_tx_timeout));
+                }
+            }
+        }
+    }
+
+    fn count_client_bytes(&self, n: usize) {
+        self.entry
+            .pool
+            .metrics()
+            .bytes_from_client
+            .fetch_add(n as u64, Relaxed);
+    }
+
+    fn server_gone(&mut self, why: String) -> ClientError {
+        if let Some(server) = self.server.take() {
+            server.discard();
+        }
+        self.cancel.slot().set_target(None);
+        if self.server_fatal {
+            // The server already told the client why it is closing.
+            ClientError::Io(std::io::ErrorKind::ConnectionAborted.into())
+        } else {
+            ClientError::ServerLost(why)
+        }
+    }
+
+    async fn checkout(&mut self) -> Result<(), ClientError> {
+        let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
+        conn.clean = false;
+        self.cancel.slot().set_target(Some(conn.cancel.clone()));
+        self.server = Some(conn);
+        self.scanner = StreamScanner::new();
+        self.pending = 0;
+        self.unsynced = false;
+        self.status = b'I';
+        self.unnamed_parsed = false;
+        self.server_fatal = false;
+        self.checkout_at = Instant::now();
+        Ok(())
+    }
+
+    /// Gives the server connection back: it is idle, all answers relayed.
+    fn release(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            self.cancel.slot().set_target(None);
+            server.clean = true;
+            let metrics = self.entry.pool.metrics();
+            metrics.record_transaction(self.checkout_at.elapsed());
+            drop(server);
+        }
+    }
+
+    /// Forwards every complete client frame to the server. Returns true on Terminate.
+    async fn forward_client(&mut self) -> Result<bool, ClientError> {
+        loop {
+            if self.cbuf.is_empty() {
+                return Ok(false);
+            }
+            let scan = self.scan_client()?;
+            let Some(server) = self.server.as_mut() else {
+                return Ok(matches!(scan, ClientScan::Terminate { .. }));
+            };
+            let (forward, skip, with, terminate) = match scan {
+                ClientScan::Forward(n) => (n, 0, None, false),
+                ClientScan::Replace {
+                    forward,
+                    skip,
+                    with,
+                } => (forward, skip, Some(with), false),
+                ClientScan::Terminate { forward } => (forward, 0, None, true),
+            };
+            if forward > 0 {
+                if let Err(e) = server.stream.write_all(&self.cbuf[..forward]).await {
+                    return Err(self.server_gone(e.to_string()));
+                }
+                self.cbuf.advance(forward);
+            }
+            if let Some(with) = with {
+                if let Err(e) = server.stream.write_all(&with).await {
+                    return Err(self.server_gone(e.to_string()));
+                }
+                self.cbuf.advance(skip);
+                continue;
+            }
+            return Ok(terminate);
+        }
+    }
+
+    /// Walks the client's buffered frames, updating the Sync accounting, until an
+    /// incomplete frame or one that needs special handling.
+    fn scan_client(&mut self) -> Result<ClientScan, ClientError> {
+        let buf = &self.cbuf[..];
+        let mut pos = 0;
+        loop {
+            if self.copy_remaining > 0 {
+                let n = self.copy_remaining.min(buf.len() - pos);
+                pos += n;
+                self.copy_remaining -= n;
+                if self.copy_remaining > 0 {
+                    return Ok(ClientScan::Forward(pos));
+                }
+            }
+            let rest = &buf[pos..];
+            let header = match Header::peek(rest, self.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(ClientScan::Forward(pos)),
+                Err(e) => return Err(frame_error(e)),
+            };
+            let frame_len = header.frame_len();
+            if header.tag == b'd' {
+                // CopyData streams through without buffering the whole message.
+                let n = frame_len.min(rest.len());
+                pos += n;
+                self.copy_remaining = frame_len - n;
+                continue;
+            }
+            let Some(frame) = rest.get(..frame_len) else {
+                return Ok(ClientScan::Forward(pos));
+            };
+            let body = &frame[HEADER_LEN..];
+            match header.tag {
+                b'Q' | b'F' => self.pending += 1,
+                b'S' => {
+                    self.pending += 1;
+                    self.unsynced = false;
+                }
+                b'X' => return Ok(ClientScan::Terminate { forward: pos }),
+                b'c' | b'f' => {}
+                b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
+                tag => {
+                    return Err(ClientError::Protocol(format!(
+                        "invalid frontend message type {tag}"
+                    )))
+                }
+            }
+            if self.transaction_mode {
+                match classify_client_frame(header.tag, body, &mut self.unnamed_parsed) {
+                    FrameCheck::Pass => {}
+                    FrameCheck::Refuse(e) => return Err(e),
+                    FrameCheck::Replace(with) => {
+                        return Ok(ClientScan::Replace {
+                            forward: pos,
+                            skip: frame_len,
+                            with,
+                        })
+                    }
+                }
+            }
+            pos += frame_len;
+        }
+    }
+
+    /// Relays what the server sent to the client and releases the server when the
+    /// transaction is over.
+    async fn forward_server(&mut self) -> Result<(), ClientError> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut pending = self.pending;
+        let mut status = self.status;
+        let mut fatal = false;
+        let mut answered = 0u64;
+        let n = self
+            .scanner
+            .scan(
+                &server.rbuf,
+                self.max_message,
+                |t| matches!(t, b'Z' | b'E'),
+                |tag, body| {
+                    if tag == b'Z' {
+                        pending = pending.saturating_sub(1);
+                        answered += 1;
+                        status = parse_ready_for_query(body).unwrap_or(b'E');
+                    } else if ErrorFields::parse(body).is_fatal() {
+                        fatal = true;
+                    }
+                },
+            )
+            .map_err(|e| ClientError::ServerLost(format!("server sent a malformed message: {e}")))?;
+        self.pending = pending;
+        self.status = status;
+        self.server_fatal |= fatal;
+        if answered > 0 {
+            self.entry
+                .pool
+                .metrics()
+                .queries
+                .fetch_add(answered, Relaxed);
+        }
+        if n > 0 {
+            self.client.write_all(&server.rbuf[..n]).await?;
+            server.rbuf.advance(n);
+        }
+        if self.transaction_mode
+            && self.pending == 0
+            && !self.unsynced
+            && self.status == b'I'
+            && self.copy_remaining == 0
+            && self.scanner.at_boundary()
+            && server.rbuf.is_empty()
+            && !self.server_fatal
+        {
+            self.release();
+        }
+        Ok(())
+    }
+
+    /// The client left: give the server back clean (session mode: after the reset
+    /// query) or close it if its state is unknown.
+    async fn finish(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        self.cancel.slot().set_target(None);
+        let idle = self.pending == 0
+            && !self.unsynced
+            && self.status == b'I'
+            && self.scanner.at_boundary()
+            && server.rbuf.is_empty()
+            && !self.server_fatal;
+        if !idle {
+            // Mid-transaction or mid-result: closing is the only state we can vouch for.
+            server.discard();
+            return;
+        }
+        let reset = self.shared.config.server_reset_query.trim();
+        if self.transaction_mode || reset.is_empty() {
+            server.clean = true;
+            return;
+        }
+        let ok = tokio::time::timeout(RESET_TIMEOUT, run_reset(&mut server, reset))
+            .await
+            .unwrap_or(false);
+        if ok {
+            server.clean = true;
+            self.entry
+                .pool
+                .metrics()
+                .record_transaction(self.checkout_at.elapsed());
+        } else {
+            server.discard();
+        }
+    }
+}
+
+/// Runs the reset query on an idle server; true if it ended with ReadyForQuery `I`.
+async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
+    let mut out = BytesMut::new();
+    weir_wire::build::put_query(&mut out, sql);
+    if server.stream.write_all(&out).await.is_err() {
+        return false;
+    }
+    loop {
+        match weir_wire::frame::split_frame(&mut server.rbuf, 1 << 20) {
+            Ok(Some(f)) if f.tag() == b'Z' => {
+                return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty()
+            }
+            Ok(Some(f)) if f.tag() == b'E' => {
+                tracing::warn!(error = %ErrorFields::parse(f.body()).message_lossy(), "server_reset_query failed");
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => match server.stream.read_buf(&mut server.rbuf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            },
+            Err(_) => return false,
+        }
+    }
+}
+
+fn reserve(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+}
+
+fn frame_error(e: FrameError) -> ClientError {
+    match e {
+        FrameError::LengthTooSmall { tag, len } => {
+            ClientError::Protocol(format!("invalid message length {len} for message type {tag:?}"))
+        }
+        FrameError::TooLarge { tag, len, max } => ClientError::Protocol(format!(
+            "message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)"
+        )),
+    }
+}

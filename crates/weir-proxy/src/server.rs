@@ -1,0 +1,296 @@
+//! A connection to PostgreSQL: connect, log in as the pool's user, and the small amount
+//! of state the proxy keeps about it (backend key, reported parameters, cleanliness).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weir_wire::auth::messages::{self as authmsg, AuthRequest};
+use weir_wire::auth::{md5, scram, AuthError};
+use weir_wire::backend::{self, ErrorFields};
+use weir_wire::frame::split_frame;
+use weir_wire::startup::put_startup_message;
+
+/// Largest message accepted from a server during login (errors, parameter lists).
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// How the proxy proves itself to PostgreSQL.
+#[derive(Clone)]
+pub enum ServerCredential {
+    /// No secret known: only `trust` servers accept the login.
+    None,
+    /// Plaintext password: works with SCRAM, md5 and cleartext.
+    Password(String),
+    /// A stored md5 secret ("md5…"): works with md5 auth only.
+    Md5(String),
+    /// A SCRAM ClientKey recovered from a client's own SCRAM login, plus optional md5 secret.
+    ScramClientKey([u8; 32]),
+}
+
+impl std::fmt::Debug for ServerCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerCredential::None => "None",
+            ServerCredential::Password(_) => "Password(..)",
+            ServerCredential::Md5(_) => "Md5(..)",
+            ServerCredential::ScramClientKey(_) => "ScramClientKey(..)",
+        })
+    }
+}
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database name on the server.
+    pub dbname: String,
+    /// Role to log in as.
+    pub user: String,
+}
+
+/// Why a server connection could not be made or was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// TCP connect or I/O failure.
+    #[error("could not connect to server {addr}: {source}")]
+    Io {
+        /// host:port tried.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PostgreSQL answered the login with an error (bad password, no such database...).
+    #[error("server login failed: {message}")]
+    Rejected {
+        /// SQLSTATE reported by the server, if any.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server asked for an authentication method or secret we cannot provide.
+    #[error("cannot log in to the server: {0}")]
+    Auth(String),
+    /// The server sent something that is not the PostgreSQL protocol.
+    #[error("server protocol error during login: {0}")]
+    Protocol(String),
+}
+
+impl From<AuthError> for ServerError {
+    fn from(e: AuthError) -> Self {
+        ServerError::Auth(e.to_string())
+    }
+}
+
+/// The server's real cancel key and address, for forwarding a client's CancelRequest.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    /// Address the connection was made to.
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Backend secret key.
+    pub key: Vec<u8>,
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet relayed.
+    pub rbuf: BytesMut,
+    /// This backend's cancel key and address.
+    pub cancel: Arc<CancelTarget>,
+    /// ParameterStatus values reported at login.
+    pub params: Arc<Vec<(String, String)>>,
+    /// Set by the session when it hands the connection back in a known idle state;
+    /// anything else makes the pool close it.
+    pub clean: bool,
+}
+
+impl ServerConn {
+    /// Connects and logs in.
+    ///
+    /// # Errors
+    /// See [`ServerError`].
+    pub async fn connect(
+        target: &ServerTarget,
+        credential: &ServerCredential,
+    ) -> Result<ServerConn, ServerError> {
+        let addr_text = format!("{}:{}", target.host, target.port);
+        let io = |source| ServerError::Io {
+            addr: addr_text.clone(),
+            source,
+        };
+        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let addr = stream.peer_addr().map_err(io)?;
+
+        let mut out = BytesMut::with_capacity(256);
+        put_startup_message(
+            &mut out,
+            [
+                ("user", target.user.as_str()),
+                ("database", target.dbname.as_str()),
+                // Drivers such as JDBC insist on UTF8; every client shares these connections.
+                ("client_encoding", "UTF8"),
+            ],
+        );
+        stream.write_all(&out).await.map_err(io)?;
+        out.clear();
+
+        let mut rbuf = BytesMut::with_capacity(4096);
+        let mut params = Vec::new();
+        let mut key = None;
+        let mut scram: Option<scram::ScramClient> = None;
+        loop {
+            let frame = loop {
+                if let Some(f) = split_frame(&mut rbuf, MAX_LOGIN_MESSAGE)
+                    .map_err(|e| ServerError::Protocol(e.to_string()))?
+                {
+                    break f;
+                }
+                if stream.read_buf(&mut rbuf).await.map_err(io)? == 0 {
+                    return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            };
+            match frame.tag() {
+                b'R' => {
+                    match authmsg::parse_auth_request(frame.body())? {
+                        AuthRequest::Ok => {}
+                        AuthRequest::CleartextPassword => match credential {
+                            ServerCredential::Password(p) => {
+                                authmsg::put_password_message(&mut out, p.as_bytes())
+                            }
+                            _ => {
+                                return Err(ServerError::Auth(
+                                    "server asks for a cleartext password, which pgweir does not know for this user".into(),
+                                ))
+                            }
+                        },
+                        AuthRequest::Md5Password { salt } => {
+                            let response = match credential {
+                                ServerCredential::Password(p) => {
+                                    md5::md5_response_from_password(&target.user, p, salt)
+                                }
+                                ServerCredential::Md5(secret) => {
+                                    md5::md5_response_from_secret(secret, salt)?
+                                }
+                                _ => return Err(ServerError::Auth(
+                                    "server asks for md5 authentication, which needs the user's password or md5 secret".into(),
+                                )),
+                            };
+                            authmsg::put_password_message(&mut out, response.as_bytes());
+                        }
+                        AuthRequest::Sasl { mechanisms } => {
+                            let mechanism = scram::choose_mechanism(mechanisms.iter().copied())?;
+                            let client = match credential {
+                                ServerCredential::Password(p) => scram::ScramClient::new(p),
+                                ServerCredential::ScramClientKey(k) => {
+                                    scram::ScramClient::with_client_key(*k)
+                                }
+                                _ => return Err(ServerError::Auth(
+                                    "server asks for SCRAM authentication, which needs the user's password (or a client's SCRAM login first)".into(),
+                                )),
+                            };
+                            authmsg::put_sasl_initial_response(
+                                &mut out,
+                                mechanism,
+                                &client.client_first(),
+                            );
+                            scram = Some(client);
+                        }
+                        AuthRequest::SaslContinue(data) => {
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ServerError::Protocol("SASL continue before SASL start".into())
+                            })?;
+                            let reply = client.handle_server_first(data)?;
+                            authmsg::put_sasl_response(&mut out, &reply);
+                        }
+                        AuthRequest::SaslFinal(data) => {
+                            let client = scram.as_mut().ok_or_else(|| {
+                                ServerError::Protocol("SASL final before SASL start".into())
+                            })?;
+                            client.handle_server_final(data)?;
+                        }
+                        AuthRequest::Other(code) => {
+                            return Err(ServerError::Auth(format!(
+                                "server asks for authentication method {code}, which pgweir does not support"
+                            )))
+                        }
+                    }
+                    if !out.is_empty() {
+                        stream.write_all(&out).await.map_err(io)?;
+                        out.clear();
+                    }
+                }
+                b'S' => {
+                    if let Some((k, v)) = backend::parse_parameter_status(frame.body()) {
+                        params.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+                b'K' => {
+                    let (pid, k) = backend::parse_backend_key_data(frame.body())
+                        .ok_or_else(|| ServerError::Protocol("malformed BackendKeyData".into()))?;
+                    key = Some((pid, k.to_vec()));
+                }
+                b'E' => {
+                    let e = ErrorFields::parse(frame.body());
+                    return Err(ServerError::Rejected {
+                        code: String::from_utf8_lossy(e.code.unwrap_or(b"XX000")).into_owned(),
+                        message: e.message_lossy(),
+                    });
+                }
+                b'Z' => break,
+                // NoticeResponse, NegotiateProtocolVersion: nothing to do at login.
+                _ => {}
+            }
+        }
+        let (pid, key) =
+            key.ok_or_else(|| ServerError::Protocol("server sent no BackendKeyData".into()))?;
+        if !rbuf.is_empty() {
+            return Err(ServerError::Protocol(
+                "server sent data after ReadyForQuery at login".into(),
+            ));
+        }
+        Ok(ServerConn {
+            stream,
+            rbuf,
+            cancel: Arc::new(CancelTarget { addr, pid, key }),
+            params: Arc::new(params),
+            clean: true,
+        })
+    }
+
+    /// Non-blocking probe of an idle connection: readable (data or EOF) means dead or desynced.
+    pub fn is_idle_and_alive(&self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// Sends a CancelRequest for `target` over a fresh connection, as PostgreSQL expects.
+///
+/// # Errors
+/// Connect or write failure.
+pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(target.addr).await?;
+    let mut buf = BytesMut::with_capacity(16 + target.key.len());
+    weir_wire::startup::put_cancel_request(&mut buf, target.pid, &target.key);
+    stream.write_all(&buf).await?;
+    // PostgreSQL closes the connection once it has read the request; wait for that so the
+    // cancel is delivered before we report it done.
+    let mut sink = [0u8; 16];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut sink)).await;
+    Ok(())
+}
