@@ -1,2 +1,119 @@
-//! placeholder
+//! End-to-end test harness: a real PostgreSQL ([`pg`]) and pgweir running in-process on
+//! `127.0.0.1:0`, driven by real clients (tokio-postgres, psql, pgbench).
+
 pub mod pg;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use weir_config::{Config, Overrides, PoolMode};
+use weir_proxy::Proxy;
+
+pub use pg::{shared_cluster, APP_DB, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
+
+/// A proxy running inside the test's runtime; stopped when dropped.
+pub struct TestProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// A libpq URL for `user`/`password` on `db` through this proxy.
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@{}:{}/{db}",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+
+    /// The URL of the standard SCRAM test user on the test database.
+    pub fn app_url(&self) -> String {
+        self.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB)
+    }
+
+    /// Stops accepting and waits for the proxy task to end.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A config for pgweir in front of `upstream` (a libpq URL), listening on 127.0.0.1:0.
+pub fn config_for(upstream: &str, mode: PoolMode, pool_size: u32) -> Config {
+    let mut config = Config::default();
+    config
+        .apply_overrides(&Overrides {
+            listen: Some(([127, 0, 0, 1], 0).into()),
+            upstream: Some(upstream.to_owned()),
+            pool_mode: Some(mode),
+            pool_size: Some(pool_size),
+            ..Overrides::default()
+        })
+        .expect("test config is valid");
+    config
+}
+
+/// A config in front of the shared cluster's test database as the SCRAM user.
+pub fn app_config(mode: PoolMode, pool_size: u32) -> Config {
+    let pg = shared_cluster();
+    config_for(
+        &pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB),
+        mode,
+        pool_size,
+    )
+}
+
+/// Binds and spawns the proxy on the current runtime.
+pub async fn start_proxy(config: Config) -> TestProxy {
+    let proxy = Proxy::bind(config).await.expect("proxy binds");
+    let addr = proxy.local_addr();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        proxy.run(token).await.expect("proxy runs");
+    });
+    TestProxy {
+        addr,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// Connects tokio-postgres to `url` and drives its connection in the background.
+///
+/// # Errors
+/// Whatever the login returned (the test asserts on it).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Polls `check` every 50 ms until it is true or `deadline` passes; returns the last answer.
+pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
