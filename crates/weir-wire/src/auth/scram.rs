@@ -34,8 +34,8 @@ pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// PostgreSQL's default `scram_iterations`.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
 
-/// Largest client-first-message accepted. libpq sends ~32 bytes; a 63-byte username escaped
-/// three times over plus a 256-char nonce still fits.
+/// Largest client-first-message accepted. libpq sends ~32 bytes; a 63-byte username with
+/// every byte escaped (`=2C`, 3 bytes each) plus a 256-char nonce still fits.
 pub const MAX_CLIENT_FIRST_LEN: usize = 1024;
 /// Largest client-final-message accepted; leaves room for tls-server-end-point channel binding
 /// data (a base64 hash) and extensions once `-PLUS` lands.
@@ -47,10 +47,12 @@ pub const MAX_SERVER_MESSAGE_LEN: usize = 1024;
 pub const MAX_NONCE_LEN: usize = 256;
 /// Longest salt accepted, decoded (PostgreSQL generates 16 bytes).
 pub const MAX_SALT_LEN: usize = 256;
-/// Highest iteration count a [`ScramClient`] will compute. PBKDF2 runs this many HMACs,
-/// about 0.3 µs each in release builds, so 10 million costs ~3 s of one core: generous
-/// for a deliberately hardened `scram_iterations` (OWASP suggests 600 000), while a hostile
-/// or misconfigured server cannot pin a core for minutes with `i=2147483647`.
+/// Highest iteration count a [`ScramClient`] will compute. PBKDF2 runs one HMAC-SHA-256
+/// (two SHA-256 block compressions) per iteration, so 10 million costs seconds of one core:
+/// generous for a deliberately hardened `scram_iterations` (PostgreSQL's default is 4096,
+/// OWASP suggests 600 000), while a hostile or misconfigured server cannot pin a core for
+/// many minutes with `i=2147483647`. The caller should run the exchange off the async
+/// executor (e.g. `spawn_blocking`) when iteration counts can be high.
 pub const MAX_ITERATIONS: u32 = 10_000_000;
 /// Longest verifier string [`ScramSecret::parse`] accepts.
 pub const MAX_VERIFIER_LEN: usize = 1024;
