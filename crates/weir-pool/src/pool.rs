@@ -1,0 +1,434 @@
+//! The pool handle and checkout: idle connection, else a new one, else wait.
+//!
+//! Every path that gives something back (checkin, a failed connect, a waiter that
+//! gave up holding a grant) goes through [`State::route`] under the lock and
+//! [`Inner::finish`] outside it, so a connection or slot handed to a waiter that
+//! is already gone is passed on to the next waiter or returned, never lost.
+
+use std::mem;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::guard::PooledConnection;
+use crate::metrics::PoolMetrics;
+use crate::queue::WaiterId;
+use crate::state::{Conn, Grant, Route, State};
+use crate::{ManageConnection, PoolError, PoolSettings, PoolStats};
+
+type Result<T, M> = std::result::Result<T, PoolError<<M as ManageConnection>::Error>>;
+
+/// A pool of connections made by `M`. Cloning is cheap and shares the pool.
+pub struct Pool<M: ManageConnection> {
+    inner: Arc<Inner<M>>,
+}
+
+/// The shared part of a pool.
+pub(crate) struct Inner<M: ManageConnection> {
+    pub(crate) manager: M,
+    state: Mutex<State<M::Connection>>,
+    pub(crate) metrics: PoolMetrics,
+    /// Wakes the maintenance task on `close`; kept apart from `Inner` so that task
+    /// can wait on it without keeping the pool alive.
+    pub(crate) shutdown: Arc<Notify>,
+}
+
+/// What a checkout does once it has left the lock.
+enum Step<C> {
+    /// Probe and use this idle connection (already counted as active).
+    Idle(Conn<C>),
+    /// Open a new connection in the slot reserved for us.
+    Connect(Duration),
+    /// Wait for a grant.
+    Wait {
+        id: WaiterId,
+        rx: oneshot::Receiver<Grant<C>>,
+        wait_timeout: Option<Duration>,
+        connect_timeout: Duration,
+    },
+}
+
+impl<M: ManageConnection> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<M: ManageConnection> std::fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: ManageConnection> Pool<M> {
+    /// A new, empty pool; nothing is opened until the first checkout or
+    /// [`Pool::spawn_maintenance`].
+    pub fn new(manager: M, settings: PoolSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                manager,
+                state: Mutex::new(State::new(settings)),
+                metrics: PoolMetrics::new(),
+                shutdown: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// The connection manager.
+    pub fn manager(&self) -> &M {
+        &self.inner.manager
+    }
+
+    /// Check out a connection: an idle one (LIFO, probed with `is_alive`), else a
+    /// new one if under `max_size`, else wait in the queue up to `wait_timeout`.
+    /// Records the time taken in [`PoolMetrics::record_wait`].
+    ///
+    /// Cancel-safe: dropping the future while it waits or connects returns
+    /// whatever it held to the pool.
+    ///
+    /// # Errors
+    /// [`PoolError::Timeout`] if nothing became free in time,
+    /// [`PoolError::Connect`] / [`PoolError::ConnectTimeout`] if this caller's
+    /// connect failed, [`PoolError::Closed`] once the pool is closed.
+    pub async fn get(&self) -> Result<PooledConnection<M>, M> {
+        let start = Instant::now();
+        let conn = self.inner.acquire(start).await?;
+        let metrics = &self.inner.metrics;
+        metrics.checkouts.fetch_add(1, Relaxed);
+        metrics.record_wait(start.elapsed());
+        Ok(PooledConnection::new(Arc::clone(&self.inner), conn))
+    }
+
+    /// Change settings at runtime. Shrinking `max_size` closes surplus idle
+    /// connections now and busy ones at checkin; growing it lets waiters connect.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        let mut surplus = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            st.settings = settings;
+            // Held connections still count in `total`, so count down separately.
+            let mut remaining = st.total();
+            while remaining > st.settings.max_size {
+                let Some(conn) = st.idle.pop_front() else {
+                    break;
+                };
+                st.held += 1;
+                remaining -= 1;
+                surplus.push(conn);
+            }
+        }
+        let closed = surplus.len();
+        drop(surplus);
+        self.inner.metrics.closed.fetch_add(closed as u64, Relaxed);
+        let mut routes = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            st.held -= u32::try_from(closed).unwrap_or(u32::MAX);
+            st.grant_slots(&mut routes);
+        }
+        for route in routes {
+            self.inner.finish(route);
+        }
+    }
+
+    /// A cheap snapshot of the pool's counts.
+    pub fn stats(&self) -> PoolStats {
+        let (mut stats, oldest) = {
+            let st = self.inner.lock();
+            let stats = PoolStats {
+                idle: u32::try_from(st.idle.len()).unwrap_or(u32::MAX),
+                active: st.active,
+                connecting: st.connecting,
+                waiting: u32::try_from(st.waiters.len()).unwrap_or(u32::MAX),
+                max_size: st.settings.max_size,
+                max_wait: Duration::ZERO,
+            };
+            (stats, st.waiters.oldest())
+        };
+        if let Some(since) = oldest {
+            stats.max_wait = Instant::now().saturating_duration_since(since);
+        }
+        stats
+    }
+
+    /// The pool's counters and histograms (shared with the proxy, which records
+    /// transactions, queries and bytes into them).
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.inner.metrics
+    }
+
+    /// Stop the pool: current and future checkouts fail with
+    /// [`PoolError::Closed`], idle connections are closed now and busy ones at
+    /// checkin, and the maintenance task ends.
+    pub fn close(&self) {
+        let (idle, waiters) = {
+            let mut st = self.inner.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let idle = mem::take(&mut st.idle);
+            st.held += u32::try_from(idle.len()).unwrap_or(u32::MAX);
+            let waiters: Vec<_> = std::iter::from_fn(|| st.waiters.pop()).collect();
+            (idle, waiters)
+        };
+        // Dropping a waiter's sender wakes it with `Closed`.
+        drop(waiters);
+        let closed = idle.len();
+        drop(idle);
+        self.inner.metrics.closed.fetch_add(closed as u64, Relaxed);
+        self.inner.lock().held -= u32::try_from(closed).unwrap_or(u32::MAX);
+        self.inner.shutdown.notify_waiters();
+        tracing::debug!(closed, "pool closed");
+    }
+
+    /// Spawn the maintenance task (on the current tokio runtime), running every
+    /// `interval` until the pool is closed or dropped: keep `min_size` warm
+    /// (waiting `login_retry` after a failed connect), close idle connections past
+    /// `idle_timeout` (never below `min_size`) or `max_lifetime`, and drop idle
+    /// connections that fail `is_alive`. It never exceeds `max_size`.
+    pub fn spawn_maintenance(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        crate::maintenance::spawn(&self.inner, interval)
+    }
+}
+
+impl<M: ManageConnection> Inner<M> {
+    /// The state lock. Nothing panics while holding it, but if something did the
+    /// counts are still consistent at every unlock, so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<M::Connection>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Carry out a routing decision, re-routing grants whose waiter is gone.
+    pub(crate) fn finish(&self, mut route: Route<M::Connection>) {
+        loop {
+            route = match route {
+                Route::Done => return,
+                Route::Send(tx, grant) => match tx.send(grant) {
+                    Ok(()) => return,
+                    Err(grant) => self.lock().route(grant),
+                },
+                Route::Close(conn) => {
+                    drop(conn);
+                    self.metrics.closed.fetch_add(1, Relaxed);
+                    let mut st = self.lock();
+                    st.active -= 1;
+                    st.free_slot()
+                }
+            };
+        }
+    }
+
+    /// Check a connection (counted as active) back in, or close it.
+    pub(crate) fn checkin(&self, mut conn: Conn<M::Connection>, discard: bool) {
+        if discard || !self.manager.is_reusable(&conn.raw) {
+            return self.finish(Route::Close(conn));
+        }
+        let now = Instant::now();
+        conn.last_used = now;
+        let route = {
+            let mut st = self.lock();
+            let expired = st
+                .settings
+                .max_lifetime
+                .is_some_and(|max| now.saturating_duration_since(conn.created) >= max);
+            if expired {
+                Route::Close(conn)
+            } else {
+                st.route(Grant::Conn(conn))
+            }
+        };
+        self.finish(route);
+    }
+
+    async fn acquire(&self, start: Instant) -> Result<Conn<M::Connection>, M> {
+        // Set after dropping a dead idle connection whose slot we still hold.
+        let mut dropped_dead = false;
+        loop {
+            let step = {
+                let mut st = self.lock();
+                if dropped_dead {
+                    // Every path below returns or sets it again.
+                    st.active -= 1;
+                }
+                if st.closed {
+                    return Err(PoolError::Closed);
+                }
+                if let Some(conn) = st.idle.pop_back() {
+                    st.active += 1;
+                    Step::Idle(conn)
+                } else if st.has_room() {
+                    st.connecting += 1;
+                    Step::Connect(st.settings.connect_timeout)
+                } else {
+                    let (tx, rx) = oneshot::channel();
+                    let id = st.waiters.push(start, tx);
+                    Step::Wait {
+                        id,
+                        rx,
+                        wait_timeout: st.settings.wait_timeout,
+                        connect_timeout: st.settings.connect_timeout,
+                    }
+                }
+            };
+            match step {
+                Step::Idle(mut conn) => {
+                    if self.manager.is_alive(&mut conn.raw) {
+                        return Ok(conn);
+                    }
+                    tracing::debug!("closing dead idle server connection found at checkout");
+                    drop(conn);
+                    self.metrics.closed.fetch_add(1, Relaxed);
+                    dropped_dead = true;
+                }
+                Step::Connect(connect_timeout) => return self.open(connect_timeout).await,
+                Step::Wait {
+                    id,
+                    rx,
+                    wait_timeout,
+                    connect_timeout,
+                } => {
+                    return match self.wait(id, rx, wait_timeout).await? {
+                        Grant::Conn(conn) => Ok(conn),
+                        Grant::Slot => self.open(connect_timeout).await,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Wait in the queue for a grant.
+    async fn wait(
+        &self,
+        id: WaiterId,
+        rx: oneshot::Receiver<Grant<M::Connection>>,
+        wait_timeout: Option<Duration>,
+    ) -> Result<Grant<M::Connection>, M> {
+        let mut guard = WaitGuard {
+            inner: self,
+            id,
+            rx,
+            armed: true,
+        };
+        let received = match wait_timeout {
+            Some(limit) => match tokio::time::timeout(limit, &mut guard.rx).await {
+                Ok(received) => received,
+                Err(_elapsed) => {
+                    guard.armed = false;
+                    guard.rx.close();
+                    // A grant sent just before the close is ours: use it rather than bounce it.
+                    if let Ok(grant) = guard.rx.try_recv() {
+                        return Ok(grant);
+                    }
+                    self.lock().waiters.remove(id);
+                    self.metrics.wait_timeouts.fetch_add(1, Relaxed);
+                    return Err(PoolError::Timeout(limit));
+                }
+            },
+            None => (&mut guard.rx).await,
+        };
+        guard.armed = false;
+        // The sender is only dropped unsent by `close`.
+        received.map_err(|_| PoolError::Closed)
+    }
+
+    /// Open a connection in a slot already counted in `connecting`. On success
+    /// the connection is counted as active; on failure the slot is freed.
+    pub(crate) async fn open(&self, connect_timeout: Duration) -> Result<Conn<M::Connection>, M> {
+        let mut slot = SlotGuard {
+            inner: self,
+            armed: true,
+        };
+        let result = tokio::time::timeout(connect_timeout, self.manager.connect()).await;
+        slot.armed = false;
+        let now = Instant::now();
+        let err = match result {
+            Ok(Ok(raw)) => {
+                self.metrics.connects.fetch_add(1, Relaxed);
+                let conn = Conn {
+                    raw,
+                    created: now,
+                    last_used: now,
+                };
+                let closed = {
+                    let mut st = self.lock();
+                    st.last_connect_failure = None;
+                    st.connecting -= 1;
+                    st.active += 1;
+                    st.closed
+                };
+                if closed {
+                    self.finish(Route::Close(conn));
+                    return Err(PoolError::Closed);
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => PoolError::Connect(e),
+            Err(_elapsed) => PoolError::ConnectTimeout(connect_timeout),
+        };
+        self.metrics.connect_errors.fetch_add(1, Relaxed);
+        tracing::debug!(error = %err, "server connect failed");
+        let route = {
+            let mut st = self.lock();
+            st.last_connect_failure = Some(now);
+            st.route(Grant::Slot)
+        };
+        self.finish(route);
+        Err(err)
+    }
+}
+
+/// Leaves the queue, or returns a grant that arrived, if a waiting checkout is
+/// dropped.
+struct WaitGuard<'a, M: ManageConnection> {
+    inner: &'a Inner<M>,
+    id: WaiterId,
+    rx: oneshot::Receiver<Grant<M::Connection>>,
+    armed: bool,
+}
+
+impl<M: ManageConnection> Drop for WaitGuard<'_, M> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // After `close`, a send either already happened (and `try_recv` gets it)
+        // or will fail and the sender re-routes the grant.
+        self.rx.close();
+        match self.rx.try_recv() {
+            Ok(grant) => {
+                let route = self.inner.lock().route(grant);
+                self.inner.finish(route);
+            }
+            Err(_) => {
+                self.inner.lock().waiters.remove(self.id);
+            }
+        }
+    }
+}
+
+/// Frees a reserved connect slot if the connecting future is dropped.
+struct SlotGuard<'a, M: ManageConnection> {
+    inner: &'a Inner<M>,
+    armed: bool,
+}
+
+impl<M: ManageConnection> Drop for SlotGuard<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let route = self.inner.lock().route(Grant::Slot);
+            self.inner.finish(route);
+        }
+    }
+}

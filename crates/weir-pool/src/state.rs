@@ -1,0 +1,136 @@
+//! The pool's shared state (behind its one mutex) and the routing rule that
+//! decides where a connection or a free slot goes next.
+//!
+//! Accounting invariant: every open connection and every connect in flight is
+//! counted exactly once, in `idle`, `active`, `connecting` or `held`, and their
+//! sum (`total`) only exceeds `max_size` after a shrink. A connection being
+//! closed stays counted until it has been dropped, so a new one is never opened
+//! while the old one still exists: the server never sees more than `max_size`.
+
+use std::collections::VecDeque;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::queue::WaitQueue;
+use crate::PoolSettings;
+
+/// A pooled connection with the times the pool needs for reaping.
+pub(crate) struct Conn<C> {
+    pub(crate) raw: C,
+    pub(crate) created: Instant,
+    pub(crate) last_used: Instant,
+}
+
+/// What a waiter is handed.
+pub(crate) enum Grant<C> {
+    /// A ready connection (counted in `active`).
+    Conn(Conn<C>),
+    /// Permission to open a new connection (counted in `connecting`).
+    Slot,
+}
+
+/// The sending half a waiter is woken through.
+pub(crate) type Waiter<C> = oneshot::Sender<Grant<C>>;
+
+/// What to do, outside the lock, after a routing decision.
+pub(crate) enum Route<C> {
+    /// Nothing left to do.
+    Done,
+    /// Hand this grant to this waiter (if the send fails, route the grant again).
+    Send(Waiter<C>, Grant<C>),
+    /// Drop this connection (still counted in `active`), then free its slot.
+    Close(Conn<C>),
+}
+
+/// Everything behind the pool's mutex.
+pub(crate) struct State<C> {
+    pub(crate) settings: PoolSettings,
+    /// Idle connections, least recently used at the front; checkouts pop the back (LIFO).
+    pub(crate) idle: VecDeque<Conn<C>>,
+    /// Checked out by clients (or granted to a waiter that has not woken yet).
+    pub(crate) active: u32,
+    /// Connects in flight, and slots granted to waiters that will connect.
+    pub(crate) connecting: u32,
+    /// Taken out of `idle` by the pool itself, to probe or to close.
+    pub(crate) held: u32,
+    pub(crate) waiters: WaitQueue<Waiter<C>>,
+    pub(crate) closed: bool,
+    /// When the last connect failed, if the latest attempt failed (for `login_retry`).
+    pub(crate) last_connect_failure: Option<Instant>,
+}
+
+impl<C> State<C> {
+    pub(crate) fn new(settings: PoolSettings) -> Self {
+        let capacity = usize::try_from(settings.max_size).unwrap_or(0).min(1024);
+        Self {
+            settings,
+            idle: VecDeque::with_capacity(capacity),
+            active: 0,
+            connecting: 0,
+            held: 0,
+            waiters: WaitQueue::new(),
+            closed: false,
+            last_connect_failure: None,
+        }
+    }
+
+    /// Open connections plus connects in flight.
+    pub(crate) fn total(&self) -> u32 {
+        let idle = u32::try_from(self.idle.len()).unwrap_or(u32::MAX);
+        idle.saturating_add(self.active)
+            .saturating_add(self.connecting)
+            .saturating_add(self.held)
+    }
+
+    /// Whether a new connection (or slot) would still fit under `max_size`.
+    pub(crate) fn has_room(&self) -> bool {
+        self.total() < self.settings.max_size
+    }
+
+    /// Route a connection (counted in `active`) or a slot (counted in
+    /// `connecting`) to the first waiter, else back to idle / release it.
+    pub(crate) fn route(&mut self, grant: Grant<C>) -> Route<C> {
+        let over = self.total() > self.settings.max_size;
+        match grant {
+            Grant::Conn(conn) => {
+                if self.closed || over {
+                    return Route::Close(conn);
+                }
+                if let Some(tx) = self.waiters.pop() {
+                    return Route::Send(tx, Grant::Conn(conn));
+                }
+                self.active -= 1;
+                self.idle.push_back(conn);
+                Route::Done
+            }
+            Grant::Slot => {
+                if !self.closed && !over {
+                    if let Some(tx) = self.waiters.pop() {
+                        return Route::Send(tx, Grant::Slot);
+                    }
+                }
+                self.connecting -= 1;
+                Route::Done
+            }
+        }
+    }
+
+    /// A connection was dropped and its count removed by the caller: offer the
+    /// freed slot to the first waiter.
+    pub(crate) fn free_slot(&mut self) -> Route<C> {
+        self.connecting += 1;
+        self.route(Grant::Slot)
+    }
+
+    /// Grant slots to waiters while there is room (after a grow or a close).
+    pub(crate) fn grant_slots(&mut self, out: &mut Vec<Route<C>>) {
+        while !self.closed && self.has_room() {
+            let Some(tx) = self.waiters.pop() else {
+                break;
+            };
+            self.connecting += 1;
+            out.push(Route::Send(tx, Grant::Slot));
+        }
+    }
+}
