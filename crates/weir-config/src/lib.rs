@@ -1,1 +1,429 @@
-//! placeholder
+//! pgweir's typed configuration: `proxy.toml`, the auth file, overrides, validation, defaults.
+//!
+//! One serde tree ([`Config`]) with `deny_unknown_fields` everywhere, so a misspelt key is
+//! an error naming its line, not a silently ignored setting. Setting names and semantics
+//! are PgBouncer's where PgBouncer has the setting. Defaults live in one place:
+//! [`Config::default`]. Durations are human (`"30s"`, `"5m"`, see [`duration`]).
+//!
+//! Loading order ([`Config::load_with_overrides`]): parse the file, read the auth file and
+//! merge its users under `[users]`, apply command-line/environment overrides, validate.
+//! Every error says where: `proxy.toml:12: key `databases.app.pool_size`: must be at least 1`.
+
+pub mod auth_file;
+pub mod duration;
+mod error;
+mod locate;
+pub mod size;
+mod types;
+mod url;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::ConfigError;
+pub use types::{AuthType, LogFormat, ParseSettingError, PoolMode, Secret};
+
+use locate::{dotted, line_at, SpanTree};
+
+/// PostgreSQL's default port, used when a database or URL gives none.
+pub const DEFAULT_SERVER_PORT: u16 = 5432;
+/// Smallest accepted `max_message_size` (1 MiB): lower limits break ordinary queries with
+/// large parameters or rows in ways that are hard to diagnose.
+pub const MIN_MESSAGE_SIZE: u32 = 1 << 20;
+/// Largest accepted `max_message_size`: the protocol's length field is a signed Int32.
+pub const MAX_MESSAGE_SIZE: u32 = i32::MAX as u32;
+
+/// The whole proxy configuration (`proxy.toml`). Missing keys take [`Config::default`]'s values.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address clients connect to, `"host:port"` with an IP address. Default `127.0.0.1:6432`.
+    #[serde(deserialize_with = "de_socket_addr")]
+    pub listen: SocketAddr,
+    /// When server connections return to the pool. Default `transaction`.
+    pub pool_mode: PoolMode,
+    /// Most server connections per (database, user) pool. Default 20.
+    pub default_pool_size: u32,
+    /// Server connections kept open per pool even when idle. Default 0.
+    pub min_pool_size: u32,
+    /// Most client connections at once. Default 10 000.
+    pub max_client_conn: u32,
+    /// Most server connections per database over all its pools; 0 = unlimited (default).
+    pub max_db_connections: u32,
+    /// How clients authenticate to the proxy. Default `scram-sha-256`.
+    pub auth_type: AuthType,
+    /// PgBouncer-style `userlist.txt`; relative to the config file's directory. After
+    /// [`Config::load`] this holds the resolved path.
+    pub auth_file: Option<PathBuf>,
+    /// Run on a server connection before another client gets it, in session mode only;
+    /// empty = none. Default `DISCARD ALL`.
+    pub server_reset_query: String,
+    /// Largest message (the Int32 length field) accepted from a client or server, in bytes
+    /// or with a unit (`"64MiB"`); 1 MiB to 2 GiB - 1. Default 1 GiB, PostgreSQL's own limit.
+    #[serde(deserialize_with = "size::deserialize_u32")]
+    pub max_message_size: u32,
+    /// Deadline for connecting and logging in to a server; must be > 0. Default 15s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_connect_timeout: Duration,
+    /// After a failed server login, how long new clients fail fast before the next attempt. Default 15s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_login_retry: Duration,
+    /// Longest a client waits for a server connection; 0 = forever. Default 120s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub query_wait_timeout: Duration,
+    /// Longest a client may take to log in. Default 60s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub client_login_timeout: Duration,
+    /// Close clients idle (outside a transaction) this long; 0 = never (default).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub client_idle_timeout: Duration,
+    /// Close clients idle inside a transaction this long; 0 = never (default).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub idle_transaction_timeout: Duration,
+    /// Close pooled server connections unused this long; 0 = never. Default 600s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_idle_timeout: Duration,
+    /// Close pooled server connections older than this when released; 0 = use once. Default 3600s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub server_lifetime: Duration,
+    /// Log line format. Default `text`.
+    pub log_format: LogFormat,
+    /// Databases clients may connect to, by the name clients use (`[databases.NAME]`).
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Users (`[users.NAME]`), merged by [`Config::load`] with the auth file's users.
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 6432)),
+            pool_mode: PoolMode::Transaction,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            max_client_conn: 10_000,
+            max_db_connections: 0,
+            auth_type: AuthType::ScramSha256,
+            auth_file: None,
+            server_reset_query: "DISCARD ALL".to_owned(),
+            max_message_size: 1 << 30,
+            server_connect_timeout: Duration::from_secs(15),
+            server_login_retry: Duration::from_secs(15),
+            query_wait_timeout: Duration::from_secs(120),
+            client_login_timeout: Duration::from_secs(60),
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            log_format: LogFormat::Text,
+            databases: BTreeMap::new(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where and how to reach one upstream database (`[databases.NAME]`). `Debug` hides `password`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Server host name or IP address (one; no lists, no Unix sockets). Required.
+    pub host: String,
+    /// Server port. Default 5432.
+    #[serde(default = "default_server_port")]
+    pub port: u16,
+    /// Database name on the server; `None` = the name clients use.
+    pub dbname: Option<String>,
+    /// Log in to the server as this user instead of the client's (one pool for the database).
+    pub user: Option<String>,
+    /// Password for `user`; `None` = the user's secret from `[users]`/the auth file.
+    pub password: Option<String>,
+    /// Pool size for this database; `None` = `default_pool_size`.
+    pub pool_size: Option<u32>,
+    /// Minimum pool size for this database; `None` = the global `min_pool_size`.
+    pub min_pool_size: Option<u32>,
+    /// Pool mode for this database; `None` = the global `pool_mode`.
+    pub pool_mode: Option<PoolMode>,
+}
+
+impl Default for DatabaseConfig {
+    /// A local server on the default port with every option inherited.
+    fn default() -> Self {
+        DatabaseConfig {
+            host: "127.0.0.1".to_owned(),
+            port: DEFAULT_SERVER_PORT,
+            dbname: None,
+            user: None,
+            password: None,
+            pool_size: None,
+            min_pool_size: None,
+            pool_mode: None,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("dbname", &self.dbname)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("pool_size", &self.pool_size)
+            .field("min_pool_size", &self.min_pool_size)
+            .field("pool_mode", &self.pool_mode)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// The database name to ask the server for: `dbname`, or else `name`, the client-side name.
+    pub fn server_dbname<'a>(&'a self, name: &'a str) -> &'a str {
+        self.dbname.as_deref().unwrap_or(name)
+    }
+}
+
+/// Per-user settings (`[users.NAME]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user's secret: a plain-text password, an md5 hash or a SCRAM secret.
+    pub password: Option<Secret>,
+    /// Pool mode for this user's pools; wins over the database's and the global one.
+    pub pool_mode: Option<PoolMode>,
+}
+
+/// Command-line / environment values; each `Some` wins over everything in the file.
+/// `Debug` hides the upstream URL, which holds a password.
+#[derive(Default, Clone)]
+pub struct Overrides {
+    /// Replaces `listen`.
+    pub listen: Option<SocketAddr>,
+    /// An upstream URL added with [`Config::apply_upstream_url`].
+    pub upstream: Option<String>,
+    /// Replaces `pool_mode`, and clears per-database and per-user pool modes.
+    pub pool_mode: Option<PoolMode>,
+    /// Replaces `default_pool_size`, and clears per-database pool sizes.
+    pub pool_size: Option<u32>,
+    /// Replaces `max_client_conn`.
+    pub max_client_conn: Option<u32>,
+    /// Replaces `log_format`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field("listen", &self.listen)
+            .field("upstream", &self.upstream.as_ref().map(|_| REDACTED))
+            .field("pool_mode", &self.pool_mode)
+            .field("pool_size", &self.pool_size)
+            .field("max_client_conn", &self.max_client_conn)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// What `Debug` shows instead of a password.
+const REDACTED: &str = "<redacted>";
+
+impl Config {
+    /// Parse and validate TOML text; `origin` names the source in errors. Does not read `auth_file`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML, unknown keys and wrong types;
+    /// [`ConfigError::Invalid`] for values [`Config::validate`] rejects; both with the line.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config = parse_toml(text, origin)?;
+        config
+            .check()
+            .map_err(|p| p.into_error(origin, SpanTree::parse(text).as_ref(), &[]))?;
+        Ok(config)
+    }
+
+    /// Read a config file, parse it, read its auth file (relative to the config file's
+    /// directory) and merge the users, then validate.
+    ///
+    /// # Errors
+    /// As [`Config::load_with_overrides`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_overrides(path, &Overrides::default())
+    }
+
+    /// [`Config::load`] with `overrides` applied before validation, so a file without
+    /// databases is fine when the overrides bring an upstream URL.
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] if a file cannot be read; [`ConfigError::Parse`] or
+    /// [`ConfigError::Invalid`] (with the line) for the config; [`ConfigError::AuthFile`]
+    /// for a bad auth-file line or a secret unusable with `auth_type`; [`ConfigError::Url`]
+    /// for a bad upstream URL.
+    pub fn load_with_overrides(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let mut config = parse_toml(&text, &origin)?;
+        if let Some(file) = config.auth_file.take() {
+            let resolved = path.parent().unwrap_or(Path::new("")).join(file);
+            let entries = auth_file::read(&resolved)?;
+            config.merge_auth_file(entries, &resolved)?;
+            config.auth_file = Some(resolved);
+        }
+        let overridden = config.apply_overrides_unchecked(overrides)?;
+        let tree = SpanTree::parse(&text);
+        config
+            .check()
+            .map_err(|p| p.into_error(&origin, tree.as_ref(), &overridden))?;
+        Ok(config)
+    }
+
+    /// Apply command-line / environment overrides (each `Some` wins over the file), then re-validate.
+    ///
+    /// # Errors
+    /// [`ConfigError::Url`] for a bad upstream URL; [`ConfigError::Invalid`] if the result
+    /// does not validate.
+    pub fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        let overridden = self.apply_overrides_unchecked(o)?;
+        self.check()
+            .map_err(|p| p.into_error("config", None, &overridden))
+    }
+
+    /// Effective pool size for database `db`: its `pool_size`, else `default_pool_size`.
+    pub fn pool_size_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.pool_size)
+            .unwrap_or(self.default_pool_size)
+    }
+
+    /// Effective minimum pool size for database `db`: its `min_pool_size`, else the global one.
+    pub fn min_pool_size_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.min_pool_size)
+            .unwrap_or(self.min_pool_size)
+    }
+
+    /// Effective pool mode for `user` on `db`: the user's, else the database's, else the
+    /// global one (PgBouncer's precedence).
+    pub fn pool_mode_for(&self, db: &str, user: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_mode)
+            .or_else(|| self.databases.get(db).and_then(|d| d.pool_mode))
+            .unwrap_or(self.pool_mode)
+    }
+
+    /// Merge auth-file users under `[users]`: a `[users]` password wins over the file's.
+    fn merge_auth_file(
+        &mut self,
+        entries: Vec<auth_file::AuthFileEntry>,
+        path: &Path,
+    ) -> Result<(), ConfigError> {
+        for entry in entries {
+            let user = self.users.entry(entry.user).or_default();
+            if user.password.is_some() {
+                continue;
+            }
+            if let Some(secret) = &entry.secret {
+                secret
+                    .check_usable_with(self.auth_type)
+                    .map_err(|message| ConfigError::AuthFile {
+                        path: path.to_owned(),
+                        line: entry.line,
+                        message,
+                    })?;
+            }
+            user.password = entry.secret;
+        }
+        Ok(())
+    }
+
+    /// Apply overrides without validating; returns the key paths they set.
+    fn apply_overrides_unchecked(
+        &mut self,
+        o: &Overrides,
+    ) -> Result<Vec<Vec<String>>, ConfigError> {
+        let mut set: Vec<Vec<String>> = Vec::new();
+        let mut mark = |path: &[&str]| set.push(path.iter().map(|s| (*s).to_owned()).collect());
+        if let Some(upstream) = &o.upstream {
+            let up = url::parse(upstream)?;
+            mark(&["databases", &up.dbname]);
+            mark(&["users", &up.user]);
+            self.apply_upstream_url(upstream)?;
+        }
+        if let Some(listen) = o.listen {
+            self.listen = listen;
+            mark(&["listen"]);
+        }
+        if let Some(mode) = o.pool_mode {
+            self.pool_mode = mode;
+            self.databases.values_mut().for_each(|d| d.pool_mode = None);
+            self.users.values_mut().for_each(|u| u.pool_mode = None);
+            mark(&["pool_mode"]);
+        }
+        if let Some(size) = o.pool_size {
+            self.default_pool_size = size;
+            self.databases.values_mut().for_each(|d| d.pool_size = None);
+            mark(&["default_pool_size"]);
+        }
+        if let Some(max) = o.max_client_conn {
+            self.max_client_conn = max;
+            mark(&["max_client_conn"]);
+        }
+        if let Some(format) = o.log_format {
+            self.log_format = format;
+            mark(&["log_format"]);
+        }
+        Ok(set)
+    }
+}
+
+fn default_server_port() -> u16 {
+    DEFAULT_SERVER_PORT
+}
+
+/// Parse TOML into a [`Config`] without validating it.
+fn parse_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    toml::from_str::<Config>(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start);
+        // Keep the message on one line: the parser's may span several.
+        let mut message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        // Name the key the parser complained about; unknown-field messages already do.
+        if let (Some(offset), Some(tree)) = (offset, SpanTree::parse(text)) {
+            let path = tree.path_at(offset);
+            if !path.is_empty() && !message.starts_with("unknown field") {
+                message = format!("key `{}`: {message}", dotted(&path));
+            }
+        }
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            line: offset.map_or(0, |o| line_at(text, o)),
+            message,
+        }
+    })
+}
+
+/// `listen` as `"ip:port"`, with an error that shows the expected form.
+fn de_socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid address {text:?}: expected \"IP:PORT\", e.g. \"127.0.0.1:6432\" or \"[::]:6432\""
+        ))
+    })
+}

@@ -1,0 +1,240 @@
+//! Semantic checks of a parsed [`Config`]: the rules TOML types cannot express.
+//!
+//! Each failure is a [`Problem`] carrying the key path, so the caller that still has the
+//! TOML text can point at the line where the key is written.
+
+use crate::locate::{dotted, SpanTree};
+use crate::{duration, Config, ConfigError, DatabaseConfig, MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
+
+/// One rule a config breaks, with the key path it is about.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub(crate) path: Vec<String>,
+    pub(crate) message: String,
+}
+
+/// Origin used for problems in values that came from command-line/environment overrides.
+pub(crate) const OVERRIDES_ORIGIN: &str = "command line/environment";
+
+impl Problem {
+    fn new(path: &[&str], message: impl Into<String>) -> Self {
+        Problem {
+            path: path.iter().map(|s| (*s).to_owned()).collect(),
+            message: message.into(),
+        }
+    }
+
+    /// Turn into [`ConfigError::Invalid`], with the line from `tree` unless the value was
+    /// set by an override (a path under one of `overridden`), which no line of the file shows.
+    pub(crate) fn into_error(
+        self,
+        origin: &str,
+        tree: Option<&SpanTree<'_>>,
+        overridden: &[Vec<String>],
+    ) -> ConfigError {
+        let by_override = overridden.iter().any(|o| self.path.starts_with(o));
+        let (origin, line) = if by_override {
+            (OVERRIDES_ORIGIN, None)
+        } else {
+            (origin, tree.and_then(|t| t.line_of(&self.path)))
+        };
+        ConfigError::Invalid {
+            origin: origin.to_owned(),
+            line,
+            key: dotted(&self.path),
+            message: self.message,
+        }
+    }
+}
+
+impl Config {
+    /// Check the rules that types cannot: at least one database; pool sizes of at least 1
+    /// with `min_pool_size` within them; sane `max_message_size` and timeouts; complete
+    /// database entries; users' secrets usable with `auth_type` (md5 needs a plain-text
+    /// password or an md5 hash, scram-sha-256 a plain-text password or a SCRAM secret).
+    /// Users without a password are allowed (they may get one from the auth file).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for the first broken rule, naming the key (no line: use
+    /// [`Config::from_toml_str`] or [`Config::load`] for errors that point into the file).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|p| p.into_error("config", None, &[]))
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Problem> {
+        if self.max_client_conn == 0 {
+            return Err(Problem::new(&["max_client_conn"], "must be at least 1"));
+        }
+        if self.default_pool_size == 0 {
+            return Err(Problem::new(
+                &["default_pool_size"],
+                "must be at least 1 (server connections per database/user pool)",
+            ));
+        }
+        if self.min_pool_size > self.default_pool_size {
+            return Err(Problem::new(
+                &["min_pool_size"],
+                format!(
+                    "must not exceed default_pool_size ({} > {})",
+                    self.min_pool_size, self.default_pool_size
+                ),
+            ));
+        }
+        if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&self.max_message_size) {
+            return Err(Problem::new(
+                &["max_message_size"],
+                format!(
+                    "must be between {} and {MAX_MESSAGE_SIZE} bytes, got {}",
+                    crate::size::format(u64::from(MIN_MESSAGE_SIZE)),
+                    self.max_message_size
+                ),
+            ));
+        }
+        if self.server_connect_timeout.is_zero() {
+            return Err(Problem::new(
+                &["server_connect_timeout"],
+                "must be more than 0: a connection attempt needs a deadline",
+            ));
+        }
+        for (key, value) in self.durations() {
+            if value > duration::MAX {
+                return Err(Problem::new(
+                    &[key],
+                    format!(
+                        "must be at most {} (use 0 to disable a timeout)",
+                        duration::format(duration::MAX)
+                    ),
+                ));
+            }
+        }
+        if self
+            .auth_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(Problem::new(
+                &["auth_file"],
+                "must not be empty; remove the key if there is no auth file",
+            ));
+        }
+        if self.databases.is_empty() {
+            return Err(Problem::new(
+                &["databases"],
+                "at least one database is required: add a [databases.NAME] table \
+                 with a `host` (or pass an upstream URL)",
+            ));
+        }
+        for (name, db) in &self.databases {
+            self.check_database(name, db)?;
+        }
+        for (name, user) in &self.users {
+            if name.is_empty() {
+                return Err(Problem::new(
+                    &["users", name],
+                    "a user name must not be empty",
+                ));
+            }
+            let Some(secret) = &user.password else {
+                continue;
+            };
+            let path = ["users", name.as_str(), "password"];
+            if secret.as_str().is_empty() {
+                return Err(Problem::new(
+                    &path,
+                    "empty password; remove the key to list the user without one",
+                ));
+            }
+            secret
+                .check_usable_with(self.auth_type)
+                .map_err(|m| Problem::new(&path, m))?;
+        }
+        Ok(())
+    }
+
+    fn check_database(&self, name: &str, db: &DatabaseConfig) -> Result<(), Problem> {
+        let at = |key: &'static str| ["databases", name, key];
+        if name.is_empty() {
+            return Err(Problem::new(
+                &["databases", name],
+                "a database name must not be empty",
+            ));
+        }
+        if db.host.trim().is_empty() {
+            return Err(Problem::new(&at("host"), "must not be empty"));
+        }
+        if db.host.contains(',') {
+            return Err(Problem::new(
+                &at("host"),
+                "host lists are not supported; give one host name or address",
+            ));
+        }
+        if db.host.starts_with('/') || db.host.starts_with('@') {
+            return Err(Problem::new(
+                &at("host"),
+                "Unix-domain sockets are not supported; give a TCP host name or address",
+            ));
+        }
+        if db.port == 0 {
+            return Err(Problem::new(&at("port"), "must be from 1 to 65535"));
+        }
+        for (key, value) in [("dbname", &db.dbname), ("user", &db.user)] {
+            if value.as_deref() == Some("") {
+                return Err(Problem::new(
+                    &at(key),
+                    "must not be empty; remove the key to use the default",
+                ));
+            }
+        }
+        if db.password.is_some() && db.user.is_none() {
+            return Err(Problem::new(
+                &at("password"),
+                "is only used together with `user` (the server login it is the password of)",
+            ));
+        }
+        if db.pool_size == Some(0) {
+            return Err(Problem::new(&at("pool_size"), "must be at least 1"));
+        }
+        let size = self.pool_size_for(name);
+        let min = self.min_pool_size_for(name);
+        if min > size {
+            let key = if db.min_pool_size.is_some() {
+                "min_pool_size"
+            } else {
+                "pool_size"
+            };
+            return Err(Problem::new(
+                &at(key),
+                format!("min_pool_size ({min}) must not exceed pool_size ({size}) for database `{name}`"),
+            ));
+        }
+        if self.max_db_connections > 0 && min > self.max_db_connections {
+            let per_db = at("min_pool_size");
+            let path: &[&str] = if db.min_pool_size.is_some() {
+                &per_db
+            } else {
+                &["min_pool_size"]
+            };
+            return Err(Problem::new(
+                path,
+                format!(
+                    "min_pool_size ({min}) for database `{name}` exceeds max_db_connections ({})",
+                    self.max_db_connections
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn durations(&self) -> [(&'static str, std::time::Duration); 8] {
+        [
+            ("server_connect_timeout", self.server_connect_timeout),
+            ("server_login_retry", self.server_login_retry),
+            ("query_wait_timeout", self.query_wait_timeout),
+            ("client_login_timeout", self.client_login_timeout),
+            ("client_idle_timeout", self.client_idle_timeout),
+            ("idle_transaction_timeout", self.idle_transaction_timeout),
+            ("server_idle_timeout", self.server_idle_timeout),
+            ("server_lifetime", self.server_lifetime),
+        ]
+    }
+}
