@@ -33,6 +33,9 @@ pub struct Cli {
     /// Most client connections accepted at once [default: 10000].
     #[arg(long, env = "PGWEIR_MAX_CLIENT_CONN", global = true)]
     pub max_client_conn: Option<u32>,
+    /// Runtime worker threads [default: one per CPU].
+    #[arg(long, env = "PGWEIR_WORKERS", global = true)]
+    pub workers: Option<usize>,
     /// Log lines as text or json.
     #[arg(long, env = "PGWEIR_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         None => cli
             .load_config()
             .context("invalid configuration")
-            .and_then(serve),
+            .and_then(|config| serve(config, cli.workers)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,18 +48,22 @@ fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let (cluster, config) = demo::prepare(&cli.overrides())?;
     let listen = config.listen;
     let banner = demo::banner(listen, &cluster);
-    let result = run_proxy(config, Some(banner));
+    let result = run_proxy(config, cli.workers, Some(banner));
     drop(cluster);
     result
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
     logging::init(config.log_format);
-    run_proxy(config, None)
+    run_proxy(config, workers, None)
 }
 
-fn run_proxy(config: Config, banner: Option<String>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn run_proxy(config: Config, workers: Option<usize>, banner: Option<String>) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("pgweir-worker")
         .build()

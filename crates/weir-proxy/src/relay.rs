@@ -132,11 +132,12 @@ impl<'a> Relay<'a> {
                         }
                     }
                     self.cbuf.reserve(CLIENT_READ);
-                    match self.client.try_read_buf(&mut self.cbuf) {
-                        Ok(0) => return Ok(()),
-                        Ok(n) => self.count_client_bytes(n),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e.into()),
+                    // read_buf rather than try_read_buf: a short read clears the cached
+                    // readiness, so the next poll waits for epoll instead of paying a
+                    // recvfrom that returns EAGAIN.
+                    match self.client.read_buf(&mut self.cbuf).await? {
+                        0 => return Ok(()),
+                        n => self.count_client_bytes(n),
                     }
                 }
                 // A lone Terminate needs no server.
@@ -356,7 +357,9 @@ impl<'a> Relay<'a> {
                     }
                 },
             )
-            .map_err(|e| ClientError::ServerLost(format!("server sent a malformed message: {e}")))?;
+            .map_err(|e| {
+                ClientError::ServerLost(format!("server sent a malformed message: {e}"))
+            })?;
         self.pending = pending;
         self.status = status;
         self.server_fatal |= fatal;
@@ -456,9 +459,9 @@ fn reserve(buf: &mut BytesMut, chunk: usize) {
 
 fn frame_error(e: FrameError) -> ClientError {
     match e {
-        FrameError::LengthTooSmall { tag, len } => {
-            ClientError::Protocol(format!("invalid message length {len} for message type {tag:?}"))
-        }
+        FrameError::LengthTooSmall { tag, len } => ClientError::Protocol(format!(
+            "invalid message length {len} for message type {tag:?}"
+        )),
         FrameError::TooLarge { tag, len, max } => ClientError::Protocol(format!(
             "message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)"
         )),
