@@ -69,11 +69,7 @@ pub fn config_for(upstream: &str, mode: PoolMode, pool_size: u32) -> Config {
 /// A config in front of the shared cluster's test database as the SCRAM user.
 pub fn app_config(mode: PoolMode, pool_size: u32) -> Config {
     let pg = shared_cluster();
-    config_for(
-        &pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB),
-        mode,
-        pool_size,
-    )
+    config_for(&pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB), mode, pool_size)
 }
 
 /// Binds and spawns the proxy on the current runtime.

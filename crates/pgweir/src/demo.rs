@@ -19,7 +19,11 @@ pub const DEMO_PASSWORD: &str = "secret";
 /// PostgreSQL cannot be found or started, or the config does not validate.
 pub fn prepare(overrides: &Overrides) -> anyhow::Result<(TempCluster, Config)> {
     let cluster = TempCluster::start(ClusterOptions {
-        users: vec![ClusterUser::new(DEMO_USER, DEMO_PASSWORD, AuthMethod::Scram)],
+        users: vec![ClusterUser::new(
+            DEMO_USER,
+            DEMO_PASSWORD,
+            AuthMethod::Scram,
+        )],
         databases: vec![(DEMO_USER.to_owned(), DEMO_USER.to_owned())],
         ..ClusterOptions::default()
     })?;

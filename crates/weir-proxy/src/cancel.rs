@@ -26,7 +26,10 @@ impl CancelSlot {
     }
 
     fn target(&self) -> Option<Arc<CancelTarget>> {
-        self.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -122,7 +125,10 @@ mod tests {
         let reg = Arc::new(CancelRegistry::default());
         let guard = reg.register();
         let key = guard.slot().key();
-        assert!(reg.lookup(guard.pid(), &key).is_none(), "no server held yet");
+        assert!(
+            reg.lookup(guard.pid(), &key).is_none(),
+            "no server held yet"
+        );
         let target = Arc::new(CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
             pid: 99,

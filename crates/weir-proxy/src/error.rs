@@ -81,9 +81,9 @@ impl ClientError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             ClientError::Unsupported { hint, .. } => Some(hint),
-            ClientError::WaitTimeout(_) => {
-                Some("The database is saturated; raise pool_size or query_wait_timeout, or retry later.")
-            }
+            ClientError::WaitTimeout(_) => Some(
+                "The database is saturated; raise pool_size or query_wait_timeout, or retry later.",
+            ),
             _ => None,
         }
     }

@@ -38,12 +38,13 @@ impl Proxy {
     /// The address cannot be bound, or a configured secret is unusable.
     pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
         let credentials = Credentials::from_config(&config)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let config = Arc::new(config);
         Ok(Proxy {
             listener,

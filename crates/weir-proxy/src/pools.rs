@@ -24,7 +24,10 @@ pub struct ServerManager {
 impl ServerManager {
     /// The parameters the server reported at login, once a connection has been made.
     pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
-        self.params.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.params
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Learns a SCRAM ClientKey from a client's login, when no better credential is known.

@@ -109,7 +109,9 @@ async fn login(
     };
     let user = startup
         .user()
-        .ok_or_else(|| ClientError::AuthRefused("no PostgreSQL user name specified in startup packet".into()))?
+        .ok_or_else(|| {
+            ClientError::AuthRefused("no PostgreSQL user name specified in startup packet".into())
+        })?
         .to_owned();
     let database = startup.database().unwrap_or(&user).to_owned();
 
@@ -230,9 +232,9 @@ pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
     match e {
         PoolError::Timeout(d) => ClientError::WaitTimeout(d),
         PoolError::Connect(e) => ClientError::ServerUnavailable(e.to_string()),
-        PoolError::ConnectTimeout(d) => {
-            ClientError::ServerUnavailable(format!("timed out connecting to the server after {d:?}"))
-        }
+        PoolError::ConnectTimeout(d) => ClientError::ServerUnavailable(format!(
+            "timed out connecting to the server after {d:?}"
+        )),
         PoolError::Closed => ClientError::Shutdown,
     }
 }

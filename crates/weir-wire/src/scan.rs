@@ -112,10 +112,14 @@ mod tests {
     fn big_row_is_forwarded_before_it_completes() {
         let row = frame(b'D', &[1u8; 10_000]);
         let mut scanner = StreamScanner::new();
-        let n = scanner.scan(&row[..100], 1 << 20, |_| false, |_, _| {}).unwrap();
+        let n = scanner
+            .scan(&row[..100], 1 << 20, |_| false, |_, _| {})
+            .unwrap();
         assert_eq!(n, 100);
         assert!(!scanner.at_boundary());
-        let n = scanner.scan(&row[100..], 1 << 20, |_| false, |_, _| {}).unwrap();
+        let n = scanner
+            .scan(&row[100..], 1 << 20, |_| false, |_, _| {})
+            .unwrap();
         assert_eq!(n, row.len() - 100);
         assert!(scanner.at_boundary());
     }
