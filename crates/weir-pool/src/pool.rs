@@ -138,6 +138,35 @@ impl<M: ManageConnection> Pool<M> {
         }
     }
 
+    /// Closes the least recently used idle connection, if there is one; true if it did.
+    /// Lets a caller that shares a server-side limit across pools (PgBouncer's
+    /// `max_db_connections`) free a connection for another pool.
+    pub fn close_idle_lru(&self) -> bool {
+        let victim = {
+            let mut st = self.inner.lock();
+            let victim = st.idle.pop_front();
+            if victim.is_some() {
+                st.held += 1;
+            }
+            victim
+        };
+        let Some(victim) = victim else {
+            return false;
+        };
+        drop(victim);
+        self.inner.metrics.closed.fetch_add(1, Relaxed);
+        let mut routes = Vec::new();
+        {
+            let mut st = self.inner.lock();
+            st.held -= 1;
+            st.grant_slots(&mut routes);
+        }
+        for route in routes {
+            self.inner.finish(route);
+        }
+        true
+    }
+
     /// A cheap snapshot of the pool's counts.
     pub fn stats(&self) -> PoolStats {
         let (mut stats, oldest) = {

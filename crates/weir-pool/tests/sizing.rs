@@ -206,3 +206,21 @@ async fn check_out_all(
     }
     out
 }
+
+#[tokio::test]
+async fn close_idle_lru_closes_one_idle_connection_and_frees_its_slot() {
+    let (pool, fake) = pool(settings(2));
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    assert!(!pool.close_idle_lru(), "nothing idle yet");
+    drop(a);
+    drop(b);
+    assert_eq!(fake.live(), 2);
+    assert!(pool.close_idle_lru());
+    assert_eq!(fake.live(), 1);
+    assert_eq!(pool.stats().idle, 1);
+    // The freed slot is usable: two checkouts at once still work.
+    let _c = pool.get().await.expect("c");
+    let _d = pool.get().await.expect("d");
+    assert!(fake.high_water() <= 2);
+}

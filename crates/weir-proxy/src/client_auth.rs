@@ -22,7 +22,8 @@ const MAX_AUTH_MESSAGE: usize = 8 * 1024;
 /// One user's secrets in every form the proxy needs.
 #[derive(Clone)]
 pub struct UserSecrets {
-    scram: Option<ScramSecret>,
+    /// SCRAM verifier, when the user can log in with SCRAM.
+    pub scram: Option<ScramSecret>,
     md5: Option<String>,
     /// How to log in to PostgreSQL as this user.
     pub server: ServerCredential,

@@ -2,20 +2,27 @@
 //! that knows how to open and log in a server connection for it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use weir_config::{Config, PoolMode};
 use weir_pool::{ManageConnection, Pool, PoolSettings};
+use weir_wire::auth::scram::ScramSecret;
 
 use crate::server::{ServerConn, ServerCredential, ServerError, ServerTarget};
 
 /// How often each pool's maintenance runs (warm-up, reaping, liveness).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a connect blocked by `max_db_connections` looks for an idle connection to evict.
+const EVICT_RETRY: Duration = Duration::from_millis(50);
 
 /// Opens server connections for one pool.
 pub struct ServerManager {
     target: ServerTarget,
+    /// `max_db_connections`: shared by every pool of the database.
+    db_group: Option<Arc<DbGroup>>,
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
     params: RwLock<Option<Arc<Vec<(String, String)>>>>,
@@ -30,11 +37,15 @@ impl ServerManager {
             .clone()
     }
 
-    /// Learns a SCRAM ClientKey from a client's login, when no better credential is known.
-    pub fn learn_client_key(&self, key: [u8; 32]) {
+    /// Learns a SCRAM ClientKey from a client's login (checked against the user's
+    /// verifier), when no better credential is known.
+    pub fn learn_client_key(&self, key: [u8; 32], secret: &ScramSecret) {
         let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
         if matches!(*cred, ServerCredential::None) {
-            *cred = ServerCredential::ScramClientKey(key);
+            *cred = ServerCredential::ScramClientKey {
+                key,
+                secret: Box::new(secret.clone()),
+            };
         }
     }
 }
@@ -49,7 +60,13 @@ impl ManageConnection for ServerManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let conn = ServerConn::connect(&self.target, &credential).await?;
+        // Waiting here counts against server_connect_timeout, like any slow connect.
+        let db_permit = match &self.db_group {
+            Some(group) => Some(group.acquire().await),
+            None => None,
+        };
+        let mut conn = ServerConn::connect(&self.target, &credential).await?;
+        conn.db_permit = db_permit;
         let mut params = self.params.write().unwrap_or_else(|e| e.into_inner());
         if params.is_none() {
             *params = Some(conn.params.clone());
@@ -82,6 +99,40 @@ pub struct PoolEntry {
 pub struct Pools {
     config: Arc<Config>,
     map: RwLock<HashMap<(String, String), Arc<PoolEntry>>>,
+    db_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
+}
+
+/// The pools of one database under `max_db_connections`.
+pub struct DbGroup {
+    limit: Arc<Semaphore>,
+    pools: Mutex<Vec<Pool<ServerManager>>>,
+}
+
+impl DbGroup {
+    /// A permit for one more server connection to this database. When none is free,
+    /// closes an idle connection of another pool of the database (as PgBouncer does),
+    /// retrying while the caller's connect timeout runs.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            if let Ok(permit) = self.limit.clone().try_acquire_owned() {
+                return permit;
+            }
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for pool in pools {
+                if pool.close_idle_lru() {
+                    break;
+                }
+            }
+            tokio::select! {
+                permit = self.limit.clone().acquire_owned() => {
+                    if let Ok(permit) = permit {
+                        return permit;
+                    }
+                }
+                _ = tokio::time::sleep(EVICT_RETRY) => {}
+            }
+        }
+    }
 }
 
 impl Pools {
@@ -90,6 +141,7 @@ impl Pools {
         Pools {
             config,
             map: RwLock::new(HashMap::new()),
+            db_groups: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,7 +168,21 @@ impl Pools {
             (Some(u), None) => (u.clone(), credential.clone()),
             (None, _) => (user.to_owned(), credential.clone()),
         };
+        let db_group = (self.config.max_db_connections > 0).then(|| {
+            self.db_groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(database.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(DbGroup {
+                        limit: Arc::new(Semaphore::new(self.config.max_db_connections as usize)),
+                        pools: Mutex::new(Vec::new()),
+                    })
+                })
+                .clone()
+        });
         let manager = ServerManager {
+            db_group: db_group.clone(),
             target: ServerTarget {
                 host: db.host.clone(),
                 port: db.port,
@@ -128,6 +194,13 @@ impl Pools {
         };
         let pool = Pool::new(manager, self.settings_for(database));
         pool.spawn_maintenance(MAINTENANCE_INTERVAL);
+        if let Some(group) = db_group {
+            group
+                .pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(pool.clone());
+        }
         let entry = Arc::new(PoolEntry {
             database: database.to_owned(),
             user: user.to_owned(),

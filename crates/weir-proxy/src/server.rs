@@ -25,8 +25,14 @@ pub enum ServerCredential {
     Password(String),
     /// A stored md5 secret ("md5…"): works with md5 auth only.
     Md5(String),
-    /// A SCRAM ClientKey recovered from a client's own SCRAM login, plus optional md5 secret.
-    ScramClientKey([u8; 32]),
+    /// A SCRAM ClientKey recovered from a client's own SCRAM login, with the verifier it
+    /// matched (so the server's signature can be checked too).
+    ScramClientKey {
+        /// The ClientKey.
+        key: [u8; 32],
+        /// The configured verifier the key was checked against.
+        secret: Box<scram::ScramSecret>,
+    },
 }
 
 impl std::fmt::Debug for ServerCredential {
@@ -35,7 +41,7 @@ impl std::fmt::Debug for ServerCredential {
             ServerCredential::None => "None",
             ServerCredential::Password(_) => "Password(..)",
             ServerCredential::Md5(_) => "Md5(..)",
-            ServerCredential::ScramClientKey(_) => "ScramClientKey(..)",
+            ServerCredential::ScramClientKey { .. } => "ScramClientKey(..)",
         })
     }
 }
@@ -111,6 +117,8 @@ pub struct ServerConn {
     /// Set by the session when it hands the connection back in a known idle state;
     /// anything else makes the pool close it.
     pub clean: bool,
+    /// This connection's share of `max_db_connections`, released when it closes.
+    pub db_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl ServerConn {
@@ -193,8 +201,8 @@ impl ServerConn {
                             let mechanism = scram::choose_mechanism(mechanisms.iter().copied())?;
                             let client = match credential {
                                 ServerCredential::Password(p) => scram::ScramClient::new(p),
-                                ServerCredential::ScramClientKey(k) => {
-                                    scram::ScramClient::with_client_key(*k)
+                                ServerCredential::ScramClientKey { key, secret } => {
+                                    scram::ScramClient::with_client_key_and_secret(*key, secret)?
                                 }
                                 _ => return Err(ServerError::Auth(
                                     "server asks for SCRAM authentication, which needs the user's password (or a client's SCRAM login first)".into(),
@@ -266,6 +274,7 @@ impl ServerConn {
             cancel: Arc::new(CancelTarget { addr, pid, key }),
             params: Arc::new(params),
             clean: true,
+            db_permit: None,
         })
     }
 

@@ -139,8 +139,11 @@ async fn login(
         .pools
         .get_or_create(&database, &user, &credential)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
-    if let Some(key) = outcome.client_key {
-        entry.pool.manager().learn_client_key(key);
+    if let (Some(key), Some(secret)) = (
+        outcome.client_key,
+        shared.credentials.get(&user).and_then(|s| s.scram.as_ref()),
+    ) {
+        entry.pool.manager().learn_client_key(key, secret);
     }
 
     // The client expects the server's parameters now; the first login to a pool makes a
