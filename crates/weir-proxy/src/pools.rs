@@ -11,7 +11,7 @@ use weir_config::{Config, PoolMode};
 use weir_pool::{ManageConnection, Pool, PoolSettings};
 use weir_wire::auth::scram::ScramSecret;
 
-use crate::server::{ServerConn, ServerCredential, ServerError, ServerTarget};
+use crate::server::{ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
 
 /// How often each pool's maintenance runs (warm-up, reaping, liveness).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -25,12 +25,12 @@ pub struct ServerManager {
     db_group: Option<Arc<DbGroup>>,
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
-    params: RwLock<Option<Arc<Vec<(String, String)>>>>,
+    params: RwLock<Option<ServerParams>>,
 }
 
 impl ServerManager {
     /// The parameters the server reported at login, once a connection has been made.
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.params
             .read()
             .unwrap_or_else(|e| e.into_inner())

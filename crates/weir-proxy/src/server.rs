@@ -93,6 +93,9 @@ impl From<AuthError> for ServerError {
     }
 }
 
+/// ParameterStatus (name, value) pairs a server reported at login, shared.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// The server's real cancel key and address, for forwarding a client's CancelRequest.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
@@ -113,7 +116,7 @@ pub struct ServerConn {
     /// This backend's cancel key and address.
     pub cancel: Arc<CancelTarget>,
     /// ParameterStatus values reported at login.
-    pub params: Arc<Vec<(String, String)>>,
+    pub params: ServerParams,
     /// Set by the session when it hands the connection back in a known idle state;
     /// anything else makes the pool close it.
     pub clean: bool,
