@@ -92,6 +92,11 @@ pub enum PoolError<E> {
     /// Opening a new connection took longer than `connect_timeout`.
     #[error("timed out connecting to the server after {0:?}")]
     ConnectTimeout(Duration),
+    /// The last connect failed less than `login_retry` ago and the pool has no
+    /// connection to wait for: fail fast instead of piling up connect attempts on a
+    /// server that is down (PgBouncer's `server_login_retry`).
+    #[error("server login has been failing, next attempt in {0:?} (server_login_retry)")]
+    LoginRetry(Duration),
     /// The pool was closed with [`Pool::close`].
     #[error("pool is closed")]
     Closed,

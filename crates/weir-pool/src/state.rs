@@ -88,6 +88,15 @@ impl<C> State<C> {
         self.total() < self.settings.max_size
     }
 
+    /// While the last connect failed less than `login_retry` ago: how long until the next attempt.
+    pub(crate) fn login_backoff(&self, now: Instant) -> Option<std::time::Duration> {
+        let failed = self.last_connect_failure?;
+        self.settings
+            .login_retry
+            .checked_sub(now.saturating_duration_since(failed))
+            .filter(|d| !d.is_zero())
+    }
+
     /// Route a connection (counted in `active`) or a slot (counted in
     /// `connecting`) to the first waiter, else back to idle / release it.
     pub(crate) fn route(&mut self, grant: Grant<C>) -> Route<C> {

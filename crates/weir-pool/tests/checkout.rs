@@ -78,7 +78,9 @@ async fn non_reusable_and_discarded_connections_are_closed() {
 
 #[tokio::test]
 async fn connect_error_is_returned_and_slot_freed() {
-    let (pool, fake) = pool(settings(1));
+    let mut s = settings(1);
+    s.login_retry = Duration::ZERO;
+    let (pool, fake) = pool(s);
     fake.fail_next.store(1, SeqCst);
     match pool.get().await {
         Err(PoolError::Connect(_)) => {}
@@ -97,6 +99,7 @@ async fn connect_error_is_returned_and_slot_freed() {
 async fn connect_timeout_is_returned_and_slot_freed() {
     let mut s = settings(1);
     s.connect_timeout = Duration::from_secs(1);
+    s.login_retry = Duration::ZERO;
     let (pool, fake) = pool(s);
     fake.set_delay(Duration::from_secs(10));
     match pool.get().await {
@@ -174,4 +177,47 @@ async fn errors_read_well() {
         PoolError::<common::FakeError>::Closed.to_string(),
         "pool is closed"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failed_login_checkouts_fail_fast_until_login_retry_passes() {
+    let mut s = settings(2);
+    s.login_retry = Duration::from_secs(5);
+    let (pool, fake) = pool(s);
+    fake.fail_next.store(1, SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+    match pool.get().await {
+        Err(PoolError::LoginRetry(d)) => assert!(d <= Duration::from_secs(5), "{d:?}"),
+        other => panic!("expected LoginRetry, got {other:?}"),
+    }
+    assert_eq!(
+        fake.attempts(),
+        1,
+        "no second connect attempt inside login_retry"
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    pool.get()
+        .await
+        .expect("login retried after server_login_retry");
+    assert_eq!(fake.attempts(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inside_login_retry_a_checkout_waits_for_an_open_connection() {
+    let mut s = settings(2);
+    s.login_retry = Duration::from_secs(5);
+    let (pool, fake) = pool(s);
+    let held = pool.get().await.expect("first connection");
+    fake.fail_next.store(1, SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+    // One connection is open: wait for it instead of failing or reconnecting.
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|c| c.id) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let held_id = held.id;
+    drop(held);
+    assert_eq!(waiter.await.unwrap().expect("got the open one"), held_id);
+    assert_eq!(fake.attempts(), 2);
 }

@@ -221,7 +221,8 @@ impl Pools {
             wait_timeout: nonzero(c.query_wait_timeout),
             connect_timeout: c.server_connect_timeout,
             idle_timeout: nonzero(c.server_idle_timeout),
-            max_lifetime: nonzero(c.server_lifetime),
+            // PgBouncer: server_lifetime = 0 means each connection is used only once.
+            max_lifetime: Some(c.server_lifetime),
             login_retry: c.server_login_retry,
         }
     }

@@ -238,6 +238,7 @@ pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
         PoolError::ConnectTimeout(d) => ClientError::ServerUnavailable(format!(
             "timed out connecting to the server after {d:?}"
         )),
+        PoolError::LoginRetry(_) => ClientError::ServerUnavailable(e.to_string()),
         PoolError::Closed => ClientError::Shutdown,
     }
 }
