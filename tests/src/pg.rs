@@ -5,11 +5,12 @@
 //! [`shared_cluster`] starts the cluster on first use and keeps it in a `static`.
 //! Rust never drops statics, so [`TempCluster`]'s `Drop` would not run at exit and
 //! the postmaster and its temp dir would outlive the tests. Starting it therefore
-//! also spawns a watchdog: a small `sh` loop that checks this process with `kill -0`
-//! once a second and, when it is gone (normal exit, panic, or a timeout kill by the
-//! test runner), sends the postmaster SIGQUIT (what `pg_ctl stop -m immediate`
-//! sends), SIGKILL if it is still there 10 s later, and removes the temp dir. The
-//! watchdog's stdio is /dev/null so it does not hold the test's output pipes open.
+//! also calls [`TempCluster::stop_on_exit`], which spawns a watchdog: a small `sh`
+//! loop that checks this process with `kill -0` once a second and, when it is gone
+//! (normal exit, panic, or a timeout kill by the test runner), sends the postmaster
+//! SIGQUIT (what `pg_ctl stop -m immediate` sends), SIGKILL if it is still there
+//! 10 s later, and removes the temp dir. The watchdog's stdio is /dev/null so it
+//! does not hold the test's output pipes open.
 //!
 //! `cargo nextest` runs every test in its own process, so there each test that calls
 //! [`shared_cluster`] gets its own cluster (about 1.5 s to start); under `cargo test`
@@ -17,7 +18,7 @@
 //! their own [`TempCluster`] (it is dropped, and cleaned up, normally).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ fn start_shared() -> TempCluster {
     };
     let cluster = TempCluster::start(opts)
         .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL cluster: {e}"));
-    if let Err(e) = spawn_watchdog(cluster.socket_dir()) {
+    if let Err(e) = cluster.stop_on_exit() {
         // The tests can still run; only the cleanup at exit is lost.
         eprintln!(
             "warning: no watchdog for the test cluster ({e}); stop it by hand: pg_ctl stop -D {}",
@@ -72,34 +73,6 @@ fn start_shared() -> TempCluster {
         );
     }
     cluster
-}
-
-/// Spawns the `sh` watchdog that stops the postmaster and removes `root` once this
-/// process has exited.
-fn spawn_watchdog(root: &Path) -> std::io::Result<()> {
-    // $1 = this process, $2 = the cluster's temp root (data dir in $2/data). The
-    // postmaster PID is read at exit time, so a restart in between is handled.
-    const SCRIPT: &str = r#"
-while kill -0 "$1" 2>/dev/null; do sleep 1; done
-pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null) || pid=
-if [ -n "$pid" ]; then
-    kill -QUIT "$pid" 2>/dev/null
-    i=0
-    while [ "$i" -lt 10 ] && kill -0 "$pid" 2>/dev/null; do sleep 1; i=$((i + 1)); done
-    kill -KILL "$pid" 2>/dev/null
-fi
-rm -rf "$2"
-"#;
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(SCRIPT).arg("pgweir-test-pg-watchdog");
-    cmd.arg(std::process::id().to_string()).arg(root);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Never waited for on purpose: it must outlive us. Once we exit it is
-    // reparented and reaped by init.
-    let _watchdog = cmd.spawn()?;
-    Ok(())
 }
 
 /// The PostgreSQL bin directory (`psql`, `pgbench`): `$PGWEIR_PG_BIN`, PATH's

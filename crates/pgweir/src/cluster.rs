@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
@@ -396,6 +396,46 @@ impl TempCluster {
         let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
         let pid = text.lines().next()?.trim().parse().ok()?;
         process_alive(pid).then_some(pid)
+    }
+
+    /// Spawns a watchdog (`sh`, stdio on /dev/null) that, once this process has
+    /// exited however it exits, stops the server (SIGQUIT, as `pg_ctl stop -m
+    /// immediate` sends; SIGKILL after 10 s) and deletes the temp dir. For clusters
+    /// whose `Drop` may never run: a `static`, or a process killed by a signal.
+    ///
+    /// # Errors
+    /// Spawning `sh` failed.
+    pub fn stop_on_exit(&self) -> Result<(), ClusterError> {
+        self.spawn_watchdog(std::process::id())
+    }
+
+    fn spawn_watchdog(&self, watched: u32) -> Result<(), ClusterError> {
+        // $1 = the watched process, $2 = the temp root. The postmaster PID is read
+        // once it is gone, so a restart in between is handled and a normal Drop (no
+        // pid file left) makes this a no-op.
+        const SCRIPT: &str = r#"
+while kill -0 "$1" 2>/dev/null; do sleep 1; done
+pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null) || pid=
+if [ -n "$pid" ]; then
+    kill -QUIT "$pid" 2>/dev/null
+    i=0
+    while [ "$i" -lt 10 ] && kill -0 "$pid" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+    kill -KILL "$pid" 2>/dev/null
+fi
+rm -rf "$2"
+"#;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(SCRIPT).arg("pgweir-pg-watchdog");
+        cmd.arg(watched.to_string()).arg(self.root.path());
+        // Null stdio: it must not hold a test runner's output pipes open.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Never waited for on purpose: it outlives us and is then reaped by init.
+        let _watchdog = cmd
+            .spawn()
+            .map_err(io_err("spawning the cluster watchdog (sh)"))?;
+        Ok(())
     }
 
     fn stop_mode(&mut self, mode: &str) -> Result<(), ClusterError> {

@@ -142,6 +142,28 @@ fn cluster_stop_and_restart() {
 }
 
 #[test]
+fn cluster_watchdog_cleans_up_after_the_watched_process() {
+    let c = TempCluster::start(ClusterOptions {
+        max_connections: 20,
+        ..Default::default()
+    })
+    .expect("start cluster");
+    let pid = c.postmaster_pid().expect("pid");
+    let dir = c.socket_dir().to_path_buf();
+    // Stand-in for "this process": a child that exits at once and is reaped.
+    let mut stand_in = Command::new("true").spawn().expect("spawn true");
+    c.spawn_watchdog(stand_in.id()).expect("watchdog");
+    stand_in.wait().expect("reap");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (dir.exists() || process_alive(pid)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!process_alive(pid), "postmaster {pid} still running");
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    drop(c); // nothing left to stop or remove; must not panic
+}
+
+#[test]
 fn cluster_options_are_validated() {
     let quote = ClusterOptions {
         users: vec![ClusterUser::new("a\"b", "x", AuthMethod::Scram)],
