@@ -27,6 +27,10 @@ pub fn prepare(overrides: &Overrides) -> anyhow::Result<(TempCluster, Config)> {
         databases: vec![(DEMO_USER.to_owned(), DEMO_USER.to_owned())],
         ..ClusterOptions::default()
     })?;
+    // Ctrl-C and SIGTERM clean up through Drop; this also covers SIGKILL.
+    if let Err(e) = cluster.stop_on_exit() {
+        tracing::warn!(error = %e, "no watchdog for the demo cluster; it is stopped on a normal exit only");
+    }
     let listen = overrides.listen.unwrap_or_else(default_listen);
     let mut config = Config::default();
     config.apply_overrides(&Overrides {

@@ -38,7 +38,8 @@ pub struct Shared {
 
 /// Serves one accepted client until it leaves; never panics on its input.
 pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let mut rbuf = BytesMut::new();
+    // Room for a whole typical startup packet and SCRAM message in one read.
+    let mut rbuf = BytesMut::with_capacity(1024);
     let login_timeout = shared.config.client_login_timeout;
     let login = login(&shared, &mut stream, &mut rbuf);
     let login = if login_timeout.is_zero() {
