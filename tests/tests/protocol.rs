@@ -473,7 +473,6 @@ async fn statements_that_cannot_be_pooled_are_refused() {
 /// (which PostgreSQL drops) must not take a server connection again: with pool size 1 a
 /// second client must still get the server while the first one idles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgweir bug: CopyData/CopyDone arriving after a failed COPY's ReadyForQuery check out a server and keep it until the client's next query"]
 async fn late_copy_data_after_a_failed_copy_does_not_hold_the_server() {
     let proxy = trust_proxy(1).await;
     let mut a = login(&proxy).await;

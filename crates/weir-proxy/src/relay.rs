@@ -48,6 +48,16 @@ enum ClientScan {
     Terminate { forward: usize },
 }
 
+/// What an idle client's buffered bytes need.
+enum Idle {
+    /// A message that needs a server connection.
+    NeedServer,
+    /// Terminate: the client is leaving.
+    Terminate,
+    /// Nothing (more) to act on yet: read more.
+    NeedMore,
+}
+
 /// One client's relay loop; see the module docs.
 pub struct Relay<'a> {
     shared: &'a Shared,
@@ -67,6 +77,8 @@ pub struct Relay<'a> {
     status: u8,
     /// Bytes of a client CopyData message still to stream through.
     copy_remaining: usize,
+    /// Bytes of a stray CopyData message (no server held) still to drop.
+    discard_remaining: usize,
     /// The unnamed statement was parsed on the current server connection.
     unnamed_parsed: bool,
     /// The server reported a FATAL error: its EOF that follows needs no second message.
@@ -98,6 +110,7 @@ impl<'a> Relay<'a> {
             unsynced: false,
             status: b'I',
             copy_remaining: 0,
+            discard_remaining: 0,
             unnamed_parsed: false,
             server_fatal: false,
             checkout_at: Instant::now(),
@@ -121,9 +134,16 @@ impl<'a> Relay<'a> {
         let mut shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
         loop {
             if self.server.is_none() {
-                if self.cbuf.is_empty() {
-                    // Idle between transactions: hold no buffer memory while waiting.
-                    self.cbuf = BytesMut::new();
+                loop {
+                    match self.idle_decision()? {
+                        Idle::NeedServer => break,
+                        Idle::Terminate => return Ok(()),
+                        Idle::NeedMore => {}
+                    }
+                    if self.cbuf.is_empty() {
+                        // Idle between transactions: hold no buffer memory while waiting.
+                        self.cbuf = BytesMut::new();
+                    }
                     tokio::select! {
                         r = self.client.readable() => r?,
                         _ = &mut shutdown => return Err(ClientError::Shutdown),
@@ -131,7 +151,7 @@ impl<'a> Relay<'a> {
                             return Err(ClientError::IdleTimeout(idle_timeout));
                         }
                     }
-                    self.cbuf.reserve(CLIENT_READ);
+                    reserve(&mut self.cbuf, CLIENT_READ);
                     // read_buf rather than try_read_buf: a short read clears the cached
                     // readiness, so the next poll waits for epoll instead of paying a
                     // recvfrom that returns EAGAIN.
@@ -139,10 +159,6 @@ impl<'a> Relay<'a> {
                         0 => return Ok(()),
                         n => self.count_client_bytes(n),
                     }
-                }
-                // A lone Terminate needs no server.
-                if self.cbuf.first() == Some(&b'X') {
-                    return Ok(());
                 }
                 self.checkout().await?;
             }
@@ -155,6 +171,12 @@ impl<'a> Relay<'a> {
                 continue;
             };
             let in_transaction = self.pending == 0 && self.status != b'I';
+            // Session mode holds a server between transactions: shutdown may end the
+            // session there, never mid-transaction.
+            let between_transactions = self.pending == 0
+                && self.status == b'I'
+                && !self.unsynced
+                && self.copy_remaining == 0;
             let conn: &mut crate::server::ServerConn = server;
             let (sstream, srbuf) = (&mut conn.stream, &mut conn.rbuf);
             reserve(srbuf, SERVER_READ);
@@ -177,10 +199,53 @@ impl<'a> Relay<'a> {
                         n => self.count_client_bytes(n),
                     }
                 }
+                _ = &mut shutdown, if between_transactions => return Err(ClientError::Shutdown),
                 _ = tokio::time::sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
                     return Err(ClientError::IdleInTransaction(idle_tx_timeout));
                 }
             }
+        }
+    }
+
+    /// Decides what an idle client's buffered bytes need, dropping the messages that
+    /// PostgreSQL itself ignores outside a COPY or an extended-protocol batch: CopyData,
+    /// CopyDone and CopyFail arriving after a COPY already failed (the server answered
+    /// and was released), and a lone Flush. Checking out a server for them would hold
+    /// it forever, since no answer ever comes to release it (pgbouncer#1471).
+    fn idle_decision(&mut self) -> Result<Idle, ClientError> {
+        loop {
+            if self.discard_remaining > 0 {
+                let n = self.discard_remaining.min(self.cbuf.len());
+                self.cbuf.advance(n);
+                self.discard_remaining -= n;
+                if self.discard_remaining > 0 {
+                    return Ok(Idle::NeedMore);
+                }
+            }
+            let Some(&tag) = self.cbuf.first() else {
+                return Ok(Idle::NeedMore);
+            };
+            match tag {
+                b'X' => return Ok(Idle::Terminate),
+                b'd' | b'c' | b'f' | b'H' => {}
+                _ => return Ok(Idle::NeedServer),
+            }
+            let header = match Header::peek(&self.cbuf, self.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Ok(Idle::NeedMore),
+                Err(e) => return Err(frame_error(e)),
+            };
+            let frame_len = header.frame_len();
+            if tag == b'd' {
+                let n = frame_len.min(self.cbuf.len());
+                self.cbuf.advance(n);
+                self.discard_remaining = frame_len - n;
+            } else if self.cbuf.len() >= frame_len {
+                self.cbuf.advance(frame_len);
+            } else {
+                return Ok(Idle::NeedMore);
+            }
+            tracing::debug!(tag = %(tag as char), "dropped a message that needs no server");
         }
     }
 
