@@ -451,7 +451,6 @@ async fn late_cancel_does_not_hit_the_next_clients_query_on_the_same_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgweir bug: client_idle_timeout never fires in session mode (relay.rs only arms it while no server is held)"]
 async fn session_mode_client_idle_timeout_closes_idle_clients_with_57p05() {
     let mut config = app_config(PoolMode::Session, 2);
     config.client_idle_timeout = Duration::from_secs(1);

@@ -49,7 +49,7 @@ pub fn banner(listen: SocketAddr, cluster: &TempCluster) -> String {
         listen.port()
     );
     format!(
-        "pgweir demo is running (PostgreSQL {} on port {}, data in a temp dir).\n\n  \
+        "pgweir demo is running (PostgreSQL from {} on port {}, data in a temp dir).\n\n  \
          DATABASE_URL={url}\n\n  psql '{url}'\n\nPress Ctrl-C to stop and clean up.\n",
         cluster.bin_dir().display(),
         cluster.port()

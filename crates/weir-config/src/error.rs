@@ -7,12 +7,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file (the config or the auth file) could not be read.
+    // The OS error is in the message, so it is not also chained as a source (a
+    // chain printer such as anyhow's `{:#}` would show it twice).
     #[error("{}: {source}", path.display())]
     Io {
         /// The file that could not be read.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
         source: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key, or a value of the wrong type.

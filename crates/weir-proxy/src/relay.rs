@@ -200,6 +200,10 @@ impl<'a> Relay<'a> {
                     }
                 }
                 _ = &mut shutdown, if between_transactions => return Err(ClientError::Shutdown),
+                // Session mode keeps the server between transactions: idle there is still idle.
+                _ = tokio::time::sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
+                    return Err(ClientError::IdleTimeout(idle_timeout));
+                }
                 _ = tokio::time::sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
                     return Err(ClientError::IdleInTransaction(idle_tx_timeout));
                 }
@@ -228,7 +232,12 @@ impl<'a> Relay<'a> {
             match tag {
                 b'X' => return Ok(Idle::Terminate),
                 b'd' | b'c' | b'f' | b'H' => {}
-                _ => return Ok(Idle::NeedServer),
+                b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
+                    // Refuse a bad length before it costs a server connection.
+                    Header::peek(&self.cbuf, self.max_message).map_err(frame_error)?;
+                    return Ok(Idle::NeedServer);
+                }
+                other => return Err(invalid_message_type(other)),
             }
             let header = match Header::peek(&self.cbuf, self.max_message) {
                 Ok(Some(h)) => h,
@@ -373,11 +382,7 @@ impl<'a> Relay<'a> {
                 b'X' => return Ok(ClientScan::Terminate { forward: pos }),
                 b'c' | b'f' => {}
                 b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
-                tag => {
-                    return Err(ClientError::Protocol(format!(
-                        "invalid frontend message type {tag}"
-                    )))
-                }
+                tag => return Err(invalid_message_type(tag)),
             }
             if self.transaction_mode {
                 match classify_client_frame(header.tag, body, &mut self.unnamed_parsed) {
@@ -520,6 +525,11 @@ fn reserve(buf: &mut BytesMut, chunk: usize) {
     if buf.capacity() - buf.len() < chunk / 4 {
         buf.reserve(chunk);
     }
+}
+
+fn invalid_message_type(tag: u8) -> ClientError {
+    // PostgreSQL's own wording.
+    ClientError::Protocol(format!("invalid frontend message type {tag}"))
 }
 
 fn frame_error(e: FrameError) -> ClientError {

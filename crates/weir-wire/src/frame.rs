@@ -10,6 +10,9 @@ use bytes::{Bytes, BytesMut};
 /// Length of a tagged message header: one tag byte plus the 4-byte length.
 pub const HEADER_LEN: usize = 5;
 
+/// Most [`split_frame`] reserves ahead for a frame that is still arriving.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// PostgreSQL's own cap on a message (`PQ_LARGE_MESSAGE_LIMIT`, MaxAllocSize - 1).
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 0x3fff_ffff;
 
@@ -115,8 +118,9 @@ pub fn split_frame(buf: &mut BytesMut, max_len: usize) -> Result<Option<Frame>, 
         return Ok(None);
     };
     if buf.len() < header.frame_len() {
-        // Make room once for the whole frame instead of growing step by step.
-        buf.reserve(header.frame_len() - buf.len());
+        // Make room for the rest of the frame, but at most RESERVE_STEP at a time: a
+        // 5-byte header announcing 1 GiB must not make us allocate 1 GiB up front.
+        buf.reserve((header.frame_len() - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     Ok(Some(Frame {
