@@ -33,7 +33,7 @@ pub struct Cli {
     /// Most client connections accepted at once [default: 10000].
     #[arg(long, env = "PGWEIR_MAX_CLIENT_CONN", global = true)]
     pub max_client_conn: Option<u32>,
-    /// Runtime worker threads [default: one per CPU].
+    /// Runtime worker threads [default: 1 on machines with up to 2 CPUs, else one per CPU].
     #[arg(long, env = "PGWEIR_WORKERS", global = true)]
     pub workers: Option<usize>,
     /// Log lines as text or json.

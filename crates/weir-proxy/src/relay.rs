@@ -84,6 +84,16 @@ pub struct Relay<'a> {
     /// The server reported a FATAL error: its EOF that follows needs no second message.
     server_fatal: bool,
     checkout_at: Instant,
+    /// Counts not yet added to the pool's metrics (see `flush_counters`).
+    counters: Counters,
+}
+
+/// Per-session counts, flushed to the pool's shared atomics once per transaction.
+#[derive(Default)]
+struct Counters {
+    bytes_from_client: u64,
+    bytes_from_server: u64,
+    queries: u64,
 }
 
 impl<'a> Relay<'a> {
@@ -114,6 +124,7 @@ impl<'a> Relay<'a> {
             unnamed_parsed: false,
             server_fatal: false,
             checkout_at: Instant::now(),
+            counters: Counters::default(),
         }
     }
 
@@ -147,7 +158,7 @@ impl<'a> Relay<'a> {
                     tokio::select! {
                         r = self.client.readable() => r?,
                         _ = &mut shutdown => return Err(ClientError::Shutdown),
-                        _ = tokio::time::sleep(idle_timeout), if !idle_timeout.is_zero() => {
+                        _ = armed_sleep(idle_timeout), if !idle_timeout.is_zero() => {
                             return Err(ClientError::IdleTimeout(idle_timeout));
                         }
                     }
@@ -187,7 +198,7 @@ impl<'a> Relay<'a> {
                     match r {
                         Ok(0) => return Err(self.server_gone("server closed the connection".into())),
                         Ok(n) => {
-                            self.entry.pool.metrics().bytes_from_server.fetch_add(n as u64, Relaxed);
+                            self.counters.bytes_from_server += n as u64;
                             self.forward_server().await?;
                         }
                         Err(e) => return Err(self.server_gone(e.to_string())),
@@ -201,10 +212,10 @@ impl<'a> Relay<'a> {
                 }
                 _ = &mut shutdown, if between_transactions => return Err(ClientError::Shutdown),
                 // Session mode keeps the server between transactions: idle there is still idle.
-                _ = tokio::time::sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
+                _ = armed_sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
                     return Err(ClientError::IdleTimeout(idle_timeout));
                 }
-                _ = tokio::time::sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
+                _ = armed_sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
                     return Err(ClientError::IdleInTransaction(idle_tx_timeout));
                 }
             }
@@ -258,12 +269,28 @@ impl<'a> Relay<'a> {
         }
     }
 
-    fn count_client_bytes(&self, n: usize) {
-        self.entry
-            .pool
-            .metrics()
-            .bytes_from_client
-            .fetch_add(n as u64, Relaxed);
+    fn count_client_bytes(&mut self, n: usize) {
+        self.counters.bytes_from_client += n as u64;
+    }
+
+    /// Adds this session's counts to the pool's shared counters: once per transaction,
+    /// not per read, so workers don't bounce those cache lines on every message.
+    fn flush_counters(&mut self) {
+        let c = std::mem::take(&mut self.counters);
+        let metrics = self.entry.pool.metrics();
+        if c.bytes_from_client > 0 {
+            metrics
+                .bytes_from_client
+                .fetch_add(c.bytes_from_client, Relaxed);
+        }
+        if c.bytes_from_server > 0 {
+            metrics
+                .bytes_from_server
+                .fetch_add(c.bytes_from_server, Relaxed);
+        }
+        if c.queries > 0 {
+            metrics.queries.fetch_add(c.queries, Relaxed);
+        }
     }
 
     fn server_gone(&mut self, why: String) -> ClientError {
@@ -299,9 +326,12 @@ impl<'a> Relay<'a> {
         if let Some(mut server) = self.server.take() {
             self.cancel.slot().set_target(None);
             server.clean = true;
-            let metrics = self.entry.pool.metrics();
-            metrics.record_transaction(self.checkout_at.elapsed());
+            self.entry
+                .pool
+                .metrics()
+                .record_transaction(self.checkout_at.elapsed());
             drop(server);
+            self.flush_counters();
         }
     }
 
@@ -433,13 +463,7 @@ impl<'a> Relay<'a> {
         self.pending = pending;
         self.status = status;
         self.server_fatal |= fatal;
-        if answered > 0 {
-            self.entry
-                .pool
-                .metrics()
-                .queries
-                .fetch_add(answered, Relaxed);
-        }
+        self.counters.queries += answered;
         if n > 0 {
             self.client.write_all(&server.rbuf[..n]).await?;
             server.rbuf.advance(n);
@@ -454,6 +478,9 @@ impl<'a> Relay<'a> {
             && !self.server_fatal
         {
             self.release();
+        } else if !self.transaction_mode && answered > 0 && self.pending == 0 {
+            // Session mode keeps the server: publish counts at each transaction's end.
+            self.flush_counters();
         }
         Ok(())
     }
@@ -461,6 +488,7 @@ impl<'a> Relay<'a> {
     /// The client left: give the server back clean (session mode: after the reset
     /// query) or close it if its state is unknown.
     async fn finish(&mut self) {
+        self.flush_counters();
         let Some(mut server) = self.server.take() else {
             return;
         };
@@ -519,6 +547,12 @@ async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// A timer that reads the clock only when polled: `select!` builds every branch's future
+/// even when its precondition disables it, and most timeouts are off.
+async fn armed_sleep(d: Duration) {
+    tokio::time::sleep(d).await;
 }
 
 fn reserve(buf: &mut BytesMut, chunk: usize) {
