@@ -79,6 +79,8 @@ pub struct Relay<'a> {
     copy_remaining: usize,
     /// Bytes of a stray CopyData message (no server held) still to drop.
     discard_remaining: usize,
+    /// Client bytes were written to the server since the relay loop last looked.
+    sent_to_server: bool,
     /// The unnamed statement was parsed on the current server connection.
     unnamed_parsed: bool,
     /// The server reported a FATAL error: its EOF that follows needs no second message.
@@ -121,6 +123,7 @@ impl<'a> Relay<'a> {
             status: b'I',
             copy_remaining: 0,
             discard_remaining: 0,
+            sent_to_server: false,
             unnamed_parsed: false,
             server_fatal: false,
             checkout_at: Instant::now(),
@@ -176,6 +179,11 @@ impl<'a> Relay<'a> {
 
             if self.forward_client().await? {
                 return Ok(());
+            }
+            // Bytes that need no answer (the tail of a COPY the server already failed)
+            // may complete the transaction without the server sending anything more.
+            if std::mem::take(&mut self.sent_to_server) && self.try_release() {
+                continue;
             }
 
             let Some(server) = self.server.as_mut() else {
@@ -321,6 +329,26 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
+    /// Releases the server (transaction mode) if the transaction is over: every Query
+    /// and Sync answered, no extended-protocol batch open, nothing half relayed.
+    fn try_release(&mut self) -> bool {
+        let Some(server) = self.server.as_ref() else {
+            return false;
+        };
+        let done = self.transaction_mode
+            && self.pending == 0
+            && !self.unsynced
+            && self.status == b'I'
+            && self.copy_remaining == 0
+            && self.scanner.at_boundary()
+            && server.rbuf.is_empty()
+            && !self.server_fatal;
+        if done {
+            self.release();
+        }
+        done
+    }
+
     /// Gives the server connection back: it is idle, all answers relayed.
     fn release(&mut self) {
         if let Some(mut server) = self.server.take() {
@@ -342,9 +370,9 @@ impl<'a> Relay<'a> {
                 return Ok(false);
             }
             let scan = self.scan_client()?;
-            let Some(server) = self.server.as_mut() else {
+            if self.server.is_none() {
                 return Ok(matches!(scan, ClientScan::Terminate { .. }));
-            };
+            }
             let (forward, skip, with, terminate) = match scan {
                 ClientScan::Forward(n) => (n, 0, None, false),
                 ClientScan::Replace {
@@ -355,20 +383,62 @@ impl<'a> Relay<'a> {
                 ClientScan::Terminate { forward } => (forward, 0, None, true),
             };
             if forward > 0 {
-                if let Err(e) = server.stream.write_all(&self.cbuf[..forward]).await {
-                    return Err(self.server_gone(e.to_string()));
-                }
-                self.cbuf.advance(forward);
+                self.send_to_server(forward).await?;
             }
-            if let Some(with) = with {
-                if let Err(e) = server.stream.write_all(&with).await {
-                    return Err(self.server_gone(e.to_string()));
-                }
-                self.cbuf.advance(skip);
+            if let Some(mut with) = with {
+                // Splice the replacement in place of the refused frame (already counted).
+                let len = with.len();
+                with.extend_from_slice(&self.cbuf[skip..]);
+                self.cbuf = with;
+                self.send_to_server(len).await?;
                 continue;
             }
             return Ok(terminate);
         }
+    }
+
+    /// Writes the first `n` bytes of the client buffer to the server and consumes them,
+    /// relaying whatever the server sends meanwhile. A big pipeline or COPY must not
+    /// wait for the server to read while the server waits for us to read its results:
+    /// PostgreSQL stops reading when its output is blocked, so a blocking write here
+    /// would deadlock where a direct (non-blocking) client would not.
+    async fn send_to_server(&mut self, n: usize) -> Result<(), ClientError> {
+        let mut written = 0;
+        while written < n {
+            let Some(server) = self.server.as_mut() else {
+                // The server finished everything it owed while the rest was still being
+                // written: then the rest is only CopyData/CopyDone/CopyFail after a failed
+                // COPY (every other message is counted and keeps the server), which
+                // PostgreSQL would ignore. Drop it.
+                tracing::debug!(
+                    bytes = n - written,
+                    "dropped copy messages after a failed COPY"
+                );
+                break;
+            };
+            let conn: &mut crate::server::ServerConn = server;
+            reserve(&mut conn.rbuf, SERVER_READ);
+            let (mut rd, mut wr) = conn.stream.split();
+            tokio::select! {
+                biased;
+                r = wr.write(&self.cbuf[written..n]) => match r {
+                    Ok(0) => return Err(self.server_gone("server closed the connection".into())),
+                    Ok(k) => written += k,
+                    Err(e) => return Err(self.server_gone(e.to_string())),
+                },
+                r = rd.read_buf(&mut conn.rbuf) => match r {
+                    Ok(0) => return Err(self.server_gone("server closed the connection".into())),
+                    Ok(k) => {
+                        self.counters.bytes_from_server += k as u64;
+                        self.forward_server().await?;
+                    }
+                    Err(e) => return Err(self.server_gone(e.to_string())),
+                },
+            }
+        }
+        self.cbuf.advance(n);
+        self.sent_to_server = true;
+        Ok(())
     }
 
     /// Walks the client's buffered frames, updating the Sync accounting, until an
@@ -468,17 +538,8 @@ impl<'a> Relay<'a> {
             self.client.write_all(&server.rbuf[..n]).await?;
             server.rbuf.advance(n);
         }
-        if self.transaction_mode
-            && self.pending == 0
-            && !self.unsynced
-            && self.status == b'I'
-            && self.copy_remaining == 0
-            && self.scanner.at_boundary()
-            && server.rbuf.is_empty()
-            && !self.server_fatal
-        {
-            self.release();
-        } else if !self.transaction_mode && answered > 0 && self.pending == 0 {
+        let released = self.try_release();
+        if !released && !self.transaction_mode && answered > 0 && self.pending == 0 {
             // Session mode keeps the server: publish counts at each transaction's end.
             self.flush_counters();
         }
