@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod client_auth;
+mod conversation;
 pub mod error;
 pub mod io;
 mod listener;

@@ -4,7 +4,7 @@
 //!
 //! The client's own task drives both sockets (no task hop per message). Client bytes are
 //! scanned frame by frame, because the proxy must count Syncs and refuse what it cannot
-//! pool safely; server bytes stream through a [`StreamScanner`] that only stops at
+//! pool safely; server bytes stream through a frame scanner that only stops at
 //! ReadyForQuery and ErrorResponse.
 
 use std::pin::pin;
@@ -18,14 +18,13 @@ use tokio::net::TcpStream;
 use weir_config::PoolMode;
 use weir_pool::PooledConnection;
 use weir_wire::backend::{parse_ready_for_query, ErrorFields};
-use weir_wire::frame::{FrameError, Header, HEADER_LEN};
-use weir_wire::scan::StreamScanner;
+use weir_wire::frame::Header;
 
 use crate::cancel::CancelGuard;
+use crate::conversation::{frame_error, invalid_message_type, ClientScan, Conversation};
 use crate::error::ClientError;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::session::{pool_error, Shared};
-use crate::statement::{classify_client_frame, FrameCheck};
 
 /// Read size for client sockets; client buffers are released while the client is idle.
 const CLIENT_READ: usize = 8 * 1024;
@@ -33,20 +32,6 @@ const CLIENT_READ: usize = 8 * 1024;
 const SERVER_READ: usize = 32 * 1024;
 /// How long the reset query may take before the connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What scanning the client's buffered bytes decided.
-enum ClientScan {
-    /// Forward this many bytes; nothing special follows.
-    Forward(usize),
-    /// Forward `forward` bytes, then replace the next `skip` bytes with `with`.
-    Replace {
-        forward: usize,
-        skip: usize,
-        with: BytesMut,
-    },
-    /// Forward `forward` bytes, then the client said Terminate.
-    Terminate { forward: usize },
-}
 
 /// What an idle client's buffered bytes need.
 enum Idle {
@@ -68,23 +53,12 @@ pub struct Relay<'a> {
     transaction_mode: bool,
     max_message: usize,
     server: Option<PooledConnection<ServerManager>>,
-    scanner: StreamScanner,
-    /// Queries and Syncs sent to the server whose ReadyForQuery has not come back.
-    pending: u32,
-    /// Extended-protocol messages sent since the last Sync: the server is mid-sequence.
-    unsynced: bool,
-    /// Transaction status of the last ReadyForQuery.
-    status: u8,
-    /// Bytes of a client CopyData message still to stream through.
-    copy_remaining: usize,
+    /// The exchange on the server connection held now (fresh at each checkout).
+    conv: Conversation,
     /// Bytes of a stray CopyData message (no server held) still to drop.
     discard_remaining: usize,
     /// Client bytes were written to the server since the relay loop last looked.
     sent_to_server: bool,
-    /// The unnamed statement was parsed on the current server connection.
-    unnamed_parsed: bool,
-    /// The server reported a FATAL error: its EOF that follows needs no second message.
-    server_fatal: bool,
     checkout_at: Instant,
     /// Counts not yet added to the pool's metrics (see `flush_counters`).
     counters: Counters,
@@ -117,15 +91,9 @@ impl<'a> Relay<'a> {
             cancel,
             transaction_mode,
             server: None,
-            scanner: StreamScanner::new(),
-            pending: 0,
-            unsynced: false,
-            status: b'I',
-            copy_remaining: 0,
+            conv: Conversation::default(),
             discard_remaining: 0,
             sent_to_server: false,
-            unnamed_parsed: false,
-            server_fatal: false,
             checkout_at: Instant::now(),
             counters: Counters::default(),
         }
@@ -189,13 +157,10 @@ impl<'a> Relay<'a> {
             let Some(server) = self.server.as_mut() else {
                 continue;
             };
-            let in_transaction = self.pending == 0 && self.status != b'I';
+            let in_transaction = self.conv.idle_in_transaction();
             // Session mode holds a server between transactions: shutdown may end the
             // session there, never mid-transaction.
-            let between_transactions = self.pending == 0
-                && self.status == b'I'
-                && !self.unsynced
-                && self.copy_remaining == 0;
+            let between_transactions = self.conv.between_transactions();
             let conn: &mut crate::server::ServerConn = server;
             let (sstream, srbuf) = (&mut conn.stream, &mut conn.rbuf);
             reserve(srbuf, SERVER_READ);
@@ -306,7 +271,7 @@ impl<'a> Relay<'a> {
             server.discard();
         }
         self.cancel.slot().set_target(None);
-        if self.server_fatal {
+        if self.conv.server_fatal() {
             // The server already told the client why it is closing.
             ClientError::Io(std::io::ErrorKind::ConnectionAborted.into())
         } else {
@@ -319,12 +284,7 @@ impl<'a> Relay<'a> {
         conn.clean = false;
         self.cancel.slot().set_target(Some(conn.cancel.clone()));
         self.server = Some(conn);
-        self.scanner = StreamScanner::new();
-        self.pending = 0;
-        self.unsynced = false;
-        self.status = b'I';
-        self.unnamed_parsed = false;
-        self.server_fatal = false;
+        self.conv = Conversation::default();
         self.checkout_at = Instant::now();
         Ok(())
     }
@@ -335,14 +295,7 @@ impl<'a> Relay<'a> {
         let Some(server) = self.server.as_ref() else {
             return false;
         };
-        let done = self.transaction_mode
-            && self.pending == 0
-            && !self.unsynced
-            && self.status == b'I'
-            && self.copy_remaining == 0
-            && self.scanner.at_boundary()
-            && server.rbuf.is_empty()
-            && !self.server_fatal;
+        let done = self.transaction_mode && self.conv.is_idle() && server.rbuf.is_empty();
         if done {
             self.release();
         }
@@ -369,7 +322,9 @@ impl<'a> Relay<'a> {
             if self.cbuf.is_empty() {
                 return Ok(false);
             }
-            let scan = self.scan_client()?;
+            let scan =
+                self.conv
+                    .scan_client(&self.cbuf, self.max_message, self.transaction_mode)?;
             if self.server.is_none() {
                 return Ok(matches!(scan, ClientScan::Terminate { .. }));
             }
@@ -441,105 +396,25 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// Walks the client's buffered frames, updating the Sync accounting, until an
-    /// incomplete frame or one that needs special handling.
-    fn scan_client(&mut self) -> Result<ClientScan, ClientError> {
-        let buf = &self.cbuf[..];
-        let mut pos = 0;
-        loop {
-            if self.copy_remaining > 0 {
-                let n = self.copy_remaining.min(buf.len() - pos);
-                pos += n;
-                self.copy_remaining -= n;
-                if self.copy_remaining > 0 {
-                    return Ok(ClientScan::Forward(pos));
-                }
-            }
-            let rest = &buf[pos..];
-            let header = match Header::peek(rest, self.max_message) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Ok(ClientScan::Forward(pos)),
-                Err(e) => return Err(frame_error(e)),
-            };
-            let frame_len = header.frame_len();
-            if header.tag == b'd' {
-                // CopyData streams through without buffering the whole message.
-                let n = frame_len.min(rest.len());
-                pos += n;
-                self.copy_remaining = frame_len - n;
-                continue;
-            }
-            let Some(frame) = rest.get(..frame_len) else {
-                return Ok(ClientScan::Forward(pos));
-            };
-            let body = &frame[HEADER_LEN..];
-            match header.tag {
-                b'Q' | b'F' => self.pending += 1,
-                b'S' => {
-                    self.pending += 1;
-                    self.unsynced = false;
-                }
-                b'X' => return Ok(ClientScan::Terminate { forward: pos }),
-                b'c' | b'f' => {}
-                b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
-                tag => return Err(invalid_message_type(tag)),
-            }
-            if self.transaction_mode {
-                match classify_client_frame(header.tag, body, &mut self.unnamed_parsed) {
-                    FrameCheck::Pass => {}
-                    FrameCheck::Refuse(e) => return Err(e),
-                    FrameCheck::Replace(with) => {
-                        return Ok(ClientScan::Replace {
-                            forward: pos,
-                            skip: frame_len,
-                            with,
-                        })
-                    }
-                }
-            }
-            pos += frame_len;
-        }
-    }
-
     /// Relays what the server sent to the client and releases the server when the
     /// transaction is over.
     async fn forward_server(&mut self) -> Result<(), ClientError> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        let mut pending = self.pending;
-        let mut status = self.status;
-        let mut fatal = false;
-        let mut answered = 0u64;
-        let n = self
-            .scanner
-            .scan(
-                &server.rbuf,
-                self.max_message,
-                |t| matches!(t, b'Z' | b'E'),
-                |tag, body| {
-                    if tag == b'Z' {
-                        pending = pending.saturating_sub(1);
-                        answered += 1;
-                        status = parse_ready_for_query(body).unwrap_or(b'E');
-                    } else if ErrorFields::parse(body).is_fatal() {
-                        fatal = true;
-                    }
-                },
-            )
+        let (n, answered) = self
+            .conv
+            .scan_server(&server.rbuf, self.max_message)
             .map_err(|e| {
                 ClientError::ServerLost(format!("server sent a malformed message: {e}"))
             })?;
-        self.pending = pending;
-        self.status = status;
-        self.server_fatal |= fatal;
         self.counters.queries += answered;
         if n > 0 {
             self.client.write_all(&server.rbuf[..n]).await?;
             server.rbuf.advance(n);
         }
         let released = self.try_release();
-        if !released && !self.transaction_mode && answered > 0 && self.pending == 0 {
+        if !released && !self.transaction_mode && answered > 0 && self.conv.all_answered() {
             // Session mode keeps the server: publish counts at each transaction's end.
             self.flush_counters();
         }
@@ -554,12 +429,7 @@ impl<'a> Relay<'a> {
             return;
         };
         self.cancel.slot().set_target(None);
-        let idle = self.pending == 0
-            && !self.unsynced
-            && self.status == b'I'
-            && self.scanner.at_boundary()
-            && server.rbuf.is_empty()
-            && !self.server_fatal;
+        let idle = self.conv.is_idle() && server.rbuf.is_empty();
         if !idle {
             // Mid-transaction or mid-result: closing is the only state we can vouch for.
             server.discard();
@@ -619,21 +489,5 @@ async fn armed_sleep(d: Duration) {
 fn reserve(buf: &mut BytesMut, chunk: usize) {
     if buf.capacity() - buf.len() < chunk / 4 {
         buf.reserve(chunk);
-    }
-}
-
-fn invalid_message_type(tag: u8) -> ClientError {
-    // PostgreSQL's own wording.
-    ClientError::Protocol(format!("invalid frontend message type {tag}"))
-}
-
-fn frame_error(e: FrameError) -> ClientError {
-    match e {
-        FrameError::LengthTooSmall { tag, len } => ClientError::Protocol(format!(
-            "invalid message length {len} for message type {tag:?}"
-        )),
-        FrameError::TooLarge { tag, len, max } => ClientError::Protocol(format!(
-            "message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)"
-        )),
     }
 }
