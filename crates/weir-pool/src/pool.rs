@@ -297,33 +297,32 @@ impl<M: ManageConnection> Inner<M> {
                 if let Some(conn) = st.idle.pop_back() {
                     st.active += 1;
                     Step::Idle(conn)
-                } else if let (true, Some(backoff)) =
-                    (st.has_room(), st.login_backoff(Instant::now()))
-                {
-                    if st.total() == 0 {
-                        // Nothing open that could come back: fail fast.
-                        return Err(PoolError::LoginRetry(backoff));
-                    }
-                    // Wait for a connection that is open rather than retry the login now.
-                    let (tx, rx) = oneshot::channel();
-                    let id = st.waiters.push(start, tx);
-                    Step::Wait {
-                        id,
-                        rx,
-                        wait_timeout: st.settings.wait_timeout,
-                        connect_timeout: st.settings.connect_timeout,
-                    }
-                } else if st.has_room() {
-                    st.connecting += 1;
-                    Step::Connect(st.settings.connect_timeout)
                 } else {
-                    let (tx, rx) = oneshot::channel();
-                    let id = st.waiters.push(start, tx);
-                    Step::Wait {
-                        id,
-                        rx,
-                        wait_timeout: st.settings.wait_timeout,
-                        connect_timeout: st.settings.connect_timeout,
+                    let backoff = if st.has_room() {
+                        st.login_backoff(Instant::now())
+                    } else {
+                        None
+                    };
+                    match backoff {
+                        None if st.has_room() => {
+                            st.connecting += 1;
+                            Step::Connect(st.settings.connect_timeout)
+                        }
+                        // The last login failed and nothing open could come back: fail fast.
+                        Some(backoff) if st.total() == 0 => {
+                            return Err(PoolError::LoginRetry(backoff));
+                        }
+                        // Full, or backing off a failed login with connections open: wait.
+                        _ => {
+                            let (tx, rx) = oneshot::channel();
+                            let id = st.waiters.push(start, tx);
+                            Step::Wait {
+                                id,
+                                rx,
+                                wait_timeout: st.settings.wait_timeout,
+                                connect_timeout: st.settings.connect_timeout,
+                            }
+                        }
                     }
                 }
             };
