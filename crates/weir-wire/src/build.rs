@@ -20,6 +20,13 @@ pub fn put_frame(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) 
     buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// One whole frame as a vector (for tests and benchmarks).
+pub fn frame_bytes(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(5 + body.len());
+    put_frame(&mut buf, tag, |b| b.put_slice(body));
+    buf.to_vec()
+}
+
 /// Severity of a synthesized error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

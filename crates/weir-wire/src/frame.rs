@@ -170,12 +170,7 @@ pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::build::frame_bytes as frame;
 
     #[test]
     fn splits_only_complete_frames() {

@@ -67,12 +67,7 @@ impl StreamScanner {
 mod tests {
     use super::*;
 
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::build::frame_bytes as frame;
 
     /// Feeds `stream` in chunks of `chunk` bytes; returns the forwarded bytes and seen messages.
     fn relay(stream: &[u8], chunk: usize) -> (Vec<u8>, Vec<(u8, Vec<u8>)>) {
