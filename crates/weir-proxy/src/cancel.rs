@@ -11,7 +11,15 @@ use crate::server::CancelTarget;
 #[derive(Debug)]
 pub struct CancelSlot {
     key: [u8; 4],
-    target: Mutex<Option<Arc<CancelTarget>>>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The server running this client's transaction, if it holds one.
+    target: Option<Arc<CancelTarget>>,
+    /// Cancels looked up for `target` and not yet delivered to PostgreSQL.
+    in_flight: u32,
 }
 
 impl CancelSlot {
@@ -20,16 +28,37 @@ impl CancelSlot {
         self.key
     }
 
-    /// Records the server this client now holds (or `None` once released).
-    pub fn set_target(&self, target: Option<Arc<CancelTarget>>) {
-        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    /// Records the server this client now holds.
+    pub fn set_target(&self, target: Arc<CancelTarget>) {
+        self.lock().target = Some(target);
     }
 
-    fn target(&self) -> Option<Arc<CancelTarget>> {
-        self.target
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Forgets the server (it is being released). True if a cancel aimed at it may still
+    /// be on its way: then the server must not serve another client, or that client's
+    /// query could be the one cancelled (pgbouncer PR #717).
+    pub fn clear_target(&self) -> bool {
+        let mut state = self.lock();
+        state.target = None;
+        state.in_flight > 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cancel on its way to PostgreSQL; while it lives, the target server is not reused.
+#[derive(Debug)]
+pub struct CancelTicket {
+    slot: Arc<CancelSlot>,
+    /// Where to send the CancelRequest, with the server's real key.
+    pub target: Arc<CancelTarget>,
+}
+
+impl Drop for CancelTicket {
+    fn drop(&mut self) {
+        let mut state = self.slot.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
     }
 }
 
@@ -50,7 +79,7 @@ impl CancelRegistry {
             }
             let slot = Arc::new(CancelSlot {
                 key: rand::random(),
-                target: Mutex::new(None),
+                state: Mutex::new(SlotState::default()),
             });
             if let dashmap::Entry::Vacant(v) = self.slots.entry(pid) {
                 v.insert(slot.clone());
@@ -63,8 +92,10 @@ impl CancelRegistry {
         }
     }
 
-    /// The server to cancel for a client's (pid, key), if the key matches and the client holds one now.
-    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<Arc<CancelTarget>> {
+    /// Starts a cancel for a client's (pid, key): the server it holds now, if the key
+    /// matches and it holds one. The ticket keeps that server from being reused until
+    /// the cancel has been delivered.
+    pub fn begin_cancel(&self, pid: i32, key: &[u8]) -> Option<CancelTicket> {
         let slot = self.slots.get(&pid)?.clone();
         let matches = key.len() == 4
             && key
@@ -72,11 +103,16 @@ impl CancelRegistry {
                 .zip(slot.key.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
-        if matches {
-            slot.target()
-        } else {
-            None
+        if !matches {
+            return None;
         }
+        let target = {
+            let mut state = slot.lock();
+            let target = state.target.clone()?;
+            state.in_flight += 1;
+            target
+        };
+        Some(CancelTicket { slot, target })
     }
 
     /// Number of registered clients.
@@ -121,27 +157,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookup_needs_the_right_key_and_a_target() {
+    fn cancel_needs_the_right_key_and_a_target() {
         let reg = Arc::new(CancelRegistry::default());
         let guard = reg.register();
         let key = guard.slot().key();
         assert!(
-            reg.lookup(guard.pid(), &key).is_none(),
+            reg.begin_cancel(guard.pid(), &key).is_none(),
             "no server held yet"
         );
-        let target = Arc::new(CancelTarget {
+        guard.slot().set_target(target());
+        assert_eq!(reg.begin_cancel(guard.pid(), &key).unwrap().target.pid, 99);
+        let mut wrong = key;
+        wrong[0] ^= 1;
+        assert!(reg.begin_cancel(guard.pid(), &wrong).is_none());
+        assert!(reg.begin_cancel(guard.pid(), &key[..3]).is_none());
+        let pid = guard.pid();
+        drop(guard);
+        assert!(reg.begin_cancel(pid, &key).is_none());
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn a_server_with_a_cancel_in_flight_is_not_reused() {
+        let reg = Arc::new(CancelRegistry::default());
+        let guard = reg.register();
+        let key = guard.slot().key();
+        guard.slot().set_target(target());
+        assert!(!guard.slot().clear_target(), "no cancel: reusable");
+
+        guard.slot().set_target(target());
+        let ticket = reg.begin_cancel(guard.pid(), &key).unwrap();
+        assert!(
+            guard.slot().clear_target(),
+            "cancel on its way: discard the server"
+        );
+        assert!(
+            reg.begin_cancel(guard.pid(), &key).is_none(),
+            "released: later cancels go nowhere"
+        );
+        drop(ticket);
+        guard.slot().set_target(target());
+        assert!(!guard.slot().clear_target(), "delivered: reusable again");
+    }
+
+    fn target() -> Arc<CancelTarget> {
+        Arc::new(CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
             pid: 99,
             key: vec![1, 2, 3, 4],
-        });
-        guard.slot().set_target(Some(target));
-        assert_eq!(reg.lookup(guard.pid(), &key).unwrap().pid, 99);
-        let mut wrong = key;
-        wrong[0] ^= 1;
-        assert!(reg.lookup(guard.pid(), &wrong).is_none());
-        let pid = guard.pid();
-        drop(guard);
-        assert!(reg.lookup(pid, &key).is_none());
-        assert!(reg.is_empty());
+        })
     }
 }

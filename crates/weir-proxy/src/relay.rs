@@ -270,7 +270,7 @@ impl<'a> Relay<'a> {
         if let Some(server) = self.server.take() {
             server.discard();
         }
-        self.cancel.slot().set_target(None);
+        self.cancel.slot().clear_target();
         if self.conv.server_fatal() {
             // The server already told the client why it is closing.
             ClientError::Io(std::io::ErrorKind::ConnectionAborted.into())
@@ -282,7 +282,7 @@ impl<'a> Relay<'a> {
     async fn checkout(&mut self) -> Result<(), ClientError> {
         let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
         conn.clean = false;
-        self.cancel.slot().set_target(Some(conn.cancel.clone()));
+        self.cancel.slot().set_target(conn.cancel.clone());
         self.server = Some(conn);
         self.conv = Conversation::default();
         self.checkout_at = Instant::now();
@@ -305,8 +305,9 @@ impl<'a> Relay<'a> {
     /// Gives the server connection back: it is idle, all answers relayed.
     fn release(&mut self) {
         if let Some(mut server) = self.server.take() {
-            self.cancel.slot().set_target(None);
-            server.clean = true;
+            // A cancel on its way to this server could hit the next client's query:
+            // close the connection instead of reusing it.
+            server.clean = !self.cancel.slot().clear_target();
             self.entry
                 .pool
                 .metrics()
@@ -428,10 +429,11 @@ impl<'a> Relay<'a> {
         let Some(mut server) = self.server.take() else {
             return;
         };
-        self.cancel.slot().set_target(None);
+        let cancel_in_flight = self.cancel.slot().clear_target();
         let idle = self.conv.is_idle() && server.rbuf.is_empty();
-        if !idle {
-            // Mid-transaction or mid-result: closing is the only state we can vouch for.
+        if !idle || cancel_in_flight {
+            // Mid-transaction or mid-result, or a cancel may still land on it: closing is
+            // the only state we can vouch for.
             server.discard();
             return;
         }

@@ -201,9 +201,9 @@ async fn read_startup(
                 stream.write_all(b"N").await?;
             }
             InitialPacket::Cancel { pid, key } => {
-                if let Some(target) = shared.cancels.lookup(pid, &key) {
+                if let Some(ticket) = shared.cancels.begin_cancel(pid, &key) {
                     debug!(pid, "forwarding cancel request");
-                    if let Err(e) = send_cancel(&target).await {
+                    if let Err(e) = send_cancel(&ticket.target).await {
                         warn!(error = %e, "could not forward cancel request");
                     }
                 }
