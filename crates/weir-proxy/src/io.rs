@@ -1,30 +1,50 @@
-//! Small socket helpers shared by login paths (not the relay loop, which manages its buffers itself).
+//! Reading one whole frame from a socket, for the paths that go message by message:
+//! client login, server login, the session-mode reset query (not the relay loop, which
+//! manages its buffers itself).
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use weir_wire::frame::split_frame;
+use weir_wire::frame::{split_frame, FrameError};
 use weir_wire::Frame;
 
 use crate::error::ClientError;
 
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFrameError {
+    /// The socket failed or closed (EOF is `UnexpectedEof`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer sent a bad length.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl From<ReadFrameError> for ClientError {
+    fn from(e: ReadFrameError) -> Self {
+        match e {
+            ReadFrameError::Io(e) => ClientError::Io(e),
+            ReadFrameError::Frame(e) => ClientError::Protocol(e.to_string()),
+        }
+    }
+}
+
 /// Reads until one complete tagged frame of at most `max_len` bytes is buffered and splits it off.
 ///
 /// # Errors
-/// EOF, I/O, or a bad length (protocol violation).
+/// EOF, I/O, or a bad length.
 pub async fn read_frame(
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
     max_len: usize,
-) -> Result<Frame, ClientError> {
+) -> Result<Frame, ReadFrameError> {
     loop {
-        if let Some(frame) =
-            split_frame(rbuf, max_len).map_err(|e| ClientError::Protocol(e.to_string()))?
-        {
+        if let Some(frame) = split_frame(rbuf, max_len)? {
             return Ok(frame);
         }
         if stream.read_buf(rbuf).await? == 0 {
-            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
 }

@@ -23,6 +23,7 @@ use weir_wire::frame::Header;
 use crate::cancel::CancelGuard;
 use crate::conversation::{frame_error, invalid_message_type, ClientScan, Conversation};
 use crate::error::ClientError;
+use crate::io::read_frame;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::session::{pool_error, Shared};
 
@@ -465,19 +466,15 @@ async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
         return false;
     }
     loop {
-        match weir_wire::frame::split_frame(&mut server.rbuf, 1 << 20) {
-            Ok(Some(f)) if f.tag() == b'Z' => {
-                return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty()
-            }
-            Ok(Some(f)) if f.tag() == b'E' => {
+        let Ok(f) = read_frame(&mut server.stream, &mut server.rbuf, 1 << 20).await else {
+            return false;
+        };
+        match f.tag() {
+            b'Z' => return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty(),
+            b'E' => {
                 tracing::warn!(error = %ErrorFields::parse(f.body()).message_lossy(), "server_reset_query failed");
             }
-            Ok(Some(_)) => {}
-            Ok(None) => match server.stream.read_buf(&mut server.rbuf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            },
-            Err(_) => return false,
+            _ => {}
         }
     }
 }

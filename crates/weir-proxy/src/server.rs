@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use weir_wire::auth::messages::{self as authmsg, AuthRequest};
 use weir_wire::auth::{md5, scram, AuthError};
 use weir_wire::backend::{self, ErrorFields};
-use weir_wire::frame::split_frame;
+
+use crate::io::{read_frame, ReadFrameError};
 use weir_wire::startup::put_startup_message;
 
 /// Largest message accepted from a server during login (errors, parameter lists).
@@ -162,16 +163,12 @@ impl ServerConn {
         let mut key = None;
         let mut scram: Option<scram::ScramClient> = None;
         loop {
-            let frame = loop {
-                if let Some(f) = split_frame(&mut rbuf, MAX_LOGIN_MESSAGE)
-                    .map_err(|e| ServerError::Protocol(e.to_string()))?
-                {
-                    break f;
-                }
-                if stream.read_buf(&mut rbuf).await.map_err(io)? == 0 {
-                    return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-            };
+            let frame = read_frame(&mut stream, &mut rbuf, MAX_LOGIN_MESSAGE)
+                .await
+                .map_err(|e| match e {
+                    ReadFrameError::Io(e) => io(e),
+                    ReadFrameError::Frame(e) => ServerError::Protocol(e.to_string()),
+                })?;
             match frame.tag() {
                 b'R' => {
                     match authmsg::parse_auth_request(frame.body())? {
