@@ -60,6 +60,8 @@ pub fn config_for(upstream: &str, mode: PoolMode, pool_size: u32) -> Config {
             upstream: Some(upstream.to_owned()),
             pool_mode: Some(mode),
             pool_size: Some(pool_size),
+            // Tests run side by side: no fixed HTTP port unless a test asks for one.
+            http_listen: Some(None),
             ..Overrides::default()
         })
         .expect("test config is valid");

@@ -60,6 +60,7 @@ impl Cli {
             pool_size: self.pool_size,
             max_client_conn: self.max_client_conn,
             log_format: self.log_format,
+            ..Overrides::default()
         }
     }
 

@@ -27,12 +27,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use types::{AuthType, LogFormat, ParseSettingError, PoolMode, Secret};
+pub use types::{AuthType, LogFormat, ParseSettingError, PoolMode, Secret, SessionFeatures};
 
 use locate::{dotted, line_at, SpanTree};
 
 /// PostgreSQL's default port, used when a database or URL gives none.
 pub const DEFAULT_SERVER_PORT: u16 = 5432;
+/// Default port of the HTTP endpoint (`http_listen`).
+pub const DEFAULT_HTTP_PORT: u16 = 9930;
 /// Smallest accepted `max_message_size` (1 MiB): lower limits break ordinary queries with
 /// large parameters or rows in ways that are hard to diagnose.
 pub const MIN_MESSAGE_SIZE: u32 = 1 << 20;
@@ -92,6 +94,39 @@ pub struct Config {
     /// Close pooled server connections older than this when released; 0 = use once. Default 3600s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub server_lifetime: Duration,
+    /// Cancel a query and close its client after it runs this long; 0 = never (default).
+    /// Meant as a backstop slightly above the server's own `statement_timeout`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub query_timeout: Duration,
+    /// How long in-flight transactions may finish after SIGTERM or `SHUTDOWN`. Default 10s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub shutdown_timeout: Duration,
+    /// Named prepared statements mapped across server connections in transaction mode,
+    /// per server connection (LRU); 0 turns the mapping off. Default 1000.
+    pub max_prepared_statements: u32,
+    /// Session settings replayed on each server connection in transaction mode besides the
+    /// ones PostgreSQL reports itself (`application_name`, `TimeZone`, ...).
+    pub track_extra_parameters: Vec<String>,
+    /// What transaction mode does with features that need a whole session (LISTEN,
+    /// session advisory locks, `WITH HOLD` cursors, temp tables, SQL `PREPARE`). Default `pin`.
+    pub session_features: SessionFeatures,
+    /// Users who may run every admin console command (database `pgweir` or `pgbouncer`).
+    pub admin_users: Vec<String>,
+    /// Users who may run the admin console's `SHOW` commands.
+    pub stats_users: Vec<String>,
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, `/api/v1/...`);
+    /// `""` turns it off. Default `127.0.0.1:9930`.
+    #[serde(deserialize_with = "de_optional_socket_addr")]
+    pub http_listen: Option<SocketAddr>,
+    /// How often a stats line is logged; 0 = never. Default 60s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub stats_period: Duration,
+    /// Log each successful client login. Default true.
+    pub log_connections: bool,
+    /// Log each client disconnection with its reason. Default true.
+    pub log_disconnections: bool,
+    /// Log the errors the proxy sends to clients. Default true.
+    pub log_pooler_errors: bool,
     /// Log line format. Default `text`.
     pub log_format: LogFormat,
     /// Databases clients may connect to, by the name clients use (`[databases.NAME]`).
@@ -121,6 +156,22 @@ impl Default for Config {
             idle_transaction_timeout: Duration::ZERO,
             server_idle_timeout: Duration::from_secs(600),
             server_lifetime: Duration::from_secs(3600),
+            query_timeout: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(10),
+            max_prepared_statements: 1000,
+            track_extra_parameters: vec![
+                "search_path".to_owned(),
+                "statement_timeout".to_owned(),
+                "lock_timeout".to_owned(),
+            ],
+            session_features: SessionFeatures::Pin,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            http_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_HTTP_PORT))),
+            stats_period: Duration::from_secs(60),
+            log_connections: true,
+            log_disconnections: true,
+            log_pooler_errors: true,
             log_format: LogFormat::Text,
             databases: BTreeMap::new(),
             users: BTreeMap::new(),
@@ -215,6 +266,12 @@ pub struct Overrides {
     pub max_client_conn: Option<u32>,
     /// Replaces `log_format`.
     pub log_format: Option<LogFormat>,
+    /// Replaces `admin_users`.
+    pub admin_users: Option<Vec<String>>,
+    /// Replaces `stats_users`.
+    pub stats_users: Option<Vec<String>>,
+    /// Replaces `http_listen` (`None` inside = off).
+    pub http_listen: Option<Option<SocketAddr>>,
 }
 
 impl fmt::Debug for Overrides {
@@ -226,6 +283,9 @@ impl fmt::Debug for Overrides {
             .field("pool_size", &self.pool_size)
             .field("max_client_conn", &self.max_client_conn)
             .field("log_format", &self.log_format)
+            .field("admin_users", &self.admin_users)
+            .field("stats_users", &self.stats_users)
+            .field("http_listen", &self.http_listen)
             .finish()
     }
 }
@@ -383,6 +443,18 @@ impl Config {
             self.log_format = format;
             mark(&["log_format"]);
         }
+        if let Some(users) = &o.admin_users {
+            self.admin_users = users.clone();
+            mark(&["admin_users"]);
+        }
+        if let Some(users) = &o.stats_users {
+            self.stats_users = users.clone();
+            mark(&["stats_users"]);
+        }
+        if let Some(addr) = o.http_listen {
+            self.http_listen = addr;
+            mark(&["http_listen"]);
+        }
         Ok(set)
     }
 }
@@ -415,6 +487,21 @@ fn parse_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
             line: offset.map_or(0, |o| line_at(text, o)),
             message,
         }
+    })
+}
+
+/// `http_listen` as `"ip:port"`, or `""` for off.
+fn de_optional_socket_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "invalid address {text:?}: expected \"IP:PORT\", e.g. \"127.0.0.1:9930\", or \"\" for off"
+        ))
     })
 }
 

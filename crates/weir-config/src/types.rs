@@ -92,6 +92,16 @@ setting_enum! {
 }
 
 setting_enum! {
+    /// What transaction mode does with a feature that needs the whole session.
+    SessionFeatures, "session_features", "pin, error" {
+        /// Keep the client on its server connection until the feature is released.
+        Pin => "pin",
+        /// Refuse the statement with an error that says why and what to do.
+        Error => "error",
+    }
+}
+
+setting_enum! {
     /// How log lines are written.
     LogFormat, "log_format", "text, json" {
         /// Human-readable lines.

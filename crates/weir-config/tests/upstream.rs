@@ -140,6 +140,7 @@ fn overrides_win_over_the_file() {
         pool_size: Some(9),
         max_client_conn: Some(500),
         log_format: Some(LogFormat::Json),
+        ..Overrides::default()
     })
     .expect("valid");
     assert_eq!(c.listen, listen);

@@ -53,6 +53,15 @@ pub enum ClientError {
     /// The proxy is shutting down.
     #[error("terminating connection due to administrator command")]
     Shutdown,
+    /// An administrator disconnected this client (`KILL`, `RECONNECT`).
+    #[error("terminating connection due to administrator command (pgweir KILL)")]
+    Killed,
+    /// `query_timeout` passed while a query ran; the query was cancelled.
+    #[error("query_timeout: query ran longer than {0:?} and was canceled")]
+    QueryTimeout(std::time::Duration),
+    /// Session settings could not be restored on a server connection.
+    #[error("could not restore session settings on the server connection: {0}")]
+    SettingsRestore(String),
 }
 
 impl ClientError {
@@ -73,7 +82,9 @@ impl ClientError {
             ClientError::LoginTimeout(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::IdleTimeout(_) => sqlstate::IDLE_SESSION_TIMEOUT,
             ClientError::IdleInTransaction(_) => sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
-            ClientError::Shutdown => sqlstate::ADMIN_SHUTDOWN,
+            ClientError::Shutdown | ClientError::Killed => sqlstate::ADMIN_SHUTDOWN,
+            ClientError::QueryTimeout(_) => sqlstate::QUERY_CANCELED,
+            ClientError::SettingsRestore(_) => sqlstate::CONNECTION_FAILURE,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod io;
 mod listener;
 pub mod pools;
+pub mod registry;
 mod relay;
 pub mod server;
 pub mod session;

@@ -20,6 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::client_auth::Credentials;
 use crate::error::ProxyError;
 use crate::pools::Pools;
+use crate::registry::ClientRegistry;
 use crate::session::{self, Shared};
 
 /// How long sessions get to finish after shutdown before the proxy stops waiting.
@@ -53,6 +54,7 @@ impl Proxy {
                 config,
                 credentials,
                 cancels: Arc::new(CancelRegistry::default()),
+                clients: Arc::new(ClientRegistry::default()),
                 shutdown: CancellationToken::new(),
             }),
         })

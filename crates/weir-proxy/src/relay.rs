@@ -25,6 +25,7 @@ use crate::conversation::{frame_error, invalid_message_type, ClientScan, Convers
 use crate::error::ClientError;
 use crate::io::read_frame;
 use crate::pools::{PoolEntry, ServerManager};
+use crate::registry::{ClientInfo, ClientState};
 use crate::session::{pool_error, Shared};
 
 /// Read size for client sockets; client buffers are released while the client is idle.
@@ -51,6 +52,8 @@ pub struct Relay<'a> {
     client: &'a mut TcpStream,
     cbuf: BytesMut,
     cancel: CancelGuard,
+    /// This client's entry in the registry: state for `SHOW CLIENTS`, `KILL`.
+    info: Arc<ClientInfo>,
     transaction_mode: bool,
     max_message: usize,
     server: Option<PooledConnection<ServerManager>>,
@@ -81,6 +84,7 @@ impl<'a> Relay<'a> {
         client: &'a mut TcpStream,
         cbuf: BytesMut,
         cancel: CancelGuard,
+        info: Arc<ClientInfo>,
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         Relay {
@@ -90,6 +94,7 @@ impl<'a> Relay<'a> {
             client,
             cbuf,
             cancel,
+            info,
             transaction_mode,
             server: None,
             conv: Conversation::default(),
@@ -115,6 +120,7 @@ impl<'a> Relay<'a> {
         let idle_timeout = config.client_idle_timeout;
         let idle_tx_timeout = config.idle_transaction_timeout;
         let mut shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
+        let mut killed = pin!(self.info.kill.clone().cancelled_owned());
         loop {
             if self.server.is_none() {
                 loop {
@@ -130,6 +136,7 @@ impl<'a> Relay<'a> {
                     tokio::select! {
                         r = self.client.readable() => r?,
                         _ = &mut shutdown => return Err(ClientError::Shutdown),
+                        _ = &mut killed => return Err(ClientError::Killed),
                         _ = armed_sleep(idle_timeout), if !idle_timeout.is_zero() => {
                             return Err(ClientError::IdleTimeout(idle_timeout));
                         }
@@ -185,6 +192,7 @@ impl<'a> Relay<'a> {
                     }
                 }
                 _ = &mut shutdown, if between_transactions => return Err(ClientError::Shutdown),
+                _ = &mut killed => return Err(ClientError::Killed),
                 // Session mode keeps the server between transactions: idle there is still idle.
                 _ = armed_sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
                     return Err(ClientError::IdleTimeout(idle_timeout));
@@ -281,7 +289,9 @@ impl<'a> Relay<'a> {
     }
 
     async fn checkout(&mut self) -> Result<(), ClientError> {
+        self.info.set_state(ClientState::Waiting);
         let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
+        self.info.set_state(ClientState::Active);
         conn.clean = false;
         self.cancel.slot().set_target(conn.cancel.clone());
         self.server = Some(conn);
@@ -314,6 +324,7 @@ impl<'a> Relay<'a> {
                 .metrics()
                 .record_transaction(self.checkout_at.elapsed());
             drop(server);
+            self.info.set_state(ClientState::Idle);
             self.flush_counters();
         }
     }

@@ -19,6 +19,7 @@ use crate::cancel::CancelRegistry;
 use crate::client_auth::{authenticate, Credentials};
 use crate::error::ClientError;
 use crate::pools::{PoolEntry, Pools};
+use crate::registry::{ClientRegistry, LoginInfo};
 use crate::relay::Relay;
 use crate::server::{send_cancel, ServerError};
 
@@ -32,12 +33,15 @@ pub struct Shared {
     pub pools: Pools,
     /// Live clients' cancel keys.
     pub cancels: Arc<CancelRegistry>,
+    /// Live clients, for the admin console and `KILL`.
+    pub clients: Arc<ClientRegistry>,
     /// Cancelled when the proxy shuts down.
     pub shutdown: CancellationToken,
 }
 
 /// Serves one accepted client until it leaves; never panics on its input.
 pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let client = shared.clients.register(peer);
     // Room for a whole typical startup packet and SCRAM message in one read.
     let mut rbuf = BytesMut::with_capacity(1024);
     let login_timeout = shared.config.client_login_timeout;
@@ -53,9 +57,21 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
         Ok(Some(session)) => {
             info!(%peer, db = %session.entry.database, user = %session.entry.user, "login");
             let db = session.entry.database.clone();
-            let r = Relay::new(&shared, session.entry, &mut stream, rbuf, session.cancel)
-                .run()
-                .await;
+            client.info().set_login(LoginInfo {
+                user: session.entry.user.clone(),
+                database: db.clone(),
+                application_name: session.application_name,
+            });
+            let r = Relay::new(
+                &shared,
+                session.entry,
+                &mut stream,
+                rbuf,
+                session.cancel,
+                client.info().clone(),
+            )
+            .run()
+            .await;
             debug!(%peer, %db, "client closed");
             r
         }
@@ -96,6 +112,8 @@ pub struct LoggedIn {
     pub entry: Arc<PoolEntry>,
     /// Its proxy-issued cancel key.
     pub cancel: crate::cancel::CancelGuard,
+    /// `application_name` from the startup packet (empty if none).
+    pub application_name: String,
 }
 
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
@@ -168,7 +186,11 @@ async fn login(
     build::put_backend_key_data(&mut out, cancel.pid(), &cancel.slot().key());
     build::put_ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(LoggedIn { entry, cancel }))
+    Ok(Some(LoggedIn {
+        entry,
+        cancel,
+        application_name: app_name.unwrap_or_default().to_owned(),
+    }))
 }
 
 /// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage

@@ -1,0 +1,183 @@
+//! Live clients, for the admin console (`SHOW CLIENTS`), `KILL` and shutdown: each
+//! session registers itself at accept and is removed when its handle drops. The relay
+//! updates a client's state with one relaxed atomic store per transition.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+
+/// Where a client stands, as `SHOW CLIENTS` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Still in startup or authentication.
+    Login = 0,
+    /// Logged in, holding no server connection.
+    Idle = 1,
+    /// Waiting for a server connection.
+    Waiting = 2,
+    /// Holding a server connection.
+    Active = 3,
+}
+
+impl ClientState {
+    fn from_u8(v: u8) -> ClientState {
+        match v {
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            3 => ClientState::Active,
+            _ => ClientState::Login,
+        }
+    }
+}
+
+/// What is known of one client connection.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Proxy-wide unique id (`ptr` in `SHOW CLIENTS`).
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Cancelled to disconnect this client (`KILL`, `RECONNECT`, fast shutdown).
+    pub kill: CancellationToken,
+    state: AtomicU8,
+    /// Microseconds since the Unix epoch of the last state change.
+    changed_at_us: AtomicU64,
+    login: Mutex<Option<LoginInfo>>,
+}
+
+/// Who a client logged in as.
+#[derive(Debug, Clone)]
+pub struct LoginInfo {
+    /// User name.
+    pub user: String,
+    /// Database name as the client gave it.
+    pub database: String,
+    /// `application_name` from the startup packet.
+    pub application_name: String,
+}
+
+impl ClientInfo {
+    /// The client's current state.
+    pub fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Records a state change; cheap enough for every transaction.
+    pub fn set_state(&self, state: ClientState) {
+        self.state.store(state as u8, Relaxed);
+        self.changed_at_us.store(now_us(), Relaxed);
+    }
+
+    /// When the state last changed, in microseconds since the Unix epoch.
+    pub fn changed_at_us(&self) -> u64 {
+        self.changed_at_us.load(Relaxed)
+    }
+
+    /// Who the client logged in as; `None` while it is still logging in.
+    pub fn login(&self) -> Option<LoginInfo> {
+        self.login.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Records the login.
+    pub fn set_login(&self, login: LoginInfo) {
+        if let Ok(mut l) = self.login.lock() {
+            *l = Some(login);
+        }
+        self.set_state(ClientState::Idle);
+    }
+}
+
+/// Every live client, by id.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: DashMap<u64, Arc<ClientInfo>>,
+    next_id: AtomicU64,
+}
+
+impl ClientRegistry {
+    /// Registers a freshly accepted client; it is removed when the handle drops.
+    pub fn register(self: &Arc<Self>, peer: SocketAddr) -> ClientHandle {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            peer,
+            connected_at: SystemTime::now(),
+            kill: CancellationToken::new(),
+            state: AtomicU8::new(ClientState::Login as u8),
+            changed_at_us: AtomicU64::new(now_us()),
+            login: Mutex::new(None),
+        });
+        self.clients.insert(id, info.clone());
+        ClientHandle {
+            info,
+            registry: self.clone(),
+        }
+    }
+
+    /// A snapshot of every live client.
+    pub fn snapshot(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// How many clients are connected.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// No client is connected.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
+/// A session's registration; deregisters on drop.
+#[derive(Debug)]
+pub struct ClientHandle {
+    info: Arc<ClientInfo>,
+    registry: Arc<ClientRegistry>,
+}
+
+impl ClientHandle {
+    /// The registered information.
+    pub fn info(&self) -> &Arc<ClientInfo> {
+        &self.info
+    }
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.registry.clients.remove(&self.info.id);
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_register_and_deregister() {
+        let registry = Arc::new(ClientRegistry::default());
+        let a = registry.register(([127, 0, 0, 1], 1).into());
+        let b = registry.register(([127, 0, 0, 1], 2).into());
+        assert_ne!(a.info().id, b.info().id);
+        assert_eq!(registry.len(), 2);
+        a.info().set_state(ClientState::Active);
+        assert_eq!(a.info().state(), ClientState::Active);
+        drop(a);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.snapshot()[0].id, b.info().id);
+    }
+}
