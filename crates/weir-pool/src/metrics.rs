@@ -53,6 +53,15 @@ pub struct PoolMetrics {
     pub xact_us: AtomicU64,
     /// Total query time, µs.
     pub query_us: AtomicU64,
+    /// Transaction-mode clients pinned to a server connection by a session feature, now.
+    pub pinned_clients: AtomicU64,
+    /// Times a client was pinned (LISTEN, advisory lock, WITH HOLD cursor, ...).
+    pub pins: AtomicU64,
+    /// Named prepared statements parsed on a server connection because the client's
+    /// statement was not there yet.
+    pub prepares: AtomicU64,
+    /// Named prepared statement uses served by a statement the server already had.
+    pub prepare_hits: AtomicU64,
     wait: ShardedHistogram,
     xact: ShardedHistogram,
     query: ShardedHistogram,
@@ -76,6 +85,10 @@ impl PoolMetrics {
             wait_us: AtomicU64::new(0),
             xact_us: AtomicU64::new(0),
             query_us: AtomicU64::new(0),
+            pinned_clients: AtomicU64::new(0),
+            pins: AtomicU64::new(0),
+            prepares: AtomicU64::new(0),
+            prepare_hits: AtomicU64::new(0),
             wait: ShardedHistogram::new(shards),
             xact: ShardedHistogram::new(shards),
             query: ShardedHistogram::new(shards),
