@@ -11,6 +11,7 @@ pub mod build;
 pub mod frame;
 pub mod frontend;
 pub mod scan;
+pub mod sql;
 pub mod sqlstate;
 pub mod startup;
 

@@ -1,0 +1,15 @@
+//! pgweir's operator surface: the PgBouncer-compatible admin console and the HTTP
+//! endpoints (`/metrics`, `/healthz`, `/readyz`, `/api/v1/*`).
+//!
+//! Everything here reads the proxy through one boundary, the [`AdminBackend`]
+//! trait, which the binary implements over the proxy's registries and pools.
+//! This crate owns the presentation: PgBouncer's column names, order and types,
+//! Prometheus families, JSON.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod stats;
+
+pub use backend::{AdminBackend, AdminCommand, BoxFuture, Role};
+pub use stats::{StatsAverager, StatsAverages, StatsRow};
