@@ -21,11 +21,13 @@
 
 #![warn(missing_docs)]
 
+mod control;
 mod guard;
 mod maintenance;
 mod metrics;
 mod pool;
 mod queue;
+mod servers;
 mod state;
 
 use std::future::Future;
@@ -34,6 +36,7 @@ use std::time::Duration;
 pub use guard::PooledConnection;
 pub use metrics::PoolMetrics;
 pub use pool::Pool;
+pub use servers::{ConnLabel, ServerInfo, ServerState};
 
 /// What the pool needs to know about a connection type: how to open one and
 /// whether an existing one may be reused.
@@ -58,6 +61,12 @@ pub trait ManageConnection: Send + Sync + 'static {
     /// that becomes readable is dead or desynced: close it). Called at checkout
     /// and by maintenance.
     fn is_alive(&self, conn: &mut Self::Connection) -> bool;
+
+    /// What to show about a connection in `SHOW SERVERS` (backend pid, addresses);
+    /// asked once, right after `connect`.
+    fn describe(&self, _conn: &Self::Connection) -> ConnLabel {
+        ConnLabel::default()
+    }
 }
 
 /// Sizing and timing of one pool; may be replaced at runtime with
@@ -117,4 +126,8 @@ pub struct PoolStats {
     pub max_size: u32,
     /// How long the longest current waiter has waited (zero when none waits).
     pub max_wait: Duration,
+    /// Taken by the pool itself: being probed or closed (`sv_used`).
+    pub held: u32,
+    /// `PAUSE` is in force.
+    pub paused: bool,
 }

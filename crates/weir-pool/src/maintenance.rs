@@ -127,7 +127,7 @@ fn probe<M: ManageConnection>(inner: &Inner<M>) {
                 st.held -= 1;
                 // Put it back where it was, unless someone waits or there is no room
                 // any more (a shrink happened meanwhile).
-                if st.closed || !st.waiters.is_empty() || !st.has_room() {
+                if st.closed || st.paused || !st.waiters.is_empty() || !st.has_room() {
                     st.active += 1;
                     st.route(Grant::Conn(conn))
                 } else {
@@ -159,7 +159,7 @@ async fn warm<M: ManageConnection>(inner: &Inner<M>) {
         let connect_timeout = {
             let mut st = inner.lock();
             let target = st.settings.min_size.min(st.settings.max_size);
-            if st.closed || st.total() >= target {
+            if st.closed || st.paused || st.total() >= target {
                 return;
             }
             if let Some(failed) = st.last_connect_failure {

@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
 use crate::guard::PooledConnection;
 use crate::metrics::PoolMetrics;
 use crate::queue::WaiterId;
+use crate::servers::{ServerRegistry, ServerState};
 use crate::state::{Conn, Grant, Route, State};
 use crate::{ManageConnection, PoolError, PoolSettings, PoolStats};
 
@@ -23,7 +24,7 @@ type Result<T, M> = std::result::Result<T, PoolError<<M as ManageConnection>::Er
 
 /// A pool of connections made by `M`. Cloning is cheap and shares the pool.
 pub struct Pool<M: ManageConnection> {
-    inner: Arc<Inner<M>>,
+    pub(crate) inner: Arc<Inner<M>>,
 }
 
 /// The shared part of a pool.
@@ -34,6 +35,10 @@ pub(crate) struct Inner<M: ManageConnection> {
     /// Wakes the maintenance task on `close`; kept apart from `Inner` so that task
     /// can wait on it without keeping the pool alive.
     pub(crate) shutdown: Arc<Notify>,
+    /// Every open connection, for `SHOW SERVERS` and `WAIT_CLOSE`.
+    pub(crate) servers: Arc<ServerRegistry>,
+    /// `true` while paused; checkouts that find the pool paused wait for `false`.
+    pub(crate) gate: watch::Sender<bool>,
 }
 
 /// What a checkout does once it has left the lock.
@@ -42,6 +47,8 @@ enum Step<C> {
     Idle(Conn<C>),
     /// Open a new connection in the slot reserved for us.
     Connect(Duration),
+    /// The pool is paused: wait for `resume` (or `close`), then try again.
+    Paused(watch::Receiver<bool>, Option<Duration>, WaiterId),
     /// Wait for a grant.
     Wait {
         id: WaiterId,
@@ -77,6 +84,8 @@ impl<M: ManageConnection> Pool<M> {
                 state: Mutex::new(State::new(settings)),
                 metrics: PoolMetrics::new(),
                 shutdown: Arc::new(Notify::new()),
+                servers: Arc::new(ServerRegistry::default()),
+                gate: watch::Sender::new(false),
             }),
         }
     }
@@ -100,6 +109,7 @@ impl<M: ManageConnection> Pool<M> {
     pub async fn get(&self) -> Result<PooledConnection<M>, M> {
         let start = Instant::now();
         let conn = self.inner.acquire(start).await?;
+        conn.ticket.meta.set_state(ServerState::Active);
         let metrics = &self.inner.metrics;
         metrics.checkouts.fetch_add(1, Relaxed);
         metrics.record_wait(start.elapsed());
@@ -175,11 +185,18 @@ impl<M: ManageConnection> Pool<M> {
                 idle: u32::try_from(st.idle.len()).unwrap_or(u32::MAX),
                 active: st.active,
                 connecting: st.connecting,
-                waiting: u32::try_from(st.waiters.len()).unwrap_or(u32::MAX),
+                waiting: u32::try_from(st.waiters.len() + st.paused_waiters.len())
+                    .unwrap_or(u32::MAX),
                 max_size: st.settings.max_size,
                 max_wait: Duration::ZERO,
+                held: st.held,
+                paused: st.paused,
             };
-            (stats, st.waiters.oldest())
+            let oldest = match (st.waiters.oldest(), st.paused_waiters.oldest()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (stats, oldest)
         };
         if let Some(since) = oldest {
             stats.max_wait = Instant::now().saturating_duration_since(since);
@@ -203,6 +220,8 @@ impl<M: ManageConnection> Pool<M> {
                 return;
             }
             st.closed = true;
+            // Paused checkouts wake up and find the pool closed.
+            self.inner.gate.send_replace(false);
             let idle = mem::take(&mut st.idle);
             st.held += u32::try_from(idle.len()).unwrap_or(u32::MAX);
             let waiters: Vec<_> = std::iter::from_fn(|| st.waiters.pop()).collect();
@@ -266,6 +285,7 @@ impl<M: ManageConnection> Inner<M> {
         }
         let now = Instant::now();
         conn.last_used = now;
+        conn.ticket.meta.set_state(ServerState::Idle);
         let route = {
             let mut st = self.lock();
             let expired = st
@@ -294,7 +314,10 @@ impl<M: ManageConnection> Inner<M> {
                 if st.closed {
                     return Err(PoolError::Closed);
                 }
-                if let Some(conn) = st.idle.pop_back() {
+                if st.paused {
+                    let id = st.paused_waiters.push(start, ());
+                    Step::Paused(self.gate.subscribe(), st.settings.wait_timeout, id)
+                } else if let Some(conn) = st.idle.pop_back() {
                     st.active += 1;
                     Step::Idle(conn)
                 } else {
@@ -337,6 +360,23 @@ impl<M: ManageConnection> Inner<M> {
                     dropped_dead = true;
                 }
                 Step::Connect(connect_timeout) => return self.open(connect_timeout).await,
+                Step::Paused(mut gate, wait_timeout, id) => {
+                    let _leave = PausedGuard { inner: self, id };
+                    // PgBouncer keeps applying query_wait_timeout to clients held by PAUSE.
+                    let resumed = gate.wait_for(|paused| !*paused);
+                    match wait_timeout {
+                        Some(limit) => {
+                            let left = limit.saturating_sub(start.elapsed());
+                            if tokio::time::timeout(left, resumed).await.is_err() {
+                                self.metrics.wait_timeouts.fetch_add(1, Relaxed);
+                                return Err(PoolError::Timeout(limit));
+                            }
+                        }
+                        None => {
+                            let _ = resumed.await;
+                        }
+                    }
+                }
                 Step::Wait {
                     id,
                     rx,
@@ -394,16 +434,22 @@ impl<M: ManageConnection> Inner<M> {
             inner: self,
             armed: true,
         };
+        // A reconnect while this connect runs makes it stale at once.
+        let generation = self.lock().generation;
         let result = tokio::time::timeout(connect_timeout, self.manager.connect()).await;
         slot.armed = false;
         let now = Instant::now();
         let err = match result {
             Ok(Ok(raw)) => {
                 self.metrics.connects.fetch_add(1, Relaxed);
+                let label = self.manager.describe(&raw);
                 let conn = Conn {
                     raw,
                     created: now,
                     last_used: now,
+                    ticket: self
+                        .servers
+                        .register(generation, label, ServerState::Active),
                 };
                 let closed = {
                     let mut st = self.lock();
@@ -459,6 +505,18 @@ impl<M: ManageConnection> Drop for WaitGuard<'_, M> {
                 self.inner.lock().waiters.remove(self.id);
             }
         }
+    }
+}
+
+/// Takes a checkout held by `PAUSE` off the books however its wait ends.
+struct PausedGuard<'a, M: ManageConnection> {
+    inner: &'a Inner<M>,
+    id: WaiterId,
+}
+
+impl<M: ManageConnection> Drop for PausedGuard<'_, M> {
+    fn drop(&mut self) {
+        self.inner.lock().paused_waiters.remove(self.id);
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::queue::WaitQueue;
+use crate::servers::ConnTicket;
 use crate::PoolSettings;
 
 /// A pooled connection with the times the pool needs for reaping.
@@ -20,6 +21,15 @@ pub(crate) struct Conn<C> {
     pub(crate) raw: C,
     pub(crate) created: Instant,
     pub(crate) last_used: Instant,
+    /// Its entry in the pool's server registry (and its generation).
+    pub(crate) ticket: ConnTicket,
+}
+
+impl<C> Conn<C> {
+    /// Whether a `reconnect` happened since this connection was opened.
+    pub(crate) fn is_stale(&self, generation: u64) -> bool {
+        self.ticket.meta.generation < generation
+    }
 }
 
 /// What a waiter is handed.
@@ -55,7 +65,13 @@ pub(crate) struct State<C> {
     /// Taken out of `idle` by the pool itself, to probe or to close.
     pub(crate) held: u32,
     pub(crate) waiters: WaitQueue<Waiter<C>>,
+    /// Checkouts held by `PAUSE` (not in `waiters`: they get no grant, they retry).
+    pub(crate) paused_waiters: WaitQueue<()>,
     pub(crate) closed: bool,
+    /// `PAUSE`: nothing is handed out; released connections are closed.
+    pub(crate) paused: bool,
+    /// Bumped by `reconnect`: connections of older generations close when released.
+    pub(crate) generation: u64,
     /// When the last connect failed, if the latest attempt failed (for `login_retry`).
     pub(crate) last_connect_failure: Option<Instant>,
 }
@@ -70,7 +86,10 @@ impl<C> State<C> {
             connecting: 0,
             held: 0,
             waiters: WaitQueue::new(),
+            paused_waiters: WaitQueue::new(),
             closed: false,
+            paused: false,
+            generation: 0,
             last_connect_failure: None,
         }
     }
@@ -98,12 +117,14 @@ impl<C> State<C> {
     }
 
     /// Route a connection (counted in `active`) or a slot (counted in
-    /// `connecting`) to the first waiter, else back to idle / release it.
+    /// `connecting`) to the first waiter, else back to idle / release it. While
+    /// paused nothing is handed out and connections are closed (PgBouncer's
+    /// `PAUSE` disconnects from the server); stale ones are always closed.
     pub(crate) fn route(&mut self, grant: Grant<C>) -> Route<C> {
         let over = self.total() > self.settings.max_size;
         match grant {
             Grant::Conn(conn) => {
-                if self.closed || over {
+                if self.closed || over || self.paused || conn.is_stale(self.generation) {
                     return Route::Close(conn);
                 }
                 if let Some(tx) = self.waiters.pop() {
@@ -114,7 +135,7 @@ impl<C> State<C> {
                 Route::Done
             }
             Grant::Slot => {
-                if !self.closed && !over {
+                if !self.closed && !over && !self.paused {
                     if let Some(tx) = self.waiters.pop() {
                         return Route::Send(tx, Grant::Slot);
                     }
@@ -134,7 +155,7 @@ impl<C> State<C> {
 
     /// Grant slots to waiters while there is room (after a grow or a close).
     pub(crate) fn grant_slots(&mut self, out: &mut Vec<Route<C>>) {
-        while !self.closed && self.has_room() {
+        while !self.closed && !self.paused && self.has_room() {
             let Some(tx) = self.waiters.pop() else {
                 break;
             };
