@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use crate::stats::StatsAverager;
 
+pub use weir_pool::query_stats::QueryRow;
+
 /// A boxed, sendable future (what [`AdminBackend::command`] returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -441,17 +443,3 @@ pub enum Role {
     Stats,
 }
 
-/// One `SHOW QUERIES` row: a query fingerprint and its totals.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct QueryRow {
-    /// Stable 64-bit hash of the normalized query.
-    pub fingerprint: u64,
-    /// The normalized text (literals replaced by `$n`).
-    pub query: String,
-    /// Executions recorded.
-    pub calls: u64,
-    /// Total execution time, µs.
-    pub total_time_us: u64,
-    /// 99th percentile execution time, µs (bucket upper bound).
-    pub p99_us: u64,
-}

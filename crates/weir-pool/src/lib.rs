@@ -27,6 +27,7 @@ mod maintenance;
 mod metrics;
 mod pool;
 mod queue;
+pub mod query_stats;
 mod servers;
 mod state;
 
