@@ -442,4 +442,3 @@ pub enum Role {
     /// In `stats_users`: `SHOW` commands only.
     Stats,
 }
-

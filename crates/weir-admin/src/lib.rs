@@ -9,7 +9,13 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod console;
+pub mod error;
+pub mod result;
+pub mod show;
 pub mod stats;
 
 pub use backend::{AdminBackend, AdminCommand, BoxFuture, Role};
+pub use console::serve_console;
+pub use error::AdminError;
 pub use stats::{StatsAverager, StatsAverages, StatsRow};
