@@ -11,6 +11,8 @@
 pub mod backend;
 pub mod console;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod result;
 pub mod show;
 pub mod stats;
@@ -18,4 +20,5 @@ pub mod stats;
 pub use backend::{AdminBackend, AdminCommand, BoxFuture, Role};
 pub use console::serve_console;
 pub use error::AdminError;
+pub use http::serve_http;
 pub use stats::{StatsAverager, StatsAverages, StatsRow};

@@ -1,0 +1,141 @@
+//! The HTTP endpoints on `http_listen`: `/metrics` (OpenMetrics text),
+//! `/healthz` (the process is alive), `/readyz` (listening, not draining, some
+//! upstream reachable; 503 with the reason otherwise, so Kubernetes stops routing
+//! at once on SIGTERM) and the JSON API `/api/v1/pools` and `/api/v1/stats`.
+//!
+//! HTTP/1.1 only, one task per connection, `GET` and `HEAD` only.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::AdminBackend;
+use crate::metrics;
+
+/// How long open HTTP connections get to finish after shutdown is signalled.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled, then stops accepting
+/// and lets open connections finish their current request.
+pub async fn serve_http(
+    listener: TcpListener,
+    backend: Arc<dyn AdminBackend>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let backend = Arc::clone(&backend);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let backend = Arc::clone(&backend);
+                async move { Ok::<_, Infallible>(handle(&req, backend)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(DRAIN, conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => response(StatusCode::OK, "application/json", body),
+        Err(e) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("could not encode: {e}\n"),
+        ),
+    }
+}
+
+/// Answers one request (also used directly by tests).
+pub fn handle(req: &Request<Incoming>, backend: Arc<dyn AdminBackend>) -> Response<Full<Bytes>> {
+    route(req.method(), req.uri().path(), backend)
+}
+
+/// Answers `method path` from the backend's current state.
+pub fn route(method: &Method, path: &str, backend: Arc<dyn AdminBackend>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET and HEAD\n");
+        r.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => match metrics::render(backend) {
+            Ok(body) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
+            Err(_) => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                "could not render metrics\n",
+            ),
+        },
+        "/healthz" => response(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" => {
+            let r = backend.readiness();
+            match r.reason() {
+                None => response(StatusCode::OK, TEXT, "ready\n"),
+                Some(why) => response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("not ready: {why}\n"),
+                ),
+            }
+        }
+        "/api/v1/pools" => json(&backend.pools()),
+        "/api/v1/stats" => json(&backend.averager().rows(backend.stats(), Instant::now())),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /metrics, /healthz, /readyz, /api/v1/pools, /api/v1/stats\n",
+        ),
+    }
+}
