@@ -1,0 +1,197 @@
+//! Real drivers through pgweir in transaction mode: psycopg 3, asyncpg, node-postgres,
+//! JDBC and sqlx, each running its own short suite (tests/drivers/) in its normal idioms
+//! (pools, transactions, prepared/cached statements, errors, COPY, session SETs).
+//!
+//! Each test installs what its driver needs with `tests/drivers/setup.sh <part>`
+//! (a no-op once done; `.ci/run` runs it up front), starts pgweir with a pool of
+//! [`POOL_SIZE`] so clients share server connections, and runs the suite with
+//! `DATABASE_URL` (and the `PG*` variables) pointing at the proxy.
+//!
+//! `PGWEIR_DRIVERS_MODE=session` or `=direct` runs the same suites through pgweir in
+//! session mode or straight against PostgreSQL: a check of the suites themselves.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use weir_config::PoolMode;
+use weir_tests::{app_config, shared_cluster, start_proxy, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
+
+/// Server connections for all the suite's clients: fewer than the clients they open.
+const POOL_SIZE: u32 = 3;
+/// In session mode each client holds a server connection: room for all of a suite's.
+const SESSION_POOL_SIZE: u32 = 12;
+/// How long a setup step may take (a cold sqlx build on 2 cores is the slowest).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(200);
+/// How long one suite may take (each takes a few seconds).
+const SUITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root.
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// Where setup.sh puts the venv, node_modules and the sqlx build.
+fn drivers_out() -> PathBuf {
+    repo().join("target/drivers")
+}
+
+/// Runs `cmd` to completion (killed after `timeout`), its stdout and stderr in one file.
+fn run_logged(mut cmd: Command, timeout: Duration) -> (ExitStatus, String) {
+    let mut log = tempfile::tempfile().expect("temp file for output");
+    let out: File = log.try_clone().expect("clone temp file");
+    let err: File = log.try_clone().expect("clone temp file");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let until = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let status = child.wait().expect("wait for killed child");
+            eprintln!("killed after {timeout:?}: {cmd:?}");
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = String::new();
+    log.rewind().expect("rewind output");
+    log.read_to_string(&mut text).expect("read output");
+    (status, text)
+}
+
+/// The pool mode under test: transaction unless `PGWEIR_DRIVERS_MODE` says otherwise
+/// (`None` = straight to PostgreSQL).
+fn mode() -> Option<PoolMode> {
+    match std::env::var("PGWEIR_DRIVERS_MODE").as_deref() {
+        Ok("session") => Some(PoolMode::Session),
+        Ok("direct") => None,
+        Ok("transaction") | Err(_) => Some(PoolMode::Transaction),
+        Ok(other) => panic!("PGWEIR_DRIVERS_MODE={other}: expected transaction, session or direct"),
+    }
+}
+
+/// Installs `part` with setup.sh, starts pgweir in front of the shared cluster, runs
+/// `program args` with the connection in its environment, and asserts it exits 0.
+async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: &[(&str, String)]) {
+    let mut setup = Command::new(repo().join("tests/drivers/setup.sh"));
+    setup.arg(part);
+    let (status, text) = tokio::task::spawn_blocking(move || run_logged(setup, SETUP_TIMEOUT))
+        .await
+        .expect("setup task");
+    assert!(
+        status.success(),
+        "tests/drivers/setup.sh {part}: {status}\n{text}"
+    );
+
+    let pg = shared_cluster();
+    let mode = mode();
+    let proxy = match mode {
+        Some(PoolMode::Session) => {
+            Some(start_proxy(app_config(PoolMode::Session, SESSION_POOL_SIZE)).await)
+        }
+        Some(mode) => Some(start_proxy(app_config(mode, POOL_SIZE)).await),
+        None => None,
+    };
+    let (host, port) = match &proxy {
+        Some(p) => (p.addr.ip().to_string(), p.addr.port()),
+        None => (pg.host().to_owned(), pg.port()),
+    };
+    let url = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@{host}:{port}/{APP_DB}");
+    let mode_name = match mode {
+        Some(PoolMode::Transaction) => "transaction",
+        Some(PoolMode::Session) => "session",
+        None => "direct",
+    };
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(repo().join("tests/drivers"))
+        .env("DATABASE_URL", &url)
+        .env("PGHOST", &host)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", SCRAM_USER)
+        .env("PGPASSWORD", SCRAM_PASSWORD)
+        .env("PGDATABASE", APP_DB)
+        .env("PGWEIR_POOL_MODE", mode_name);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let shown = format!("{cmd:?}");
+    let started = Instant::now();
+    let (status, text) = tokio::task::spawn_blocking(move || run_logged(cmd, SUITE_TIMEOUT))
+        .await
+        .expect("suite task");
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "{suite} suite failed ({status}, {took:.2?}) through pgweir in {mode_name} mode: {shown}\n{text}"
+    );
+    eprintln!("--- {suite} suite passed ({mode_name} mode, {took:.2?}) ---\n{text}");
+    if let Some(proxy) = proxy {
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3() {
+    let python = drivers_out().join("venv/bin/python");
+    run_suite(
+        "psycopg",
+        "python",
+        &python,
+        &["python/psycopg_suite.py"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg() {
+    let python = drivers_out().join("venv/bin/python");
+    run_suite(
+        "asyncpg",
+        "python",
+        &python,
+        &["python/asyncpg_suite.py"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    let modules = drivers_out().join("node/node_modules");
+    let env = [("NODE_PATH", modules.display().to_string())];
+    run_suite(
+        "node-postgres",
+        "node",
+        Path::new("node"),
+        &["node/suite.js"],
+        &env,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc() {
+    let args = ["-cp", "/usr/share/java/postgresql.jar", "java/Suite.java"];
+    run_suite("JDBC", "java", Path::new("java"), &args, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx() {
+    let bin = drivers_out().join("sqlx-target/debug/pgweir-driver-sqlx");
+    run_suite("sqlx", "sqlx", &bin, &[], &[]).await;
+}
