@@ -62,7 +62,11 @@ fn gauge_family<V: prometheus_client::encoding::EncodeGaugeValue>(
 ) -> fmt::Result {
     let mut m = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
     for (labels, v) in series {
-        m.encode_family(labels)?.encode_gauge(v)?;
+        if labels.is_empty() {
+            m.encode_gauge(v)?;
+        } else {
+            m.encode_family(labels)?.encode_gauge(v)?;
+        }
     }
     Ok(())
 }
@@ -82,35 +86,32 @@ fn counter_family(
     Ok(())
 }
 
-/// Cumulative bucket counts, sum (seconds) and count of an HDR histogram in µs.
+/// Per-bucket (not cumulative: the encoder accumulates) counts, sum (seconds)
+/// and count of an HDR histogram in µs; the last bucket is `+Inf`.
 pub fn buckets(h: &Histogram<u64>) -> (Vec<(f64, u64)>, f64, u64) {
-    let mut counts = [0u64; BUCKETS_US.len()];
+    let mut counts = [0u64; BUCKETS_US.len() + 1];
     let mut sum_us = 0f64;
     for v in h.iter_recorded() {
         let value = v.value_iterated_to();
         let n = v.count_at_value();
         sum_us += value as f64 * n as f64;
-        // Count the value in the first bucket whose bound it does not exceed;
-        // HDR values are exact to 0.1%, well inside bucket widths.
-        if let Some(i) = BUCKETS_US
+        // The first bucket whose bound the value does not exceed; HDR values are
+        // exact to 0.1%, well inside bucket widths.
+        let lowest = h.lowest_equivalent(value);
+        let i = BUCKETS_US
             .iter()
-            .position(|&b| h.lowest_equivalent(value) <= b)
-        {
-            if let Some(c) = counts.get_mut(i) {
-                *c += n;
-            }
+            .position(|&b| lowest <= b)
+            .unwrap_or(BUCKETS_US.len());
+        if let Some(c) = counts.get_mut(i) {
+            *c += n;
         }
     }
-    let mut acc = 0u64;
-    let mut out: Vec<(f64, u64)> = BUCKETS_US
+    let bounds = BUCKETS_US
         .iter()
-        .zip(counts)
-        .map(|(&b, c)| {
-            acc += c;
-            (b as f64 / 1e6, acc)
-        })
-        .collect();
-    out.push((f64::INFINITY, h.len()));
+        .map(|&b| b as f64 / 1e6)
+        // prometheus-client writes `le="+Inf"` for f64::MAX.
+        .chain(std::iter::once(f64::MAX));
+    let out = bounds.zip(counts).collect();
     (out, sum_us / 1e6, h.len())
 }
 
@@ -320,7 +321,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_end_with_inf() {
+    fn buckets_count_each_value_once_and_end_with_inf() {
         let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
         for v in [50u64, 100, 101, 900, 2_000_000, 90_000_000] {
             h.record(v).expect("in range");
@@ -329,11 +330,11 @@ mod tests {
         assert_eq!(count, 6);
         assert_eq!(b.len(), BUCKETS_US.len() + 1);
         assert_eq!(b[0], (0.0001, 2)); // 50 and 100
-        assert_eq!(b[2].1, 3); // <= 500 µs
-        assert_eq!(b[3].1, 4); // <= 1 ms
-        assert_eq!(b[13].1, 5); // <= 2.5 s
-        assert_eq!(b[17].1, 5); // <= 60 s
-        assert_eq!(b[18], (f64::INFINITY, 6));
+        assert_eq!(b[1].1, 1); // 101
+        assert_eq!(b[3].1, 1); // 900
+        assert_eq!(b[13].1, 1); // 2 s
+        assert_eq!(b[18], (f64::MAX, 1)); // 90 s
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 6);
         assert!((sum - 92.001151).abs() < 0.2, "{sum}");
     }
 }
