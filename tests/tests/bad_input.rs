@@ -416,8 +416,10 @@ async fn malformed_messages_after_login_close_only_that_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn named_prepare_in_transaction_mode_gets_0a000_and_ends_the_session() {
-    let proxy = start_proxy(app_config(PoolMode::Transaction, 2)).await;
+async fn named_prepare_with_mapping_off_gets_0a000_and_ends_the_session() {
+    let mut config = app_config(PoolMode::Transaction, 2);
+    config.max_prepared_statements = 0;
+    let proxy = start_proxy(config).await;
     let (client, task) = must_connect(&proxy.app_url()).await;
     assert_eq!(value(&client, "select 1").await, "1");
 
@@ -454,31 +456,29 @@ async fn named_prepare_in_transaction_mode_gets_0a000_and_ends_the_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_set_in_transaction_mode_is_an_error_but_set_local_works() {
+async fn session_set_in_transaction_mode_stays_with_the_client_and_set_local_ends() {
     let proxy = start_proxy(app_config(PoolMode::Transaction, 1)).await;
     let (client, _task) = must_connect(&proxy.app_url()).await;
+    let (other, _other_task) = must_connect(&proxy.app_url()).await;
     let default_path = value(&client, "show search_path").await;
 
-    for sql in [
-        "SET search_path = x",
-        "set statement_timeout to 5",
-        "RESET search_path",
-    ] {
-        let e = simple(&client, sql)
-            .await
-            .expect_err("a session SET must be refused in transaction mode");
-        assert_eq!(code(&e), "0A000", "{sql}: {}", describe(&e));
-        let db_error = e.as_db_error().expect("a database error");
-        assert_eq!(db_error.severity(), "ERROR", "an ordinary error, not FATAL");
-        assert!(
-            db_error.message().starts_with("pgweir: SET/RESET"),
-            "{}",
-            describe(&e)
-        );
-        // The same client goes on, and nothing was changed.
-        assert_eq!(value(&client, "select 7").await, "7");
-        assert_eq!(value(&client, "show search_path").await, default_path);
+    simple(&client, "SET search_path = x, public")
+        .await
+        .unwrap_or_else(|e| panic!("SET refused: {}", describe(&e)));
+    simple(&client, "set statement_timeout to 5000")
+        .await
+        .unwrap_or_else(|e| panic!("SET refused: {}", describe(&e)));
+    for _ in 0..3 {
+        // The only server connection goes back and forth between the two clients.
+        assert_eq!(value(&client, "show search_path").await, "x, public");
+        assert_eq!(value(&client, "show statement_timeout").await, "5s");
+        assert_eq!(value(&other, "show search_path").await, default_path);
+        assert_eq!(value(&other, "show statement_timeout").await, "0");
     }
+    simple(&client, "RESET search_path").await.expect("reset");
+    assert_eq!(value(&client, "show search_path").await, default_path);
+    assert_eq!(value(&client, "show statement_timeout").await, "5s");
+    assert_eq!(value(&other, "show statement_timeout").await, "0");
 
     // SET LOCAL inside a transaction is fine and ends with it.
     simple(&client, "BEGIN").await.expect("begin");

@@ -358,41 +358,6 @@ async fn commit_is_visible_rollback_is_not() {
     assert_eq!(direct, "committed");
 }
 
-/// tokio-postgres's named statements are refused in transaction mode with FATAL 0A000;
-/// a session SET is an ordinary ERROR 0A000 and the session goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transaction_mode_refuses_what_it_cannot_pool() {
-    let proxy = proxy(PoolMode::Transaction, 2).await;
-    let c = client(&proxy).await;
-    let e = c
-        .simple_query("set work_mem = '8MB'")
-        .await
-        .expect_err("SET refused");
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
-    assert!(
-        outside_transaction(&c).await,
-        "the session goes on after the SET refusal"
-    );
-
-    let e = c
-        .prepare("select 1")
-        .await
-        .expect_err("named Parse refused");
-    assert_eq!(sqlstate(&e), "0A000", "{e}");
-    let db = e.as_db_error().expect("a server-style error");
-    assert_eq!(db.severity(), "FATAL");
-    assert!(
-        db.message().contains("named prepared statement \"s"),
-        "{}",
-        db.message()
-    );
-    assert!(db.hint().is_some_and(|h| h.contains("session")), "{db:?}");
-    assert!(
-        c.simple_query("select 1").await.is_err(),
-        "session must be over"
-    );
-}
-
 /// Session mode: named prepared statements executed many times; at disconnect the
 /// server is reset (DISCARD ALL) before the next client gets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

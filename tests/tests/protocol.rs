@@ -423,51 +423,6 @@ async fn terminate_idle_and_mid_transaction() {
     );
 }
 
-/// Pitfall 4: in transaction mode a named Parse, or a Bind of the unnamed statement
-/// parsed in an earlier transaction, ends the session with FATAL 0A000 (never a wrong
-/// statement on another server); a session `SET` is an ordinary ERROR and the session goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_that_cannot_be_pooled_are_refused() {
-    let proxy = trust_proxy(2).await;
-
-    let mut a = login(&proxy).await;
-    let mut out = BytesMut::new();
-    wire::parse(&mut out, "stmt_a", "select 1");
-    wire::sync(&mut out);
-    a.send(&out).await;
-    let got = a.recv().await;
-    let (severity, code, message) = got.error();
-    assert_eq!((severity.as_str(), code.as_str()), ("FATAL", "0A000"));
-    assert!(message.contains("\"stmt_a\""), "{message}");
-    a.expect_eof().await;
-
-    let mut b = login(&proxy).await;
-    let mut out = BytesMut::new();
-    wire::parse(&mut out, "", "select 1");
-    wire::sync(&mut out);
-    b.send(&out).await;
-    assert_eq!(tags(&b.recv_ready(1).await), "1Z");
-    let mut out = BytesMut::new();
-    wire::bind(&mut out, "", "", &[]);
-    wire::execute(&mut out, "", 0);
-    wire::sync(&mut out);
-    b.send(&out).await;
-    let (severity, code, _) = b.recv().await.error();
-    assert_eq!((severity.as_str(), code.as_str()), ("FATAL", "0A000"));
-    b.expect_eof().await;
-
-    let mut c = login(&proxy).await;
-    send_query(&mut c, "set search_path = nowhere").await;
-    let got = c.recv_ready(1).await;
-    let err = got.iter().find(|m| m.tag == b'E').expect("an error");
-    let (severity, code, message) = err.error();
-    assert_eq!((severity.as_str(), code.as_str()), ("ERROR", "0A000"));
-    assert!(message.starts_with("pgweir: SET/RESET"), "{message}");
-    assert_eq!(got.last().map(Msg::ready_status), Some(b'I'));
-    let path = c.query_value("show search_path").await;
-    assert_ne!(path.as_deref(), Some("nowhere"));
-}
-
 /// Pitfall 15: a COPY FROM STDIN that fails mid-stream ends with ErrorResponse and
 /// ReadyForQuery while the client may still be sending; its late CopyData/CopyDone
 /// (which PostgreSQL drops) must not take a server connection again: with pool size 1 a

@@ -2,7 +2,7 @@
 //! with secrets from the configuration, derived once at start-up.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -29,10 +29,10 @@ pub struct UserSecrets {
     pub server: ServerCredential,
 }
 
-/// All configured users' secrets.
+/// All configured users' secrets; replaced as a whole on `RELOAD`.
 #[derive(Default)]
 pub struct Credentials {
-    users: HashMap<String, UserSecrets>,
+    users: RwLock<Arc<HashMap<String, Arc<UserSecrets>>>>,
 }
 
 impl Credentials {
@@ -68,14 +68,42 @@ impl Credentials {
                     server: ServerCredential::None,
                 },
             };
-            users.insert(name.clone(), secrets);
+            users.insert(name.clone(), Arc::new(secrets));
         }
-        Ok(Credentials { users })
+        Ok(Credentials {
+            users: RwLock::new(Arc::new(users)),
+        })
     }
 
-    /// The secrets of `user`, if configured.
-    pub fn get(&self, user: &str) -> Option<&UserSecrets> {
-        self.users.get(user)
+    /// The secrets of `user`, if configured (read once per login, not per message).
+    pub fn get(&self, user: &str) -> Option<Arc<UserSecrets>> {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .cloned()
+    }
+
+    /// Takes over `other`'s users (`RELOAD`): logins from now on use them.
+    pub fn replace(&self, other: Credentials) {
+        let users = other
+            .users
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = users;
+    }
+
+    /// How many users are configured.
+    pub fn len(&self) -> usize {
+        self.users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// No user is configured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -99,6 +127,7 @@ pub async fn authenticate(
     credentials: &Credentials,
 ) -> Result<AuthOutcome, ClientError> {
     let secrets = credentials.get(user);
+    let secrets = secrets.as_deref();
     let mut out = BytesMut::with_capacity(256);
     let mut outcome = AuthOutcome::default();
     let use_scram = match auth_type {

@@ -1,54 +1,113 @@
-//! Where one server connection stands in its exchange with the client holding it:
-//! answers still owed, an extended-protocol batch left open, a CopyData message half
-//! relayed, the last transaction status. Pure logic over frames, no sockets: the relay
-//! feeds it what it forwards and receives, and asks it whether the server may go back.
+//! Where one server connection stands in its exchange with the client holding it, and
+//! the client half of that exchange: every message sent to the server leaves an entry in
+//! a queue of owed responses, so the proxy can rename statements, parse a statement the
+//! server lacks, answer a Parse or Close itself, and replay settings, while the client
+//! sees exactly the responses PostgreSQL would have sent, in order. Pure logic over
+//! frames; the server half is in [`crate::responses`].
 
-use bytes::BytesMut;
-use weir_wire::backend::{parse_ready_for_query, ErrorFields};
-use weir_wire::frame::{FrameError, Header, HEADER_LEN};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use weir_config::SessionFeatures;
+use weir_wire::build::{put_cstr, put_frame, put_query};
+use weir_wire::frame::{read_cstr, FrameError, Header, HEADER_LEN};
+use weir_wire::frontend::{bind_names, query_text, target};
 use weir_wire::scan::StreamScanner;
 
 use crate::error::ClientError;
-use crate::statement::{classify_client_frame, FrameCheck};
+use crate::features::{self, pin, Effects};
+use crate::prepared::{put_bind_renamed, put_describe_statement, Statement};
+use crate::session_state::Ctx;
+use crate::statement::{raise_query, refuse_named_statements};
 
 /// What scanning the client's buffered bytes decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientScan {
+    /// Client bytes consumed.
+    pub consumed: usize,
+    /// The bytes to send are in the `to_server` buffer (rewritten), not the client's.
+    pub edited: bool,
+    /// The client said Terminate after the consumed bytes.
+    pub terminate: bool,
+}
+
+/// A response the server owes, oldest first.
 #[derive(Debug)]
-pub enum ClientScan {
-    /// Forward this many bytes; nothing special follows.
-    Forward(usize),
-    /// Forward `forward` bytes, then replace the next `skip` bytes with `with`.
-    Replace {
-        /// Bytes to forward first.
-        forward: usize,
-        /// Length of the refused frame.
-        skip: usize,
-        /// What to send in its place.
-        with: BytesMut,
-    },
-    /// Forward `forward` bytes, then the client said Terminate.
-    Terminate {
-        /// Bytes to forward first.
-        forward: usize,
-    },
+pub(crate) enum Expect {
+    /// A client Query or FunctionCall, relayed through ReadyForQuery.
+    Query,
+    /// A client Sync, answered by ReadyForQuery.
+    Sync,
+    /// A client extended-protocol message (`P`, `B`, `D`, `E`, `C`), relayed.
+    Message(u8, Undo),
+    /// A proxy-injected `P`, `B` or `C` whose answer the client must not see.
+    Hidden(u8, Undo),
+    /// A proxy-injected query, swallowed through ReadyForQuery.
+    HiddenQuery(HiddenQuery),
+    /// An answer the proxy gives itself when every earlier answer has been relayed.
+    Synthetic(Synthetic, Undo),
+}
+
+/// Why the proxy ran a query of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HiddenQuery {
+    /// Setting the client's settings on a server connection; failure ends the session.
+    Replay,
+    /// Reading back unreported settings after a transaction that may have changed them.
+    Refresh,
+}
+
+/// An answer the proxy gives itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Synthetic {
+    /// ParseComplete for a statement the server already had.
+    ParseComplete,
+    /// CloseComplete for a client's Close of a named statement (kept on the server).
+    CloseComplete,
+    /// CommandComplete `DEALLOCATE` + ReadyForQuery for `DEALLOCATE name` of a mapped statement.
+    Deallocate,
+}
+
+/// What to take back if a message is skipped or fails (PostgreSQL skips everything up
+/// to Sync after an error).
+#[derive(Debug, Default)]
+pub(crate) struct Undo {
+    /// A statement recorded as prepared on the server.
+    pub server_statement: Option<Arc<Statement>>,
+    /// A client name changed: the name and what it named before.
+    pub client_name: Option<(Box<[u8]>, Option<Arc<Statement>>)>,
+    /// The unnamed statement was parsed on this server connection.
+    pub unnamed: bool,
 }
 
 /// The exchange on one checked-out server connection; a fresh one per checkout.
 #[derive(Debug)]
 pub struct Conversation {
     /// Queries, FunctionCalls and Syncs sent whose ReadyForQuery has not come back.
-    pending: u32,
+    pub(crate) pending: u32,
     /// Extended-protocol messages sent since the last Sync: the server is mid-sequence.
-    unsynced: bool,
+    pub(crate) unsynced: bool,
     /// Transaction status of the last ReadyForQuery.
-    status: u8,
+    pub(crate) status: u8,
     /// Bytes of a client CopyData message still to stream through.
     copy_remaining: usize,
     /// The unnamed statement was parsed on this server connection.
-    unnamed_parsed: bool,
+    pub(crate) unnamed_parsed: bool,
     /// The server reported a FATAL error: it is about to close.
-    server_fatal: bool,
+    pub(crate) server_fatal: bool,
+    /// The server failed a message and skips the client's messages up to the next Sync.
+    pub(crate) skipping: bool,
+    /// Owed responses, oldest first.
+    pub(crate) queue: VecDeque<Expect>,
+    /// A settings replay failed: the session must end with this message.
+    pub(crate) replay_error: Option<String>,
+    /// Client messages after a Sync wait until the batch before it is answered, because
+    /// they may use statement names that batch changed (and an error there undoes).
+    held: bool,
     /// Frame boundaries of the server's output.
-    scanner: StreamScanner,
+    pub(crate) scanner: StreamScanner,
 }
 
 impl Default for Conversation {
@@ -60,15 +119,65 @@ impl Default for Conversation {
             copy_remaining: 0,
             unnamed_parsed: false,
             server_fatal: false,
+            skipping: false,
+            queue: VecDeque::new(),
+            replay_error: None,
+            held: false,
             scanner: StreamScanner::new(),
         }
     }
 }
 
+/// Builds the client's rewritten byte stream: unchanged runs are copied from the client
+/// buffer only once something in the scan had to change.
+struct Rewriter<'a> {
+    buf: &'a [u8],
+    out: &'a mut BytesMut,
+    edited: bool,
+    run_start: usize,
+}
+
+impl Rewriter<'_> {
+    /// Starts editing at `pos`: copies the unchanged run before it.
+    fn edit_at(&mut self, pos: usize) -> &mut BytesMut {
+        self.edited = true;
+        self.out.extend_from_slice(&self.buf[self.run_start..pos]);
+        self.run_start = pos;
+        self.out
+    }
+
+    /// Drops the frame at `pos..end` (after `edit_at(pos)`).
+    fn skip_to(&mut self, end: usize) {
+        self.run_start = end;
+    }
+
+    fn finish(&mut self, end: usize) {
+        if self.edited {
+            self.out.extend_from_slice(&self.buf[self.run_start..end]);
+        }
+    }
+}
+
 impl Conversation {
-    /// Walks the client's buffered frames, counting what the server will answer, until
-    /// an incomplete frame or one that needs special handling. In transaction mode,
-    /// frames that cannot be pooled safely are refused or replaced.
+    /// Starts a conversation that first runs `sql` (the client's settings) and swallows
+    /// its answers.
+    pub fn replay(&mut self, sql: &str, to_server: &mut BytesMut) {
+        put_query(to_server, sql);
+        self.queue
+            .push_back(Expect::HiddenQuery(HiddenQuery::Replay));
+    }
+
+    /// Runs `sql` (reading back settings) before the server goes back to the pool.
+    pub fn refresh(&mut self, sql: &str, to_server: &mut BytesMut) {
+        put_query(to_server, sql);
+        self.queue
+            .push_back(Expect::HiddenQuery(HiddenQuery::Refresh));
+    }
+
+    /// Walks the client's buffered frames until an incomplete one or Terminate, noting
+    /// what the server will owe. In transaction mode, statement names are mapped and
+    /// session features handled; what must change is written to `to_server` (which may
+    /// already hold a prelude) and answers the proxy gives itself to `to_client`.
     ///
     /// # Errors
     /// A bad length or an unknown message type (protocol violation), or a refused frame.
@@ -76,22 +185,43 @@ impl Conversation {
         &mut self,
         buf: &[u8],
         max_message: usize,
-        transaction_mode: bool,
+        ctx: &mut Ctx<'_>,
+        to_server: &mut BytesMut,
+        to_client: &mut BytesMut,
     ) -> Result<ClientScan, ClientError> {
+        let edited = !to_server.is_empty();
+        let mut w = Rewriter {
+            buf,
+            out: to_server,
+            edited,
+            run_start: 0,
+        };
         let mut pos = 0;
+        let mut terminate = false;
+        if self.held {
+            if self.names_unsettled() {
+                w.finish(0);
+                return Ok(ClientScan {
+                    consumed: 0,
+                    edited: w.edited,
+                    terminate: false,
+                });
+            }
+            self.held = false;
+        }
         loop {
             if self.copy_remaining > 0 {
                 let n = self.copy_remaining.min(buf.len() - pos);
                 pos += n;
                 self.copy_remaining -= n;
                 if self.copy_remaining > 0 {
-                    return Ok(ClientScan::Forward(pos));
+                    break;
                 }
             }
             let rest = &buf[pos..];
             let header = match Header::peek(rest, max_message) {
                 Ok(Some(h)) => h,
-                Ok(None) => return Ok(ClientScan::Forward(pos)),
+                Ok(None) => break,
                 Err(e) => return Err(frame_error(e)),
             };
             let frame_len = header.frame_len();
@@ -103,77 +233,376 @@ impl Conversation {
                 continue;
             }
             let Some(frame) = rest.get(..frame_len) else {
-                return Ok(ClientScan::Forward(pos));
+                break;
             };
+            let body = &frame[HEADER_LEN..];
             match header.tag {
-                b'Q' | b'F' => self.pending += 1,
+                b'X' => {
+                    terminate = true;
+                    break;
+                }
+                b'Q' => self.client_query(body, pos, frame_len, ctx, &mut w, to_client),
+                b'F' => {
+                    self.pending += 1;
+                    self.queue.push_back(Expect::Query);
+                }
                 b'S' => {
                     self.pending += 1;
                     self.unsynced = false;
-                }
-                b'X' => return Ok(ClientScan::Terminate { forward: pos }),
-                b'c' | b'f' => {}
-                b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => self.unsynced = true,
-                tag => return Err(invalid_message_type(tag)),
-            }
-            if transaction_mode {
-                let body = &frame[HEADER_LEN..];
-                match classify_client_frame(header.tag, body, &mut self.unnamed_parsed) {
-                    FrameCheck::Pass => {}
-                    FrameCheck::Refuse(e) => return Err(e),
-                    FrameCheck::Replace(with) => {
-                        return Ok(ClientScan::Replace {
-                            forward: pos,
-                            skip: frame_len,
-                            with,
-                        })
+                    self.skipping = false;
+                    self.queue.push_back(Expect::Sync);
+                    if ctx.transaction_mode && self.names_unsettled() {
+                        self.held = true;
+                        pos += frame_len;
+                        break;
                     }
                 }
+                b'H' | b'c' | b'f' => {}
+                b'P' | b'B' | b'D' | b'C' | b'E' => {
+                    self.unsynced = true;
+                    if self.skipping {
+                        // The server discards it; so does the proxy's bookkeeping.
+                    } else {
+                        self.extended(header.tag, body, pos, frame_len, ctx, &mut w, to_client)?;
+                    }
+                }
+                tag => return Err(invalid_message_type(tag)),
             }
             pos += frame_len;
         }
+        w.finish(pos);
+        Ok(ClientScan {
+            consumed: pos,
+            edited: w.edited,
+            terminate,
+        })
     }
 
-    /// Scans server output (unrelayed bytes, oldest first), noting ReadyForQuery and
-    /// FATAL errors. Returns how many bytes may be relayed now and how many
-    /// ReadyForQuery messages they hold.
-    ///
-    /// # Errors
-    /// A malformed frame length from the server.
-    pub fn scan_server(
+    fn client_query(
         &mut self,
-        buf: &[u8],
-        max_message: usize,
-    ) -> Result<(usize, u64), FrameError> {
-        let mut pending = self.pending;
-        let mut status = self.status;
-        let mut fatal = false;
-        let mut answered = 0u64;
-        let n = self.scanner.scan(
-            buf,
-            max_message,
-            |t| matches!(t, b'Z' | b'E'),
-            |tag, body| {
-                if tag == b'Z' {
-                    pending = pending.saturating_sub(1);
-                    answered += 1;
-                    status = parse_ready_for_query(body).unwrap_or(b'E');
-                } else if ErrorFields::parse(body).is_fatal() {
-                    fatal = true;
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) {
+        // A simple query ends the unnamed statement's life.
+        self.unnamed_parsed = false;
+        if ctx.transaction_mode {
+            ctx.client.unnamed = None;
+            let effects = query_text(body).map(features::effects).unwrap_or_default();
+            if !effects.is_none() {
+                if let Some(refusal) = refuse_feature(&effects, ctx) {
+                    let out = w.edit_at(pos);
+                    put_query(out, &refusal);
+                    w.skip_to(pos + frame_len);
+                    self.pending += 1;
+                    self.queue.push_back(Expect::Query);
+                    return;
                 }
+                if let Some(name) = &effects.deallocate {
+                    if let Some(previous) = ctx.client.statements.remove(name) {
+                        // The statement stays prepared on the server for other clients.
+                        w.edit_at(pos);
+                        w.skip_to(pos + frame_len);
+                        let undo = Undo {
+                            client_name: Some((name.as_slice().into(), Some(previous))),
+                            ..Undo::default()
+                        };
+                        self.push_synthetic(Synthetic::Deallocate, undo, to_client);
+                        return;
+                    }
+                }
+                self.apply_effects(&effects, ctx);
+            }
+        }
+        self.pending += 1;
+        self.queue.push_back(Expect::Query);
+    }
+
+    fn apply_effects(&mut self, effects: &Effects, ctx: &mut Ctx<'_>) {
+        if effects.pins != 0 || effects.unpins != 0 {
+            ctx.client
+                .update_pins(effects.pins, effects.unpins, ctx.metrics);
+        }
+        if effects.settings && ctx.client.params.tracks_extras() {
+            ctx.client.params.extras_dirty = true;
+        }
+        if effects.deallocate_all {
+            ctx.client.statements.clear();
+            ctx.server.statements.clear();
+        }
+    }
+
+    /// Parse, Bind, Describe, Close, Execute outside an error skip.
+    #[allow(clippy::too_many_arguments)]
+    fn extended(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        if !ctx.transaction_mode {
+            self.queue.push_back(Expect::Message(tag, Undo::default()));
+            return Ok(());
+        }
+        match tag {
+            b'P' => self.parse(body, pos, frame_len, ctx, w, to_client)?,
+            b'B' => {
+                let Some((portal, name)) = bind_names(body) else {
+                    self.queue.push_back(Expect::Message(tag, Undo::default()));
+                    return Ok(());
+                };
+                // What follows the statement name: formats, values, result formats.
+                let after = &body[portal.len() + 1 + name.len() + 1..];
+                match self.resolve(name, pos, ctx, w)? {
+                    Some(statement) => {
+                        let out = w.edit_at(pos);
+                        put_bind_renamed(out, portal, &statement.server_name, after);
+                        w.skip_to(pos + frame_len);
+                    }
+                    None => {}
+                }
+                self.queue.push_back(Expect::Message(tag, Undo::default()));
+            }
+            b'D' => {
+                if let Some((b'S', name)) = target(body) {
+                    if let Some(statement) = self.resolve(name, pos, ctx, w)? {
+                        let out = w.edit_at(pos);
+                        put_describe_statement(out, &statement.server_name);
+                        w.skip_to(pos + frame_len);
+                    }
+                }
+                self.queue.push_back(Expect::Message(tag, Undo::default()));
+            }
+            b'C' => match target(body) {
+                Some((b'S', name)) if !name.is_empty() => {
+                    if ctx.max_prepared == 0 {
+                        return Err(refuse_named_statements(name));
+                    }
+                    // Kept on the server; the client's name is forgotten when this is
+                    // answered in order, like PostgreSQL (closing an unknown name is fine).
+                    w.edit_at(pos);
+                    w.skip_to(pos + frame_len);
+                    let previous = ctx.client.statements.remove(name);
+                    let undo = Undo {
+                        client_name: previous.map(|p| (name.into(), Some(p))),
+                        ..Undo::default()
+                    };
+                    self.push_synthetic(Synthetic::CloseComplete, undo, to_client);
+                }
+                Some((b'S', _)) => {
+                    ctx.client.unnamed = None;
+                    self.unnamed_parsed = false;
+                    self.queue.push_back(Expect::Message(tag, Undo::default()));
+                }
+                _ => self.queue.push_back(Expect::Message(tag, Undo::default())),
             },
-        )?;
-        self.pending = pending;
-        self.status = status;
-        self.server_fatal |= fatal;
-        Ok((n, answered))
+            _ => self.queue.push_back(Expect::Message(tag, Undo::default())),
+        }
+        Ok(())
+    }
+
+    fn parse(
+        &mut self,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        let Some((name, after_name)) = read_cstr(body) else {
+            // Malformed: PostgreSQL reports it.
+            self.queue.push_back(Expect::Message(b'P', Undo::default()));
+            return Ok(());
+        };
+        let query = read_cstr(after_name).map(|(q, _)| q).unwrap_or_default();
+        let effects = features::effects(query);
+        if !effects.is_none() {
+            if let Some(refusal) = refuse_feature(&effects, ctx) {
+                // Raised by the server, so the transaction fails exactly as PostgreSQL's would.
+                let out = w.edit_at(pos);
+                self.raise_in_batch(&refusal, out);
+                w.skip_to(pos + frame_len);
+                return Ok(());
+            }
+            self.apply_effects(&effects, ctx);
+        }
+        if name.is_empty() {
+            let mut saved = ctx.client.unnamed.take().unwrap_or_default();
+            saved.clear();
+            saved.extend_from_slice(after_name);
+            ctx.client.unnamed = Some(saved);
+            self.unnamed_parsed = true;
+            let undo = Undo {
+                unnamed: true,
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Message(b'P', undo));
+            return Ok(());
+        }
+        if ctx.max_prepared == 0 {
+            return Err(refuse_named_statements(name));
+        }
+        if ctx.client.statements.get(name).is_some() {
+            let message = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            let out = w.edit_at(pos);
+            self.raise_in_batch(&raise_query("42P05", &message, None), out);
+            w.skip_to(pos + frame_len);
+            return Ok(());
+        }
+        let statement = ctx.registry.intern(after_name);
+        ctx.client.statements.insert(name, statement.clone());
+        let client_name = Some((Box::<[u8]>::from(name), None));
+        w.edit_at(pos);
+        w.skip_to(pos + frame_len);
+        if ctx.server.statements.touch(&statement) {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+            let undo = Undo {
+                client_name,
+                ..Undo::default()
+            };
+            self.push_synthetic(Synthetic::ParseComplete, undo, to_client);
+        } else {
+            let out = &mut *w.out;
+            self.prepare_on_server(&statement, ctx, out);
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement),
+                client_name,
+                unnamed: false,
+            };
+            self.queue.push_back(Expect::Message(b'P', undo));
+        }
+        Ok(())
+    }
+
+    /// The statement a Bind or Describe names, made sure to exist on this server
+    /// connection (a Parse is sent ahead of the message at `pos` when it does not).
+    /// `None`: send the message unchanged (the unnamed statement, or a name the client
+    /// never prepared, which the server then reports as PostgreSQL would).
+    fn resolve(
+        &mut self,
+        name: &[u8],
+        pos: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+    ) -> Result<Option<Arc<Statement>>, ClientError> {
+        if name.is_empty() {
+            if !self.unnamed_parsed {
+                if let Some(saved) = &ctx.client.unnamed {
+                    // Parsed in an earlier transaction, maybe on another server connection.
+                    let out = w.edit_at(pos);
+                    put_frame(out, b'P', |b| {
+                        put_cstr(b, b"");
+                        b.put_slice(saved);
+                    });
+                    self.unnamed_parsed = true;
+                    let undo = Undo {
+                        unnamed: true,
+                        ..Undo::default()
+                    };
+                    self.queue.push_back(Expect::Hidden(b'P', undo));
+                }
+            }
+            return Ok(None);
+        }
+        if ctx.max_prepared == 0 {
+            return Err(refuse_named_statements(name));
+        }
+        let Some(statement) = ctx.client.statements.get(name).cloned() else {
+            return Ok(None);
+        };
+        if ctx.server.statements.touch(&statement) {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+        } else {
+            let out = w.edit_at(pos);
+            self.prepare_on_server(&statement, ctx, out);
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement.clone()),
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Hidden(b'P', undo));
+        }
+        Ok(Some(statement))
+    }
+
+    /// Records `statement` as prepared on the server, closing the least recently used
+    /// one first when the server connection is at `max_prepared_statements`.
+    fn prepare_on_server(
+        &mut self,
+        statement: &Arc<Statement>,
+        ctx: &mut Ctx<'_>,
+        out: &mut BytesMut,
+    ) {
+        ctx.metrics.prepares.fetch_add(1, Relaxed);
+        if let Some(evicted) = ctx
+            .server
+            .statements
+            .insert(statement.clone(), ctx.max_prepared)
+        {
+            evicted.put_close(out);
+            self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+        }
+    }
+
+    /// Sends, in place of a client's extended message, an unnamed statement that raises
+    /// `sql`'s error: the server fails the message and skips to Sync like for any error.
+    fn raise_in_batch(&mut self, sql: &str, out: &mut BytesMut) {
+        put_frame(out, b'P', |b| {
+            put_cstr(b, b"");
+            put_cstr(b, sql.as_bytes());
+            b.put_i16(0);
+        });
+        put_frame(out, b'B', |b| {
+            b.put_slice(b"\0\0");
+            b.put_i16(0);
+            b.put_i16(0);
+            b.put_i16(0);
+        });
+        put_frame(out, b'E', |b| {
+            b.put_u8(0);
+            b.put_i32(0);
+        });
+        // The client's unnamed statement is gone from this server connection.
+        self.unnamed_parsed = false;
+        self.queue.push_back(Expect::Hidden(b'P', Undo::default()));
+        self.queue.push_back(Expect::Hidden(b'B', Undo::default()));
+        self.queue.push_back(Expect::Message(b'E', Undo::default()));
+    }
+
+    fn push_synthetic(&mut self, s: Synthetic, undo: Undo, to_client: &mut BytesMut) {
+        self.queue.push_back(Expect::Synthetic(s, undo));
+        self.emit_ready_synthetics(to_client);
+    }
+
+    /// Some statement-name change still depends on the server's answer (an error would
+    /// undo it).
+    fn names_unsettled(&self) -> bool {
+        self.queue.iter().any(|e| {
+            matches!(e, Expect::Message(_, u) | Expect::Hidden(_, u) | Expect::Synthetic(_, u)
+                if u.client_name.is_some())
+        })
     }
 
     /// Everything the client sent is answered, no batch or COPY is open, the last
     /// status was idle and the server output is at a frame boundary: the connection is
     /// in a known idle state (the caller also checks that all output was relayed).
     pub fn is_idle(&self) -> bool {
-        self.between_transactions() && self.scanner.at_boundary() && !self.server_fatal
+        self.between_transactions()
+            && self.queue.is_empty()
+            && self.scanner.at_boundary()
+            && !self.server_fatal
     }
 
     /// No answer owed and outside any transaction block: a point where a session-mode
@@ -196,6 +625,25 @@ impl Conversation {
     pub fn server_fatal(&self) -> bool {
         self.server_fatal
     }
+
+    /// A settings replay failed with this message: the session cannot go on.
+    pub fn replay_error(&self) -> Option<&str> {
+        self.replay_error.as_deref()
+    }
+}
+
+/// In `session_features = "error"` mode, the query that raises why a session feature is
+/// refused.
+fn refuse_feature(effects: &Effects, ctx: &Ctx<'_>) -> Option<String> {
+    if effects.pins == 0 || ctx.features != SessionFeatures::Error {
+        return None;
+    }
+    let what = pin::describe(effects.pins);
+    Some(raise_query(
+        "0A000",
+        &format!("pgweir: {what} needs a session of its own, which transaction pooling does not give (session_features = \"error\")"),
+        Some("Use pool_mode = \"session\" for this database, or session_features = \"pin\" to keep the client on one server connection until the feature is released."),
+    ))
 }
 
 /// PostgreSQL's own wording for an unknown message type.
@@ -212,105 +660,5 @@ pub fn frame_error(e: FrameError) -> ClientError {
         FrameError::TooLarge { tag, len, max } => ClientError::Protocol(format!(
             "message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)"
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use weir_wire::build::{put_frame, put_query, put_ready_for_query};
-
-    fn frames(parts: &[(u8, &[u8])]) -> BytesMut {
-        let mut b = BytesMut::new();
-        for (tag, body) in parts {
-            put_frame(&mut b, *tag, |x| x.extend_from_slice(body));
-        }
-        b
-    }
-
-    fn ready(status: u8) -> BytesMut {
-        let mut b = BytesMut::new();
-        put_ready_for_query(&mut b, status);
-        b
-    }
-
-    #[test]
-    fn released_only_after_the_last_sync_is_answered() {
-        let mut c = Conversation::default();
-        let group: &[(u8, &[u8])] = &[
-            (b'P', b"\0select 1\0\0\0"),
-            (b'B', b"\0\0\0\0\0\0\0\0"),
-            (b'E', b"\0\0\0\0\0"),
-            (b'S', b""),
-        ];
-        let mut batch = frames(group);
-        batch.extend_from_slice(&frames(group));
-        let ClientScan::Forward(n) = c.scan_client(&batch, 1 << 20, true).unwrap() else {
-            panic!()
-        };
-        assert_eq!(n, batch.len());
-        assert!(!c.is_idle());
-        c.scan_server(&ready(b'I'), 1 << 20).unwrap();
-        assert!(!c.is_idle(), "one Sync still owed");
-        let (n, answered) = c.scan_server(&ready(b'I'), 1 << 20).unwrap();
-        assert_eq!((n, answered), (6, 1));
-        assert!(c.is_idle());
-    }
-
-    #[test]
-    fn flush_without_sync_keeps_the_server() {
-        let mut c = Conversation::default();
-        let batch = frames(&[(b'P', b"\0select 1\0\0\0"), (b'H', b"")]);
-        c.scan_client(&batch, 1 << 20, true).unwrap();
-        assert!(c.all_answered());
-        assert!(!c.is_idle(), "mid-sequence until a Sync");
-        c.scan_client(&frames(&[(b'S', b"")]), 1 << 20, true)
-            .unwrap();
-        c.scan_server(&ready(b'I'), 1 << 20).unwrap();
-        assert!(c.is_idle());
-    }
-
-    #[test]
-    fn transaction_block_and_copy_streaming() {
-        let mut c = Conversation::default();
-        let mut q = BytesMut::new();
-        put_query(&mut q, "copy t from stdin");
-        c.scan_client(&q, 1 << 20, true).unwrap();
-        // A CopyData frame arriving in two pieces streams through.
-        let data = frames(&[(b'd', &[b'x'; 100])]);
-        let ClientScan::Forward(n) = c.scan_client(&data[..50], 1 << 20, true).unwrap() else {
-            panic!()
-        };
-        assert_eq!(n, 50);
-        assert!(!c.between_transactions(), "half a CopyData relayed");
-        let ClientScan::Forward(n) = c.scan_client(&data[50..], 1 << 20, true).unwrap() else {
-            panic!()
-        };
-        assert_eq!(n, data.len() - 50);
-        c.scan_server(&ready(b'T'), 1 << 20).unwrap();
-        assert!(c.idle_in_transaction());
-        assert!(!c.is_idle());
-    }
-
-    #[test]
-    fn fatal_error_is_never_idle_and_bad_input_is_refused() {
-        let mut c = Conversation::default();
-        let mut err = BytesMut::new();
-        weir_wire::build::put_simple_error(
-            &mut err,
-            weir_wire::build::Severity::Fatal,
-            "57P01",
-            "terminating",
-        );
-        c.scan_server(&err, 1 << 20).unwrap();
-        assert!(c.server_fatal());
-        assert!(!c.is_idle());
-        assert!(matches!(
-            Conversation::default().scan_client(&frames(&[(b'y', b"")]), 1 << 20, false),
-            Err(ClientError::Protocol(_))
-        ));
-        assert!(Conversation::default()
-            .scan_client(&[b'Q', 0, 0, 0, 2], 1 << 20, false)
-            .is_err());
     }
 }

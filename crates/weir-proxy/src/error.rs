@@ -62,7 +62,23 @@ pub enum ClientError {
     /// Session settings could not be restored on a server connection.
     #[error("could not restore session settings on the server connection: {0}")]
     SettingsRestore(String),
+    /// A user in neither `admin_users` nor `stats_users` asked for the admin console.
+    #[error("not allowed: user \"{0}\" may not connect to the admin console")]
+    AdminNotAllowed(String),
+    /// The admin console is not part of this build or process.
+    #[error("the admin console is not available in this process")]
+    AdminUnavailable,
+    /// `DISABLE db` is in force.
+    #[error("database \"{0}\" is not currently accepting connections (disabled with DISABLE)")]
+    DatabaseDisabled(String),
+    /// A new connection arrived while the proxy drains for shutdown.
+    #[error("pgweir is shutting down and accepts no new connections")]
+    Draining,
 }
+
+/// SQLSTATE 55000 `object_not_in_prerequisite_state`, PostgreSQL's code for a database
+/// that does not accept connections.
+const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 
 impl ClientError {
     /// The SQLSTATE to report, or `None` when the client cannot be told anything.
@@ -85,6 +101,11 @@ impl ClientError {
             ClientError::Shutdown | ClientError::Killed => sqlstate::ADMIN_SHUTDOWN,
             ClientError::QueryTimeout(_) => sqlstate::QUERY_CANCELED,
             ClientError::SettingsRestore(_) => sqlstate::CONNECTION_FAILURE,
+            ClientError::AdminNotAllowed(_) | ClientError::AdminUnavailable => {
+                sqlstate::INVALID_AUTHORIZATION
+            }
+            ClientError::DatabaseDisabled(_) => OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ClientError::Draining => sqlstate::ADMIN_SHUTDOWN,
         })
     }
 
@@ -95,6 +116,12 @@ impl ClientError {
             ClientError::WaitTimeout(_) => Some(
                 "The database is saturated; raise pool_size or query_wait_timeout, or retry later.",
             ),
+            ClientError::AdminNotAllowed(_) => Some(
+                "List the user in admin_users or stats_users (or --admin-users / --stats-users).",
+            ),
+            ClientError::DatabaseDisabled(_) => {
+                Some("An administrator ran DISABLE; ENABLE on the admin console lifts it.")
+            }
             _ => None,
         }
     }

@@ -2,20 +2,31 @@
 //! their transactions over pooled server connections.
 //!
 //! [`Proxy::bind`] builds everything from a [`weir_config::Config`]; [`Proxy::run`] serves
-//! until the shutdown token is cancelled.
+//! until the shutdown token is cancelled. [`Proxy::handle`] gives the admin console,
+//! HTTP endpoints and signal handlers a [`ProxyHandle`] on the running proxy.
 
+pub mod admin_hook;
 pub mod cancel;
 pub mod client_auth;
+mod control;
 mod conversation;
 pub mod error;
+pub mod features;
+mod handle;
 pub mod io;
 mod listener;
+pub mod params;
 pub mod pools;
+pub mod prepared;
 pub mod registry;
 mod relay;
+mod responses;
 pub mod server;
 pub mod session;
+pub mod session_state;
 mod statement;
 
+pub use admin_hook::{AdminConsole, AdminRole};
 pub use error::{ClientError, ProxyError};
+pub use handle::{ProxyHandle, SETTABLE};
 pub use listener::Proxy;

@@ -1,14 +1,17 @@
 //! The accept loop: one task per client, `max_client_conn` enforced with a semaphore,
-//! accept errors (such as running out of file descriptors) retried with backoff.
+//! accept errors (such as running out of file descriptors) retried with backoff, and
+//! the graceful shutdown (drain) that follows SIGTERM or `SHUTDOWN`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -16,15 +19,13 @@ use weir_config::Config;
 use weir_wire::build::{self, Severity};
 use weir_wire::sqlstate;
 
-use crate::cancel::CancelRegistry;
-use crate::client_auth::Credentials;
+use crate::admin_hook::AdminConsole;
 use crate::error::ProxyError;
-use crate::pools::Pools;
-use crate::registry::ClientRegistry;
+use crate::handle::ProxyHandle;
 use crate::session::{self, Shared};
 
-/// How long sessions get to finish after shutdown before the proxy stops waiting.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After `shutdown_timeout`, how long killed sessions get to close before the proxy stops waiting.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// A bound, ready-to-run proxy.
 pub struct Proxy {
@@ -38,25 +39,17 @@ impl Proxy {
     /// # Errors
     /// The address cannot be bound, or a configured secret is unusable.
     pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
-        let credentials = Credentials::from_config(&config)?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let config = Arc::new(config);
+        let shared = Shared::new(config)?;
+        let listen = shared.config().listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ProxyError::Bind {
+                addr: listen,
+                source,
+            })?;
         Ok(Proxy {
             listener,
-            shared: Arc::new(Shared {
-                pools: Pools::new(config.clone()),
-                config,
-                credentials,
-                cancels: Arc::new(CancelRegistry::default()),
-                clients: Arc::new(ClientRegistry::default()),
-                shutdown: CancellationToken::new(),
-            }),
+            shared: Arc::new(shared),
         })
     }
 
@@ -64,23 +57,57 @@ impl Proxy {
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
-            .unwrap_or(self.shared.config.listen)
+            .unwrap_or_else(|_| self.shared.config().listen)
     }
 
-    /// Accepts clients until `shutdown` is cancelled, then stops accepting, tells idle
-    /// clients, and waits a little for the others.
+    /// Installs the admin console that logins to `pgweir`/`pgbouncer` reach; without
+    /// one they are refused. Only the first call has an effect.
+    pub fn set_admin_console(&self, console: Arc<dyn AdminConsole>) {
+        let _ = self.shared.admin.set(console);
+    }
+
+    /// A cloneable handle on the running proxy's state, for the admin console, the
+    /// HTTP endpoints and signal handlers.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle::new(self.shared.clone(), self.local_addr())
+    }
+
+    /// Accepts clients until `shutdown` is cancelled (or [`ProxyHandle::shutdown`] is
+    /// called), then drains: new connections get FATAL 57P01, idle clients are told
+    /// (57P01) and closed, transactions in flight may finish for `shutdown_timeout`;
+    /// whatever is left then is disconnected.
     ///
     /// # Errors
     /// None today; the signature leaves room for fatal listener errors.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProxyError> {
         let Proxy { listener, shared } = self;
-        let limit = Arc::new(Semaphore::new(shared.config.max_client_conn as usize));
-        let tracker = TaskTracker::new();
+        let sessions = TaskTracker::new();
+        let refusals = TaskTracker::new();
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "pgweir listening");
         let mut backoff = Duration::from_millis(5);
+        let mut deadline = None;
         loop {
+            let draining = deadline.is_some();
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled(), if !draining => {
+                    deadline = Some(begin_drain(&shared, &sessions));
+                    continue;
+                }
+                _ = shared.stop.cancelled(), if !draining => {
+                    deadline = Some(begin_drain(&shared, &sessions));
+                    continue;
+                }
+                _ = sessions.wait(), if draining => break,
+                _ = sleep_until_opt(deadline), if draining => {
+                    warn!("shutdown_timeout passed: disconnecting the remaining clients");
+                    for client in shared.clients.snapshot() {
+                        client.kill.cancel();
+                    }
+                    if tokio::time::timeout(KILL_GRACE, sessions.wait()).await.is_err() {
+                        warn!("sessions still running after shutdown");
+                    }
+                    break;
+                }
                 r = listener.accept() => r,
             };
             let (stream, peer) = match accepted {
@@ -97,30 +124,54 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            match limit.clone().try_acquire_owned() {
+            if draining {
+                refusals.spawn(session::serve_draining(shared.clone(), stream));
+                continue;
+            }
+            match shared.limit.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let shared = shared.clone();
-                    tracker.spawn(async move {
+                    sessions.spawn(async move {
                         session::serve(shared, stream, peer).await;
                         drop(permit);
                     });
                 }
                 Err(_) => {
                     warn!(%peer, "max_client_conn reached, refusing client");
-                    tracker.spawn(refuse(stream));
+                    refusals.spawn(refuse(stream));
                 }
             }
         }
-        shared.shutdown.cancel();
-        tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("sessions still running after the shutdown grace period");
-        }
+        drop(listener);
         shared.pools.close_all();
+        refusals.close();
+        let _ = tokio::time::timeout(KILL_GRACE, refusals.wait()).await;
+        info!("pgweir stopped");
         Ok(())
+    }
+}
+
+/// Starts the drain: `/readyz` fails and new logins are refused from now on, idle
+/// clients are told; returns when to give up waiting for the others.
+fn begin_drain(shared: &Shared, sessions: &TaskTracker) -> Instant {
+    let timeout = shared.config().shutdown_timeout;
+    info!(
+        clients = shared.clients.len(),
+        "shutting down: waiting up to {}s for transactions in flight",
+        timeout.as_secs_f64()
+    );
+    shared.draining.store(true, Relaxed);
+    shared.shutdown.cancel();
+    // Pools held by PAUSE would keep waiting clients (and the drain) until the deadline.
+    shared.pools.resume_all_for_shutdown();
+    sessions.close();
+    Instant::now() + timeout
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

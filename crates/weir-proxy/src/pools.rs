@@ -1,16 +1,19 @@
 //! The pools: one per (database, user), created on the first login, each with a manager
-//! that knows how to open and log in a server connection for it.
+//! that knows how to open and log in a server connection for it. `RELOAD` applies a
+//! new configuration to the pools in place ([`Pools::apply_config`]); the per-database
+//! admin commands (`PAUSE`, `DISABLE`, ...) live in [`crate::control`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use weir_config::{Config, PoolMode};
-use weir_pool::{ManageConnection, Pool, PoolSettings};
+use weir_pool::{ConnLabel, ManageConnection, Pool, PoolSettings};
 use weir_wire::auth::scram::ScramSecret;
 
+use crate::client_auth::Credentials;
 use crate::server::{ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
 
 /// How often each pool's maintenance runs (warm-up, reaping, liveness).
@@ -20,7 +23,8 @@ const EVICT_RETRY: Duration = Duration::from_millis(50);
 
 /// Opens server connections for one pool.
 pub struct ServerManager {
-    target: ServerTarget,
+    /// Replaced by `RELOAD` when the database's upstream changes (with a reconnect).
+    target: RwLock<ServerTarget>,
     /// `max_db_connections`: shared by every pool of the database.
     db_group: Option<Arc<DbGroup>>,
     credential: RwLock<ServerCredential>,
@@ -29,6 +33,14 @@ pub struct ServerManager {
 }
 
 impl ServerManager {
+    /// Where and as whom this pool's connections log in.
+    pub fn target(&self) -> ServerTarget {
+        self.target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The parameters the server reported at login, once a connection has been made.
     pub fn server_params(&self) -> Option<ServerParams> {
         self.params
@@ -65,7 +77,8 @@ impl ManageConnection for ServerManager {
             Some(group) => Some(group.acquire().await),
             None => None,
         };
-        let mut conn = ServerConn::connect(&self.target, &credential).await?;
+        let target = self.target();
+        let mut conn = ServerConn::connect(&target, &credential).await?;
         conn.db_permit = db_permit;
         let mut params = self.params.write().unwrap_or_else(|e| e.into_inner());
         if params.is_none() {
@@ -80,6 +93,14 @@ impl ManageConnection for ServerManager {
 
     fn is_alive(&self, conn: &mut ServerConn) -> bool {
         conn.is_idle_and_alive()
+    }
+
+    fn describe(&self, conn: &ServerConn) -> ConnLabel {
+        ConnLabel {
+            backend_pid: Some(conn.cancel.pid),
+            remote: Some(conn.cancel.addr),
+            local: conn.stream.local_addr().ok(),
+        }
     }
 }
 
@@ -97,9 +118,11 @@ pub struct PoolEntry {
 
 /// Every pool of the proxy.
 pub struct Pools {
-    config: Arc<Config>,
+    config: RwLock<Arc<Config>>,
     map: RwLock<HashMap<(String, String), Arc<PoolEntry>>>,
     db_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
+    /// `PAUSE`/`DISABLE` state per database, and for all (`PAUSE` without a name).
+    pub(crate) flags: Mutex<crate::control::Flags>,
 }
 
 /// The pools of one database under `max_db_connections`.
@@ -139,10 +162,19 @@ impl Pools {
     /// An empty set of pools for `config`.
     pub fn new(config: Arc<Config>) -> Self {
         Pools {
-            config,
+            config: RwLock::new(config),
             map: RwLock::new(HashMap::new()),
             db_groups: Mutex::new(HashMap::new()),
+            flags: Mutex::new(crate::control::Flags::default()),
         }
+    }
+
+    /// The configuration the pools follow now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The pool for (database, user), created on first use; `None` if the database is not configured.
@@ -157,25 +189,20 @@ impl Pools {
         if let Some(entry) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Some(entry.clone());
         }
-        let db = self.config.databases.get(database)?;
+        let config = self.config();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = map.get(&key) {
             return Some(entry.clone());
         }
-        // A database entry may force the server login user and password (PgBouncer's user=/password=).
-        let (server_user, credential) = match (&db.user, &db.password) {
-            (Some(u), Some(p)) => (u.clone(), ServerCredential::Password(p.clone())),
-            (Some(u), None) => (u.clone(), credential.clone()),
-            (None, _) => (user.to_owned(), credential.clone()),
-        };
-        let db_group = (self.config.max_db_connections > 0).then(|| {
+        let (target, credential) = server_login(&config, database, user, credential)?;
+        let db_group = (config.max_db_connections > 0).then(|| {
             self.db_groups
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(database.to_owned())
                 .or_insert_with(|| {
                     Arc::new(DbGroup {
-                        limit: Arc::new(Semaphore::new(self.config.max_db_connections as usize)),
+                        limit: Arc::new(Semaphore::new(config.max_db_connections as usize)),
                         pools: Mutex::new(Vec::new()),
                     })
                 })
@@ -183,16 +210,15 @@ impl Pools {
         });
         let manager = ServerManager {
             db_group: db_group.clone(),
-            target: ServerTarget {
-                host: db.host.clone(),
-                port: db.port,
-                dbname: db.server_dbname(database).to_owned(),
-                user: server_user,
-            },
+            target: RwLock::new(target),
             credential: RwLock::new(credential),
             params: RwLock::new(None),
         };
-        let pool = Pool::new(manager, self.settings_for(database));
+        let pool = Pool::new(manager, settings_for(&config, database));
+        if self.is_paused(database) {
+            // Created during a PAUSE: held like the others; nothing to wait for.
+            drop(pool.pause());
+        }
         pool.spawn_maintenance(MAINTENANCE_INTERVAL);
         if let Some(group) = db_group {
             group
@@ -204,26 +230,76 @@ impl Pools {
         let entry = Arc::new(PoolEntry {
             database: database.to_owned(),
             user: user.to_owned(),
-            mode: self.config.pool_mode_for(database, user),
+            mode: config.pool_mode_for(database, user),
             pool,
         });
         map.insert(key, entry.clone());
         Some(entry)
     }
 
-    /// Pool settings for a database from the configuration.
-    fn settings_for(&self, database: &str) -> PoolSettings {
-        let c = &self.config;
-        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        PoolSettings {
-            max_size: c.pool_size_for(database),
-            min_size: c.min_pool_size_for(database),
-            wait_timeout: nonzero(c.query_wait_timeout),
-            connect_timeout: c.server_connect_timeout,
-            idle_timeout: nonzero(c.server_idle_timeout),
-            // PgBouncer: server_lifetime = 0 means each connection is used only once.
-            max_lifetime: Some(c.server_lifetime),
-            login_retry: c.server_login_retry,
+    /// `RELOAD`: follow `config` from now on. Existing pools get the new sizes and
+    /// timeouts in place; a pool whose upstream (host, port, dbname, login user)
+    /// changed logs in to the new one and closes its old connections as they are
+    /// released (no client sees an error); a changed pool mode applies to new
+    /// logins; pools of removed databases are closed (their clients get 57P01 at
+    /// their next transaction). Nothing is dropped mid-transaction.
+    pub fn apply_config(&self, config: Arc<Config>, credentials: &Credentials) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        let mut removed = Vec::new();
+        {
+            let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+            map.retain(|(db, _), entry| {
+                let keep = config.databases.contains_key(db);
+                if !keep {
+                    removed.push(entry.clone());
+                }
+                keep
+            });
+            for ((db, user), entry) in map.iter_mut() {
+                let client_cred = credentials
+                    .get(user)
+                    .map_or(ServerCredential::None, |s| s.server.clone());
+                let manager = entry.pool.manager();
+                if let Some((target, cred)) = server_login(&config, db, user, &client_cred) {
+                    if !matches!(cred, ServerCredential::None) {
+                        *manager
+                            .credential
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner) = cred;
+                    }
+                    let changed = {
+                        let mut current = manager
+                            .target
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        let changed = !same_target(&current, &target);
+                        *current = target;
+                        changed
+                    };
+                    if changed {
+                        tracing::info!(db = %db, user = %user, "upstream changed: reconnecting the pool");
+                        *manager
+                            .params
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner) = None;
+                        entry.pool.reconnect();
+                    }
+                }
+                entry.pool.update_settings(settings_for(&config, db));
+                let mode = config.pool_mode_for(db, user);
+                if mode != entry.mode {
+                    *entry = Arc::new(PoolEntry {
+                        database: entry.database.clone(),
+                        user: entry.user.clone(),
+                        mode,
+                        pool: entry.pool.clone(),
+                    });
+                }
+            }
+        }
+        for entry in removed {
+            tracing::info!(db = %entry.database, user = %entry.user, "database removed: closing its pool");
+            entry.pool.close();
         }
     }
 
@@ -243,4 +319,47 @@ impl Pools {
             entry.pool.close();
         }
     }
+}
+
+/// Pool settings for a database from the configuration.
+fn settings_for(c: &Config, database: &str) -> PoolSettings {
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    PoolSettings {
+        max_size: c.pool_size_for(database),
+        min_size: c.min_pool_size_for(database),
+        wait_timeout: nonzero(c.query_wait_timeout),
+        connect_timeout: c.server_connect_timeout,
+        idle_timeout: nonzero(c.server_idle_timeout),
+        // PgBouncer: server_lifetime = 0 means each connection is used only once.
+        max_lifetime: Some(c.server_lifetime),
+        login_retry: c.server_login_retry,
+    }
+}
+
+fn same_target(a: &ServerTarget, b: &ServerTarget) -> bool {
+    a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user
+}
+
+/// Where and with what a (database, user) pool logs in; `None` if the database is not
+/// configured. A database entry may force the server login user and password
+/// (PgBouncer's `user=`/`password=`).
+fn server_login(
+    config: &Config,
+    database: &str,
+    user: &str,
+    credential: &ServerCredential,
+) -> Option<(ServerTarget, ServerCredential)> {
+    let db = config.databases.get(database)?;
+    let (server_user, credential) = match (&db.user, &db.password) {
+        (Some(u), Some(p)) => (u.clone(), ServerCredential::Password(p.clone())),
+        (Some(u), None) => (u.clone(), credential.clone()),
+        (None, _) => (user.to_owned(), credential.clone()),
+    };
+    let target = ServerTarget {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.server_dbname(database).to_owned(),
+        user: server_user,
+    };
+    Some((target, credential))
 }

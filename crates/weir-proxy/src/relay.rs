@@ -15,18 +15,20 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weir_config::PoolMode;
+use weir_config::{Config, PoolMode};
 use weir_pool::PooledConnection;
-use weir_wire::backend::{parse_ready_for_query, ErrorFields};
+use weir_wire::backend::{parse_parameter_status, parse_ready_for_query, ErrorFields};
 use weir_wire::frame::Header;
 
 use crate::cancel::CancelGuard;
-use crate::conversation::{frame_error, invalid_message_type, ClientScan, Conversation};
+use crate::conversation::{frame_error, invalid_message_type, Conversation};
 use crate::error::ClientError;
 use crate::io::read_frame;
+use crate::params::ClientParams;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::{ClientInfo, ClientState};
 use crate::session::{pool_error, Shared};
+use crate::session_state::{ClientSession, Ctx, ServerSession};
 
 /// Read size for client sockets; client buffers are released while the client is idle.
 const CLIENT_READ: usize = 8 * 1024;
@@ -59,6 +61,14 @@ pub struct Relay<'a> {
     server: Option<PooledConnection<ServerManager>>,
     /// The exchange on the server connection held now (fresh at each checkout).
     conv: Conversation,
+    /// What outlives server connections: statement names, settings, pins.
+    session: ClientSession,
+    /// Rewritten client bytes (and the proxy's own messages) waiting to go to the server.
+    to_server: BytesMut,
+    /// Bytes for the client that had to be assembled (answers the proxy gives itself).
+    to_client: BytesMut,
+    /// When the oldest unanswered query was sent (for `query_timeout`).
+    query_started: Option<Instant>,
     /// Bytes of a stray CopyData message (no server held) still to drop.
     discard_remaining: usize,
     /// Client bytes were written to the server since the relay loop last looked.
@@ -85,6 +95,7 @@ impl<'a> Relay<'a> {
         cbuf: BytesMut,
         cancel: CancelGuard,
         info: Arc<ClientInfo>,
+        params: ClientParams,
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         Relay {
@@ -98,6 +109,13 @@ impl<'a> Relay<'a> {
             transaction_mode,
             server: None,
             conv: Conversation::default(),
+            session: ClientSession {
+                params,
+                ..ClientSession::default()
+            },
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+            query_started: None,
             discard_remaining: 0,
             sent_to_server: false,
             checkout_at: Instant::now(),
@@ -119,6 +137,7 @@ impl<'a> Relay<'a> {
         let config = &self.shared.config;
         let idle_timeout = config.client_idle_timeout;
         let idle_tx_timeout = config.idle_transaction_timeout;
+        let query_timeout = config.query_timeout;
         let mut shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
         let mut killed = pin!(self.info.kill.clone().cancelled_owned());
         loop {
@@ -165,7 +184,15 @@ impl<'a> Relay<'a> {
             let Some(server) = self.server.as_mut() else {
                 continue;
             };
+            if !self.to_server.is_empty() {
+                self.send_to_server(Source::Buffered).await?;
+                continue;
+            }
             let in_transaction = self.conv.idle_in_transaction();
+            let query_deadline = match self.query_started {
+                Some(t) if !query_timeout.is_zero() => Some(t + query_timeout),
+                _ => None,
+            };
             // Session mode holds a server between transactions: shutdown may end the
             // session there, never mid-transaction.
             let between_transactions = self.conv.between_transactions();
@@ -199,6 +226,9 @@ impl<'a> Relay<'a> {
                 }
                 _ = armed_sleep(idle_tx_timeout), if in_transaction && !idle_tx_timeout.is_zero() => {
                     return Err(ClientError::IdleInTransaction(idle_tx_timeout));
+                }
+                _ = sleep_until(query_deadline), if query_deadline.is_some() => {
+                    return Err(self.query_timed_out(query_timeout).await);
                 }
             }
         }
@@ -294,23 +324,37 @@ impl<'a> Relay<'a> {
         self.info.set_state(ClientState::Active);
         conn.clean = false;
         self.cancel.slot().set_target(conn.cancel.clone());
-        self.server = Some(conn);
         self.conv = Conversation::default();
+        if let Some(sql) = self.session.params.replay_query(&conn.state.params) {
+            // The client's settings go first, in the same write as its own messages.
+            self.conv.replay(&sql, &mut self.to_server);
+        }
+        self.server = Some(conn);
         self.checkout_at = Instant::now();
         Ok(())
     }
 
     /// Releases the server (transaction mode) if the transaction is over: every Query
-    /// and Sync answered, no extended-protocol batch open, nothing half relayed.
+    /// and Sync answered, no extended-protocol batch open, nothing half relayed, no
+    /// session feature pinning the client. Unreported settings a statement may have
+    /// changed are read back first.
     fn try_release(&mut self) -> bool {
         let Some(server) = self.server.as_ref() else {
             return false;
         };
-        let done = self.transaction_mode && self.conv.is_idle() && server.rbuf.is_empty();
-        if done {
-            self.release();
+        if !(self.transaction_mode && self.conv.is_idle() && server.rbuf.is_empty()) {
+            return false;
         }
-        done
+        if self.session.params.extras_dirty {
+            let sql = self.session.params.refresh_query();
+            self.conv.refresh(&sql, &mut self.to_server);
+            return false;
+        }
+        if self.session.pins != 0 {
+            return false;
+        }
+        self.release();
+        true
     }
 
     /// Gives the server connection back: it is idle, all answers relayed.
@@ -329,48 +373,56 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Forwards every complete client frame to the server. Returns true on Terminate.
+    /// Forwards every complete client frame to the server (rewritten where the proxy
+    /// maps statements). Returns true on Terminate.
     async fn forward_client(&mut self) -> Result<bool, ClientError> {
-        loop {
-            if self.cbuf.is_empty() {
-                return Ok(false);
-            }
-            let scan =
-                self.conv
-                    .scan_client(&self.cbuf, self.max_message, self.transaction_mode)?;
-            if self.server.is_none() {
-                return Ok(matches!(scan, ClientScan::Terminate { .. }));
-            }
-            let (forward, skip, with, terminate) = match scan {
-                ClientScan::Forward(n) => (n, 0, None, false),
-                ClientScan::Replace {
-                    forward,
-                    skip,
-                    with,
-                } => (forward, skip, Some(with), false),
-                ClientScan::Terminate { forward } => (forward, 0, None, true),
-            };
-            if forward > 0 {
-                self.send_to_server(forward).await?;
-            }
-            if let Some(mut with) = with {
-                // Splice the replacement in place of the refused frame (already counted).
-                let len = with.len();
-                with.extend_from_slice(&self.cbuf[skip..]);
-                self.cbuf = with;
-                self.send_to_server(len).await?;
-                continue;
-            }
-            return Ok(terminate);
+        if self.cbuf.is_empty() && self.to_server.is_empty() {
+            return Ok(false);
         }
+        let Some(server) = self.server.as_mut() else {
+            return Ok(self.cbuf.first() == Some(&b'X'));
+        };
+        let conn: &mut crate::server::ServerConn = server;
+        let mut ctx = ctx(
+            &mut self.session,
+            &mut conn.state,
+            self.shared,
+            &self.entry,
+            self.transaction_mode,
+        );
+        let scan = self.conv.scan_client(
+            &self.cbuf,
+            self.max_message,
+            &mut ctx,
+            &mut self.to_server,
+            &mut self.to_client,
+        )?;
+        if scan.edited {
+            self.cbuf.advance(scan.consumed);
+            self.send_to_server(Source::Buffered).await?;
+        } else if scan.consumed > 0 {
+            self.send_to_server(Source::Client(scan.consumed)).await?;
+        }
+        if !self.to_client.is_empty() {
+            self.client.write_all(&self.to_client).await?;
+            self.to_client.clear();
+        }
+        if self.query_started.is_none() && !self.conv.all_answered() {
+            self.query_started = Some(Instant::now());
+        }
+        Ok(scan.terminate)
     }
 
-    /// Writes the first `n` bytes of the client buffer to the server and consumes them,
-    /// relaying whatever the server sends meanwhile. A big pipeline or COPY must not
-    /// wait for the server to read while the server waits for us to read its results:
-    /// PostgreSQL stops reading when its output is blocked, so a blocking write here
-    /// would deadlock where a direct (non-blocking) client would not.
-    async fn send_to_server(&mut self, n: usize) -> Result<(), ClientError> {
+    /// Writes client bytes (the first `n` of the client buffer, or the rewritten ones) to
+    /// the server and consumes them, relaying whatever the server sends meanwhile. A big
+    /// pipeline or COPY must not wait for the server to read while the server waits for
+    /// us to read its results: PostgreSQL stops reading when its output is blocked, so a
+    /// blocking write here would deadlock where a direct (non-blocking) client would not.
+    async fn send_to_server(&mut self, source: Source) -> Result<(), ClientError> {
+        let n = match source {
+            Source::Client(n) => n,
+            Source::Buffered => self.to_server.len(),
+        };
         let mut written = 0;
         while written < n {
             let Some(server) = self.server.as_mut() else {
@@ -387,9 +439,13 @@ impl<'a> Relay<'a> {
             let conn: &mut crate::server::ServerConn = server;
             reserve(&mut conn.rbuf, SERVER_READ);
             let (mut rd, mut wr) = conn.stream.split();
+            let data = match source {
+                Source::Client(_) => &self.cbuf[written..n],
+                Source::Buffered => &self.to_server[written..n],
+            };
             tokio::select! {
                 biased;
-                r = wr.write(&self.cbuf[written..n]) => match r {
+                r = wr.write(data) => match r {
                     Ok(0) => return Err(self.server_gone("server closed the connection".into())),
                     Ok(k) => written += k,
                     Err(e) => return Err(self.server_gone(e.to_string())),
@@ -404,7 +460,11 @@ impl<'a> Relay<'a> {
                 },
             }
         }
-        self.cbuf.advance(n);
+        match source {
+            Source::Client(_) => self.cbuf.advance(n),
+            // Not clear(): a read-back query may have been queued behind these bytes.
+            Source::Buffered => self.to_server.advance(n),
+        }
         self.sent_to_server = true;
         Ok(())
     }
@@ -415,29 +475,71 @@ impl<'a> Relay<'a> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        let (n, answered) = self
+        let conn: &mut crate::server::ServerConn = server;
+        let mut ctx = ctx(
+            &mut self.session,
+            &mut conn.state,
+            self.shared,
+            &self.entry,
+            self.transaction_mode,
+        );
+        let scan = self
             .conv
-            .scan_server(&server.rbuf, self.max_message)
+            .scan_server(&conn.rbuf, self.max_message, &mut ctx, &mut self.to_client)
             .map_err(|e| {
                 ClientError::ServerLost(format!("server sent a malformed message: {e}"))
             })?;
-        self.counters.queries += answered;
-        if n > 0 {
-            self.client.write_all(&server.rbuf[..n]).await?;
-            server.rbuf.advance(n);
+        self.counters.queries += scan.answered;
+        if scan.edited || !self.to_client.is_empty() {
+            if !scan.edited {
+                self.to_client
+                    .extend_from_slice(&conn.rbuf[..scan.consumed]);
+            }
+            conn.rbuf.advance(scan.consumed);
+            if !self.to_client.is_empty() {
+                self.client.write_all(&self.to_client).await?;
+                self.to_client.clear();
+            }
+        } else if scan.consumed > 0 {
+            self.client.write_all(&conn.rbuf[..scan.consumed]).await?;
+            conn.rbuf.advance(scan.consumed);
+        }
+        if let Some(e) = self.conv.replay_error() {
+            let e = ClientError::SettingsRestore(e.to_owned());
+            if let Some(server) = self.server.take() {
+                server.discard();
+            }
+            return Err(e);
+        }
+        if self.conv.all_answered() {
+            self.query_started = None;
         }
         let released = self.try_release();
-        if !released && !self.transaction_mode && answered > 0 && self.conv.all_answered() {
+        if !released && !self.transaction_mode && scan.answered > 0 && self.conv.all_answered() {
             // Session mode keeps the server: publish counts at each transaction's end.
             self.flush_counters();
         }
         Ok(())
     }
 
-    /// The client left: give the server back clean (session mode: after the reset
-    /// query) or close it if its state is unknown.
+    /// `query_timeout` passed: cancel the query on the server (the connection is then
+    /// closed, never reused) and tell the client why.
+    async fn query_timed_out(&mut self, limit: Duration) -> ClientError {
+        if let Some(server) = self.server.as_ref() {
+            let target = server.cancel.clone();
+            if let Err(e) = crate::server::send_cancel(&target).await {
+                tracing::warn!(error = %e, "could not cancel a query over query_timeout");
+            }
+        }
+        ClientError::QueryTimeout(limit)
+    }
+
+    /// The client left: give the server back clean (session mode, or a pinned client:
+    /// after the reset query) or close it if its state is unknown.
     async fn finish(&mut self) {
         self.flush_counters();
+        let pinned = self.session.pins != 0;
+        self.session.leave(self.entry.pool.metrics());
         let Some(mut server) = self.server.take() else {
             return;
         };
@@ -450,8 +552,11 @@ impl<'a> Relay<'a> {
             return;
         }
         let reset = self.shared.config.server_reset_query.trim();
-        if self.transaction_mode || reset.is_empty() {
-            server.clean = true;
+        if (self.transaction_mode && !pinned) || reset.is_empty() {
+            server.clean = !pinned;
+            if pinned {
+                server.discard();
+            }
             return;
         }
         let ok = tokio::time::timeout(RESET_TIMEOUT, run_reset(&mut server, reset))
@@ -469,6 +574,35 @@ impl<'a> Relay<'a> {
     }
 }
 
+/// Where the bytes for the server are.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The first `n` bytes of the client buffer, unchanged.
+    Client(usize),
+    /// The rewrite buffer.
+    Buffered,
+}
+
+/// The conversation's view of both sessions, borrowed field by field.
+fn ctx<'b>(
+    client: &'b mut ClientSession,
+    server: &'b mut ServerSession,
+    shared: &'b Shared,
+    entry: &'b PoolEntry,
+    transaction_mode: bool,
+) -> Ctx<'b> {
+    let config: &Config = &shared.config;
+    Ctx {
+        client,
+        server,
+        registry: &shared.statements,
+        metrics: entry.pool.metrics(),
+        transaction_mode,
+        max_prepared: config.max_prepared_statements as usize,
+        features: config.session_features,
+    }
+}
+
 /// Runs the reset query on an idle server; true if it ended with ReadyForQuery `I`.
 async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
     let mut out = BytesMut::new();
@@ -481,12 +615,29 @@ async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
             return false;
         };
         match f.tag() {
-            b'Z' => return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty(),
+            b'Z' => {
+                // DISCARD ALL (the usual reset) dropped statements and settings.
+                server.state.discarded();
+                return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty();
+            }
+            b'S' => {
+                if let Some((name, value)) = parse_parameter_status(f.body()) {
+                    server.state.params.reported.set(name, value);
+                }
+            }
             b'E' => {
                 tracing::warn!(error = %ErrorFields::parse(f.body()).message_lossy(), "server_reset_query failed");
             }
             _ => {}
         }
+    }
+}
+
+/// Sleeps until `deadline` (forever if none; the branch is disabled then anyway).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

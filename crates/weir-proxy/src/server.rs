@@ -12,6 +12,7 @@ use weir_wire::auth::{md5, scram, AuthError};
 use weir_wire::backend::{self, ErrorFields};
 
 use crate::io::{read_frame, ReadFrameError};
+use crate::session_state::ServerSession;
 use weir_wire::startup::put_startup_message;
 
 /// Largest message accepted from a server during login (errors, parameter lists).
@@ -123,6 +124,8 @@ pub struct ServerConn {
     pub clean: bool,
     /// This connection's share of `max_db_connections`, released when it closes.
     pub db_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its prepared statements and current settings, kept across clients.
+    pub state: ServerSession,
 }
 
 impl ServerConn {
@@ -268,6 +271,10 @@ impl ServerConn {
                 "server sent data after ReadyForQuery at login".into(),
             ));
         }
+        let mut state = ServerSession::default();
+        for (name, value) in &params {
+            state.params.reported.set(name, value);
+        }
         Ok(ServerConn {
             stream,
             rbuf,
@@ -275,6 +282,7 @@ impl ServerConn {
             params: Arc::new(params),
             clean: true,
             db_permit: None,
+            state,
         })
     }
 

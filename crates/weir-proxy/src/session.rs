@@ -1,50 +1,138 @@
 //! One client connection from accept to close: the startup packet, authentication, the
-//! login greeting, then the relay loop (see [`crate::relay`]); errors end in a FATAL
-//! ErrorResponse the client can read.
+//! login greeting, then the relay loop (see [`crate::relay`]) or the admin console;
+//! errors end in a FATAL ErrorResponse the client can read.
+//!
+//! Each client runs inside one `client` tracing span (peer, user, db), and logs
+//! PgBouncer's `login attempt` / `closing because` lines when `log_connections` /
+//! `log_disconnections` are on.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 use weir_config::Config;
 use weir_pool::PoolError;
 use weir_wire::build::{self, Severity};
 use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
 
+use crate::admin_hook::{AdminConsole, AdminRole};
 use crate::cancel::CancelRegistry;
 use crate::client_auth::{authenticate, Credentials};
 use crate::error::ClientError;
+use crate::params::{startup_settings, ClientParams};
 use crate::pools::{PoolEntry, Pools};
-use crate::registry::{ClientRegistry, LoginInfo};
+use crate::prepared::StatementRegistry;
+use crate::registry::{ClientInfo, ClientRegistry, LoginInfo};
 use crate::relay::Relay;
 use crate::server::{send_cancel, ServerError};
 
+/// How long an admin console session may finish its current reply after shutdown began.
+const CONSOLE_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+/// How long a connection that arrives while draining may take to say what it wants.
+const DRAINING_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// State shared by every session of one proxy.
 pub struct Shared {
-    /// The configuration in force.
+    /// The configuration the proxy started with. Read [`Shared::config`] instead: it
+    /// follows `RELOAD` and `SET`. (Kept while the relay moves over.)
     pub config: Arc<Config>,
-    /// Users' secrets, derived once.
+    /// Users' secrets, derived once per (re)load.
     pub credentials: Credentials,
-    /// The server connection pools.
+    /// The server connection pools (they hold the configuration in force).
     pub pools: Pools,
     /// Live clients' cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Live clients, for the admin console and `KILL`.
     pub clients: Arc<ClientRegistry>,
-    /// Cancelled when the proxy shuts down.
+    /// Proxy-wide names of prepared statements (transaction mode).
+    pub statements: Arc<StatementRegistry>,
+    /// Cancelled when the proxy shuts down: idle clients are told and closed, running
+    /// transactions finish first.
     pub shutdown: CancellationToken,
+    /// Cancelled to ask the accept loop to begin a graceful shutdown (`SHUTDOWN`).
+    pub(crate) stop: CancellationToken,
+    /// Shutdown has begun: new connections are refused, `/readyz` fails.
+    pub(crate) draining: AtomicBool,
+    /// `SUSPEND` is in force (reported by `SHOW STATE`).
+    pub(crate) suspended: AtomicBool,
+    /// The client slots (`max_client_conn`), resized by `SET`/`RELOAD`.
+    pub(crate) limit: Arc<Semaphore>,
+    /// The size `limit` is being brought to.
+    pub(crate) max_client_conn: AtomicU32,
+    /// The admin console, installed by the binary.
+    pub(crate) admin: OnceLock<Arc<dyn AdminConsole>>,
+    /// When the proxy started.
+    pub started_at: SystemTime,
+}
+
+impl Shared {
+    /// Everything a proxy needs for `config`, with no admin console yet.
+    ///
+    /// # Errors
+    /// A configured secret is unusable.
+    pub(crate) fn new(config: Config) -> Result<Shared, crate::ProxyError> {
+        let credentials = Credentials::from_config(&config)?;
+        let config = Arc::new(config);
+        Ok(Shared {
+            pools: Pools::new(config.clone()),
+            limit: Arc::new(Semaphore::new(config.max_client_conn as usize)),
+            max_client_conn: AtomicU32::new(config.max_client_conn),
+            config,
+            credentials,
+            cancels: Arc::new(CancelRegistry::default()),
+            clients: Arc::new(ClientRegistry::default()),
+            statements: Arc::default(),
+            shutdown: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            admin: OnceLock::new(),
+            started_at: SystemTime::now(),
+        })
+    }
+
+    /// The configuration in force (follows `RELOAD` and `SET`). One read lock and an
+    /// `Arc` clone: read it once per session or checkout, not per message.
+    pub fn config(&self) -> Arc<Config> {
+        self.pools.config()
+    }
+
+    /// The admin console, if the binary installed one.
+    pub fn admin_console(&self) -> Option<&Arc<dyn AdminConsole>> {
+        self.admin.get()
+    }
+
+    /// Shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
 }
 
 /// Serves one accepted client until it leaves; never panics on its input.
-pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let span = tracing::info_span!(
+        "client",
+        %peer,
+        user = tracing::field::Empty,
+        db = tracing::field::Empty
+    );
+    serve_client(shared, stream, peer).instrument(span).await;
+}
+
+async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let client = shared.clients.register(peer);
+    let info = client.info().clone();
     // Room for a whole typical startup packet and SCRAM message in one read.
     let mut rbuf = BytesMut::with_capacity(1024);
-    let login_timeout = shared.config.client_login_timeout;
+    let config = shared.config();
+    let login_timeout = config.client_login_timeout;
     let login = login(&shared, &mut stream, &mut rbuf);
     let login = if login_timeout.is_zero() {
         login.await
@@ -54,42 +142,114 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
             .unwrap_or(Err(ClientError::LoginTimeout(login_timeout)))
     };
     let result = match login {
-        Ok(Some(session)) => {
-            info!(%peer, db = %session.entry.database, user = %session.entry.user, "login");
-            let db = session.entry.database.clone();
-            client.info().set_login(LoginInfo {
-                user: session.entry.user.clone(),
-                database: db.clone(),
-                application_name: session.application_name,
-            });
-            let r = Relay::new(
+        Ok(Some(Login::Pool(session))) => {
+            let (db, user) = (session.entry.database.clone(), session.entry.user.clone());
+            logged_in(&config, &info, &db, &user, session.application_name.clone());
+            Relay::new(
                 &shared,
                 session.entry,
                 &mut stream,
                 rbuf,
                 session.cancel,
-                client.info().clone(),
+                info.clone(),
+                session.params,
             )
             .run()
-            .await;
-            debug!(%peer, %db, "client closed");
-            r
+            .await
         }
-        Ok(None) => Ok(()),
+        Ok(Some(Login::Admin {
+            user,
+            database,
+            role,
+            application_name,
+        })) => {
+            logged_in(&config, &info, &database, &user, application_name);
+            serve_console(&shared, &info, &mut stream, rbuf, &user, role).await
+        }
+        // A served CancelRequest: not a client session, nothing to log.
+        Ok(None) => return,
         Err(e) => Err(e),
     };
-    if let Err(e) = result {
-        report(&mut stream, peer, &e).await;
+    // The setting in force now, not at login: SET log_disconnections applies at once.
+    let config = shared.config();
+    if let Err(e) = &result {
+        report(&mut stream, e, config.log_pooler_errors).await;
+    }
+    if config.log_disconnections {
+        let age = info.connected_at.elapsed().unwrap_or_default();
+        let reason = match &result {
+            Ok(()) => "client close request".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        info!("closing because: {reason} (age={}s)", age.as_secs());
     }
 }
 
-/// Sends `e` to the client as a FATAL ErrorResponse (when it can still be told) and logs it.
-async fn report(stream: &mut TcpStream, peer: SocketAddr, e: &ClientError) {
+/// Records a login in the registry and the span, and logs it like PgBouncer.
+fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, application_name: String) {
+    let span = tracing::Span::current();
+    span.record("user", user);
+    span.record("db", db);
+    info.set_login(LoginInfo {
+        user: user.to_owned(),
+        database: db.to_owned(),
+        application_name,
+    });
+    if config.log_connections {
+        info!("login attempt: db={db} user={user} tls=no");
+    }
+}
+
+/// Runs an admin console session; ends it (57P01) shortly after shutdown begins and at
+/// once on `KILL`.
+async fn serve_console(
+    shared: &Shared,
+    info: &ClientInfo,
+    stream: &mut TcpStream,
+    rbuf: BytesMut,
+    user: &str,
+    role: AdminRole,
+) -> Result<(), ClientError> {
+    let Some(console) = shared.admin_console().cloned() else {
+        return Err(ClientError::AdminUnavailable);
+    };
+    let shutdown = async {
+        shared.shutdown.cancelled().await;
+        // Let the session answer the command that may have started the shutdown.
+        tokio::time::sleep(CONSOLE_SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = console.serve(stream, rbuf, user, role) => Ok(()),
+        () = shutdown => Err(ClientError::Shutdown),
+        () = info.kill.cancelled() => Err(ClientError::Killed),
+    }
+}
+
+/// Answers a connection that arrives while the proxy drains: a CancelRequest is still
+/// forwarded (it may be for a transaction that is finishing), anything else gets
+/// FATAL 57P01.
+pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: TcpStream) {
+    let mut rbuf = BytesMut::with_capacity(256);
+    let startup = tokio::time::timeout(
+        DRAINING_STARTUP_TIMEOUT,
+        read_startup(&shared, &mut stream, &mut rbuf),
+    )
+    .await;
+    if let Ok(Ok(Some(_))) = startup {
+        report(&mut stream, &ClientError::Draining, false).await;
+    }
+}
+
+/// Sends `e` to the client as a FATAL ErrorResponse (when it can still be told), and
+/// logs it when `log_pooler_errors` is on.
+async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
     let Some(code) = e.sqlstate() else {
-        debug!(%peer, error = %e, "client connection ended");
+        debug!(error = %e, "client connection ended");
         return;
     };
-    warn!(%peer, sqlstate = code, error = %e, "closing client connection");
+    if log {
+        warn!(sqlstate = code, "pooler error: {e}");
+    }
     let mut out = BytesMut::new();
     let message = e.to_string();
     build::put_error(
@@ -106,6 +266,23 @@ async fn report(stream: &mut TcpStream, peer: SocketAddr, e: &ClientError) {
     let _ = stream.shutdown().await;
 }
 
+/// Where a successful login goes.
+pub enum Login {
+    /// To its pool and the relay loop.
+    Pool(LoggedIn),
+    /// To the admin console (the client got AuthenticationOk and nothing else yet).
+    Admin {
+        /// The authenticated user.
+        user: String,
+        /// `pgweir` or `pgbouncer`, as the client asked.
+        database: String,
+        /// What the user may do there.
+        role: AdminRole,
+        /// `application_name` from the startup packet (empty if none).
+        application_name: String,
+    },
+}
+
 /// A logged-in client, ready for the relay loop.
 pub struct LoggedIn {
     /// Its pool.
@@ -114,6 +291,8 @@ pub struct LoggedIn {
     pub cancel: crate::cancel::CancelGuard,
     /// `application_name` from the startup packet (empty if none).
     pub application_name: String,
+    /// The settings it asked for, to be set on every server connection it uses.
+    pub params: ClientParams,
 }
 
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
@@ -121,7 +300,7 @@ async fn login(
     shared: &Shared,
     stream: &mut TcpStream,
     rbuf: &mut BytesMut,
-) -> Result<Option<LoggedIn>, ClientError> {
+) -> Result<Option<Login>, ClientError> {
     let startup = match read_startup(shared, stream, rbuf).await? {
         Some(s) => s,
         None => return Ok(None),
@@ -144,10 +323,19 @@ async fn login(
         stream,
         rbuf,
         &user,
-        shared.config.auth_type,
+        shared.config().auth_type,
         &shared.credentials,
     )
     .await?;
+    if let Some(role) = crate::admin_hook::route_login(shared, &database, &user)? {
+        let application_name = startup.get("application_name").unwrap_or_default();
+        return Ok(Some(Login::Admin {
+            application_name: application_name.to_owned(),
+            user,
+            database,
+            role,
+        }));
+    }
 
     let credential = shared
         .credentials
@@ -160,9 +348,9 @@ async fn login(
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
     if let (Some(key), Some(secret)) = (
         outcome.client_key,
-        shared.credentials.get(&user).and_then(|s| s.scram.as_ref()),
+        shared.credentials.get(&user).and_then(|s| s.scram.clone()),
     ) {
-        entry.pool.manager().learn_client_key(key, secret);
+        entry.pool.manager().learn_client_key(key, &secret);
     }
 
     // The client expects the server's parameters now; the first login to a pool makes a
@@ -175,22 +363,27 @@ async fn login(
         }
     };
     let app_name = startup.get("application_name");
+    let settings = startup_settings(&startup.params);
+    let client_params = ClientParams::from_startup(
+        &params,
+        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &shared.config.track_extra_parameters,
+    );
     for (name, value) in params.iter() {
-        let value = match (name.as_str(), app_name) {
-            ("application_name", Some(a)) => a,
-            _ => value.as_str(),
-        };
+        // What the client asked for at startup, as it will be on every server connection.
+        let value = client_params.reported.get(name).unwrap_or(value);
         build::put_parameter_status(&mut out, name, value);
     }
     let cancel = shared.cancels.register();
     build::put_backend_key_data(&mut out, cancel.pid(), &cancel.slot().key());
     build::put_ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(LoggedIn {
+    Ok(Some(Login::Pool(LoggedIn {
         entry,
         cancel,
         application_name: app_name.unwrap_or_default().to_owned(),
-    }))
+        params: client_params,
+    })))
 }
 
 /// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage

@@ -1,103 +1,44 @@
-//! Transaction-mode guards: what a client may not do yet when its server connection
-//! changes between transactions, refused with a clear error instead of silently wrong
-//! results (named prepared statements and session `SET` are mapped in a later version).
+//! Errors the proxy raises about a client's statements: a query that makes the server
+//! raise a given error (so the transaction fails exactly as PostgreSQL's own error would
+//! fail it), and the refusal of named statements when mapping is turned off.
 
-use bytes::BytesMut;
-use weir_wire::build::put_query;
-use weir_wire::frontend::{bind_names, first_keyword, parse_name_and_query, query_text, target};
+use std::fmt::Write as _;
 
 use crate::error::ClientError;
 
-const PREPARED_HINT: &str = "Use pool_mode = \"session\" for this database, or unnamed statements (e.g. tokio-postgres query_typed, pgbench -M extended).";
+const PREPARED_HINT: &str = "Set max_prepared_statements above 0, use pool_mode = \"session\" for this database, or unnamed statements.";
 
-/// The verdict on one client frame in transaction mode.
-pub enum FrameCheck {
-    /// Forward it.
-    Pass,
-    /// End the session with this error.
-    Refuse(ClientError),
-    /// Forward this frame instead (a query that raises the explanation as an ordinary
-    /// error, so the client's transaction state and Sync accounting stay exact).
-    Replace(BytesMut),
-}
-
-/// Checks one complete client frame (`tag`, `body`). `unnamed_parsed` tracks whether the
-/// unnamed statement was parsed on the current server connection.
-pub fn classify_client_frame(tag: u8, body: &[u8], unnamed_parsed: &mut bool) -> FrameCheck {
-    match tag {
-        b'Q' => {
-            if query_text(body).is_some_and(changes_session_setting) {
-                let mut with = BytesMut::new();
-                put_query(&mut with, SET_REFUSAL);
-                return FrameCheck::Replace(with);
-            }
-            FrameCheck::Pass
-        }
-        b'P' => {
-            let Some((name, query)) = parse_name_and_query(body) else {
-                return FrameCheck::Pass; // malformed: PostgreSQL reports it
-            };
-            if !name.is_empty() {
-                return refuse_named(name);
-            }
-            if changes_session_setting(query) {
-                return FrameCheck::Refuse(ClientError::Unsupported {
-                    message: "SET/RESET of a session setting is not supported in transaction pooling mode yet: it would leak to other clients sharing the server connection".into(),
-                    hint: "Use SET LOCAL inside a transaction, startup parameters, or pool_mode = \"session\".",
-                });
-            }
-            *unnamed_parsed = true;
-            FrameCheck::Pass
-        }
-        b'B' => match bind_names(body) {
-            Some((_, stmt)) if !stmt.is_empty() => refuse_named(stmt),
-            Some(_) if !*unnamed_parsed => refuse_unnamed(),
-            _ => FrameCheck::Pass,
-        },
-        b'D' | b'C' => match target(body) {
-            Some((b'S', name)) if !name.is_empty() => refuse_named(name),
-            Some((b'S', _)) if tag == b'D' && !*unnamed_parsed => refuse_unnamed(),
-            _ => FrameCheck::Pass,
-        },
-        _ => FrameCheck::Pass,
+/// A `DO` block that raises an ERROR with `code`, `message` and `hint`. The texts travel
+/// hex-encoded, so no quoting of theirs can break out of the block.
+pub fn raise_query(code: &str, message: &str, hint: Option<&str>) -> String {
+    let mut sql = String::from("DO $pgweir$ BEGIN RAISE EXCEPTION USING ERRCODE = '");
+    sql.extend(code.chars().filter(char::is_ascii_alphanumeric));
+    sql.push_str("', MESSAGE = ");
+    push_hex_text(&mut sql, message);
+    if let Some(hint) = hint {
+        sql.push_str(", HINT = ");
+        push_hex_text(&mut sql, hint);
     }
+    sql.push_str("; END $pgweir$");
+    sql
 }
 
-fn refuse_named(name: &[u8]) -> FrameCheck {
-    FrameCheck::Refuse(ClientError::Unsupported {
+fn push_hex_text(sql: &mut String, text: &str) {
+    sql.push_str("convert_from('\\x");
+    for b in text.bytes() {
+        let _ = write!(sql, "{b:02x}");
+    }
+    sql.push_str("'::bytea, 'UTF8')");
+}
+
+/// Named statements with `max_prepared_statements = 0` in transaction mode.
+pub fn refuse_named_statements(name: &[u8]) -> ClientError {
+    ClientError::Unsupported {
         message: format!(
-            "named prepared statement \"{}\" is not supported in transaction pooling mode yet: the next transaction may run on another server connection",
+            "named prepared statement \"{}\" is not supported in transaction pooling mode with max_prepared_statements = 0: the next transaction may run on another server connection",
             String::from_utf8_lossy(name)
         ),
         hint: PREPARED_HINT,
-    })
-}
-
-fn refuse_unnamed() -> FrameCheck {
-    FrameCheck::Refuse(ClientError::Unsupported {
-        message: "the unnamed statement was parsed in an earlier transaction, which may have run on another server connection".into(),
-        hint: "Send Parse in the same Sync-terminated batch as its Bind/Describe in transaction pooling mode.",
-    })
-}
-
-/// A simple query that raises the explanation as an ordinary ERROR (0A000).
-const SET_REFUSAL: &str = "DO $pgweir$ BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
-MESSAGE = 'pgweir: SET/RESET of a session setting is not supported in transaction pooling mode yet: it would leak to other clients sharing the server connection', \
-HINT = 'Use SET LOCAL inside a transaction, startup parameters, or pool_mode = \"session\".'; END $pgweir$";
-
-/// True for `SET x`/`RESET x` that changes the session (not `SET LOCAL`, `SET TRANSACTION`,
-/// `SET CONSTRAINTS`, which end with the transaction). A cheap token check, no parser.
-fn changes_session_setting(sql: &[u8]) -> bool {
-    let mut word = [0u8; 16];
-    let (n, rest) = first_keyword(sql, &mut word);
-    match &word[..n] {
-        b"RESET" => true,
-        b"SET" => {
-            let mut next = [0u8; 16];
-            let (m, _) = first_keyword(rest, &mut next);
-            !matches!(&next[..m], b"LOCAL" | b"TRANSACTION" | b"CONSTRAINTS")
-        }
-        _ => false,
     }
 }
 
@@ -106,58 +47,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn session_settings_are_detected() {
-        for sql in [
-            "SET search_path = x",
-            "  set SESSION timezone TO 'UTC'",
-            "/* c */ RESET ALL",
-            "reset statement_timeout",
-        ] {
-            assert!(changes_session_setting(sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "SET LOCAL search_path = x",
-            "set transaction isolation level serializable",
-            "SET CONSTRAINTS ALL DEFERRED",
-            "SELECT 'SET x'",
-            "settle",
-            "",
-        ] {
-            assert!(!changes_session_setting(sql.as_bytes()), "{sql}");
-        }
-    }
-
-    #[test]
-    fn named_statements_are_refused_and_unnamed_tracked() {
-        let mut parsed = false;
-        assert!(matches!(
-            classify_client_frame(b'B', b"\0\0", &mut parsed),
-            FrameCheck::Refuse(_)
-        ));
-        assert!(matches!(
-            classify_client_frame(b'P', b"\0select 1\0\0\0", &mut parsed),
-            FrameCheck::Pass
-        ));
-        assert!(parsed);
-        assert!(matches!(
-            classify_client_frame(b'B', b"\0\0", &mut parsed),
-            FrameCheck::Pass
-        ));
-        assert!(matches!(
-            classify_client_frame(b'P', b"s1\0select 1\0\0\0", &mut parsed),
-            FrameCheck::Refuse(_)
-        ));
-        assert!(matches!(
-            classify_client_frame(b'C', b"Ss1\0", &mut parsed),
-            FrameCheck::Refuse(_)
-        ));
-        assert!(matches!(
-            classify_client_frame(b'C', b"Pp1\0", &mut parsed),
-            FrameCheck::Pass
-        ));
-        assert!(matches!(
-            classify_client_frame(b'Q', b"set x = 1\0", &mut parsed),
-            FrameCheck::Replace(_)
-        ));
+    fn raise_query_cannot_be_broken_out_of() {
+        let sql = raise_query("42P05", "it's $pgweir$ evil", Some("h"));
+        assert!(sql.starts_with("DO $pgweir$ BEGIN RAISE EXCEPTION USING ERRCODE = '42P05'"));
+        assert_eq!(sql.matches("$pgweir$").count(), 2);
+        assert!(!sql.contains("evil"));
+        assert!(sql.contains(&format!("{:02x}", b'\'')));
     }
 }

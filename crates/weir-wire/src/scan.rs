@@ -25,6 +25,21 @@ impl StreamScanner {
         self.remaining == 0
     }
 
+    /// Passes over the rest of a half-relayed message: returns how many of `available`
+    /// bytes belong to it.
+    #[inline]
+    pub fn skip_remaining(&mut self, available: usize) -> usize {
+        let n = self.remaining.min(available);
+        self.remaining -= n;
+        n
+    }
+
+    /// Notes that `n` bytes of the current message have yet to arrive.
+    #[inline]
+    pub fn set_remaining(&mut self, n: usize) {
+        self.remaining = n;
+    }
+
     /// Scans `buf` (the unforwarded bytes, oldest first) and returns how many bytes from its
     /// start may be forwarded now. `interesting(tag)` selects messages that are held back
     /// until complete and then shown to `on_message(tag, body)` in stream order.

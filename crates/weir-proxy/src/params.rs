@@ -1,0 +1,384 @@
+//! Session settings in transaction mode: what each client has set (from its startup
+//! packet, `SET`, `RESET`) and what each server connection currently has, and the query
+//! that brings a server connection in line with a client before its transaction.
+//!
+//! Settings PostgreSQL reports (`ParameterStatus`) are followed from the server's own
+//! reports. Other tracked settings (`track_extra_parameters`, startup parameters such as
+//! JDBC's `extra_float_digits`) are re-read from the server after a transaction that may
+//! have changed them, since PostgreSQL does not announce those.
+
+/// Reported settings a client may change and the proxy replays, in a fixed order.
+pub const REPLAYED: [&str; 8] = [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+    "search_path",
+];
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
+
+/// The index of `name` in [`REPLAYED`] (setting names are case-insensitive).
+fn replayed_index(name: &str) -> Option<usize> {
+    REPLAYED.iter().position(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// Values of the [`REPLAYED`] settings; `None` = not known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reported([Option<Box<str>>; REPLAYED.len()]);
+
+impl Reported {
+    /// Records a reported value; false if `name` is not replayed.
+    pub fn set(&mut self, name: &str, value: &str) -> bool {
+        match replayed_index(name) {
+            Some(i) => {
+                if self.0[i].as_deref() != Some(value) {
+                    self.0[i] = Some(value.into());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The value of `name`, if known.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        replayed_index(name).and_then(|i| self.0[i].as_deref())
+    }
+}
+
+/// Tracked settings PostgreSQL does not report: `None` = the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras(Vec<(Box<str>, Option<Box<str>>)>);
+
+impl Extras {
+    /// Sets `name` (`None` = back to the default).
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, v)) => *v = value.map(Into::into),
+            None => self.0.push((name.into(), value.map(Into::into))),
+        }
+    }
+
+    /// The value of `name`; `None` = the default.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Every setting off its default.
+    fn changed(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .filter_map(|(n, v)| v.as_deref().map(|v| (&**n, v)))
+    }
+
+    /// Forgets every value (back to defaults).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// The settings a client expects on every server connection it uses.
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    /// Reported settings as the client last saw them.
+    pub reported: Reported,
+    /// Unreported tracked settings.
+    pub extras: Extras,
+    /// Names of the unreported settings tracked for this client.
+    pub extra_names: Vec<Box<str>>,
+    /// A statement may have changed an unreported setting: re-read them before release.
+    pub extras_dirty: bool,
+}
+
+/// The settings a server connection has now.
+#[derive(Debug, Clone, Default)]
+pub struct ServerParamsState {
+    /// Reported settings, from the server's own reports.
+    pub reported: Reported,
+    /// Unreported tracked settings as the proxy left them.
+    pub extras: Extras,
+}
+
+impl ClientParams {
+    /// A client's settings: the pool's server values, overridden by the startup packet's.
+    pub fn from_startup<'a>(
+        server: &[(String, String)],
+        startup: impl IntoIterator<Item = (&'a str, &'a str)>,
+        track_extra: &[String],
+    ) -> ClientParams {
+        let mut p = ClientParams {
+            extra_names: track_extra.iter().map(|s| s.as_str().into()).collect(),
+            ..ClientParams::default()
+        };
+        for (name, value) in server {
+            p.reported.set(name, value);
+        }
+        for (name, value) in startup {
+            p.set_from_client(name, value);
+        }
+        p
+    }
+
+    fn set_from_client(&mut self, name: &str, value: &str) {
+        if !self.reported.set(name, value) {
+            if !self
+                .extra_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                self.extra_names.push(name.into());
+            }
+            self.extras.set(name, Some(value));
+        }
+    }
+
+    /// Whether any unreported setting is tracked (so a `SET` must trigger a re-read).
+    pub fn tracks_extras(&self) -> bool {
+        !self.extra_names.is_empty()
+    }
+
+    /// The query that makes `server` match this client, if anything differs. Reported
+    /// settings are set to the client's values; unreported ones set or `RESET`.
+    pub fn replay_query(&self, server: &ServerParamsState) -> Option<String> {
+        let mut sets: Vec<(&str, &str)> = Vec::new();
+        for (i, name) in REPLAYED.iter().enumerate() {
+            if let (Some(want), have) = (&self.reported.0[i], &server.reported.0[i]) {
+                if have.as_deref() != Some(&**want) {
+                    sets.push((name, want));
+                }
+            }
+        }
+        let mut resets: Vec<&str> = Vec::new();
+        for name in &self.extra_names {
+            let want = self.extras.get(name);
+            if want != server.extras.get(name) {
+                match want {
+                    Some(v) => sets.push((name, v)),
+                    None => resets.push(name),
+                }
+            }
+        }
+        // Left on the server by an earlier client, and not tracked for this one.
+        for (name, _) in server.extras.changed() {
+            if !self
+                .extra_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                resets.push(name);
+            }
+        }
+        if sets.is_empty() && resets.is_empty() {
+            return None;
+        }
+        let mut sql = String::new();
+        if !sets.is_empty() {
+            sql.push_str("SELECT ");
+            for (i, (name, value)) in sets.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("pg_catalog.set_config(");
+                push_literal(&mut sql, name);
+                sql.push_str(", ");
+                push_literal(&mut sql, value);
+                sql.push_str(", false)");
+            }
+            sql.push(';');
+        }
+        for name in resets {
+            sql.push_str("RESET ");
+            push_identifier(&mut sql, name);
+            sql.push(';');
+        }
+        Some(sql)
+    }
+
+    /// The query that reads back every tracked unreported setting, in `extra_names` order.
+    pub fn refresh_query(&self) -> String {
+        let mut sql = String::from("SELECT ");
+        for (i, name) in self.extra_names.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("pg_catalog.current_setting(");
+            push_literal(&mut sql, name);
+            sql.push_str(", true)");
+        }
+        sql
+    }
+}
+
+/// Appends `s` as a standard-conforming string literal (`E''` is never needed: a
+/// backslash is literal in `'...'` when `standard_conforming_strings` is on, and the
+/// proxy uses `E'...'` escapes only when the value has one).
+fn push_literal(sql: &mut String, s: &str) {
+    if s.contains('\\') {
+        sql.push_str("E'");
+        for c in s.chars() {
+            match c {
+                '\'' => sql.push_str("''"),
+                '\\' => sql.push_str("\\\\"),
+                c => sql.push(c),
+            }
+        }
+    } else {
+        sql.push('\'');
+        for c in s.chars() {
+            if c == '\'' {
+                sql.push('\'');
+            }
+            sql.push(c);
+        }
+    }
+    sql.push('\'');
+}
+
+/// Appends `s` as a quoted identifier.
+fn push_identifier(sql: &mut String, s: &str) {
+    sql.push('"');
+    for c in s.chars() {
+        if c == '"' {
+            sql.push('"');
+        }
+        sql.push(c);
+    }
+    sql.push('"');
+}
+
+/// The settings a startup packet asks for: its plain parameters and the `-c name=value`
+/// / `--name=value` switches of `options` (backslash escapes a space, as libpq does).
+pub fn startup_settings(params: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, value) in params {
+        if name == "options" {
+            parse_options(value, &mut out);
+        } else if !NOT_SETTINGS.contains(&name.as_str()) && !name.starts_with("_pq_.") {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    out
+}
+
+fn parse_options(options: &str, out: &mut Vec<(String, String)>) {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut iter = words.into_iter();
+    while let Some(w) = iter.next() {
+        let setting = if w == "-c" {
+            iter.next()
+        } else if let Some(rest) = w.strip_prefix("-c") {
+            Some(rest.to_owned())
+        } else {
+            w.strip_prefix("--").map(str::to_owned)
+        };
+        if let Some((name, value)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            out.push((name.replace('-', "_"), value.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(pairs: &[(&str, &str)]) -> ServerParamsState {
+        let mut s = ServerParamsState::default();
+        for (n, v) in pairs {
+            s.reported.set(n, v);
+        }
+        s
+    }
+
+    #[test]
+    fn startup_options_are_settings() {
+        let params = vec![
+            ("user".to_owned(), "u".to_owned()),
+            ("application_name".to_owned(), "app".to_owned()),
+            (
+                "options".to_owned(),
+                r"-c search_path=a,b --statement-timeout=5s -cwork_mem=64MB -c x=a\ b".to_owned(),
+            ),
+        ];
+        assert_eq!(
+            startup_settings(&params),
+            vec![
+                ("application_name".to_owned(), "app".to_owned()),
+                ("search_path".to_owned(), "a,b".to_owned()),
+                ("statement_timeout".to_owned(), "5s".to_owned()),
+                ("work_mem".to_owned(), "64MB".to_owned()),
+                ("x".to_owned(), "a b".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn replay_sets_what_differs_and_resets_what_was_left_behind() {
+        let pool = [
+            ("TimeZone".to_owned(), "UTC".to_owned()),
+            ("application_name".to_owned(), String::new()),
+        ];
+        let client = ClientParams::from_startup(
+            &pool,
+            [("application_name", "it's"), ("extra_float_digits", "3")],
+            &["statement_timeout".to_owned()],
+        );
+        let mut srv = server(&[("TimeZone", "UTC"), ("application_name", "")]);
+        srv.extras.set("lock_timeout", Some("1s"));
+        let sql = client.replay_query(&srv).expect("differs");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('application_name', 'it''s', false), \
+             pg_catalog.set_config('extra_float_digits', '3', false);RESET \"lock_timeout\";"
+        );
+        let mut synced = server(&[("TimeZone", "UTC"), ("application_name", "it's")]);
+        synced.extras.set("extra_float_digits", Some("3"));
+        assert_eq!(client.replay_query(&synced), None);
+        assert_eq!(
+            client.refresh_query(),
+            "SELECT pg_catalog.current_setting('statement_timeout', true), \
+             pg_catalog.current_setting('extra_float_digits', true)"
+        );
+    }
+
+    #[test]
+    fn literals_are_quoted_safely() {
+        let mut s = String::new();
+        push_literal(&mut s, r"a'b\c");
+        assert_eq!(s, r"E'a''b\\c'");
+        let mut s = String::new();
+        push_identifier(&mut s, "we\"ird");
+        assert_eq!(s, "\"we\"\"ird\"");
+    }
+}

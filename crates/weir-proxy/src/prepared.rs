@@ -1,0 +1,243 @@
+//! Named prepared statements in transaction mode. A client's statement names are its own;
+//! on the server each distinct statement (query text + parameter types) gets one
+//! proxy-wide name, `_pgweir_<id>`, and each server connection remembers (LRU-bounded)
+//! which of them it has, so a statement is parsed once per server connection, not once per
+//! client, and a client may land on any connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use weir_wire::build::{put_cstr, put_frame};
+
+/// One distinct statement: what follows the name in a Parse body.
+#[derive(Debug)]
+pub struct Statement {
+    /// Proxy-wide id; the server-side name is `_pgweir_<id>`.
+    pub id: u64,
+    /// The server-side name, NUL-free.
+    pub server_name: Box<[u8]>,
+    /// Parse body after the statement name: query text, NUL, parameter types.
+    pub body: Bytes,
+}
+
+impl Statement {
+    /// Appends a Parse of this statement under its server-side name.
+    pub fn put_parse(&self, out: &mut BytesMut) {
+        put_frame(out, b'P', |b| {
+            put_cstr(b, &self.server_name);
+            b.put_slice(&self.body);
+        });
+    }
+
+    /// Appends a Close of this statement's server-side name.
+    pub fn put_close(&self, out: &mut BytesMut) {
+        put_close_statement(out, &self.server_name);
+    }
+}
+
+/// Appends Close('S', name).
+pub fn put_close_statement(out: &mut BytesMut, name: &[u8]) {
+    put_frame(out, b'C', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+/// Every distinct statement in use, so equal statements share one server-side name.
+#[derive(Debug, Default)]
+pub struct StatementRegistry {
+    next_id: AtomicU64,
+    by_body: Mutex<HashMap<Bytes, Weak<Statement>>>,
+}
+
+/// Registry size above which dead entries are swept (then twice the live count).
+const SWEEP_FLOOR: usize = 1024;
+
+impl StatementRegistry {
+    /// The statement for a Parse body (after the name), shared with every client that
+    /// parsed the same text and types.
+    pub fn intern(&self, body: &[u8]) -> Arc<Statement> {
+        let mut map = self.by_body.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = map.get(body).and_then(Weak::upgrade) {
+            return live;
+        }
+        if map.len() >= SWEEP_FLOOR && map.len().is_power_of_two() {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let body = Bytes::copy_from_slice(body);
+        let statement = Arc::new(Statement {
+            id,
+            server_name: format!("_pgweir_{id}").into_bytes().into_boxed_slice(),
+            body: body.clone(),
+        });
+        map.insert(body, Arc::downgrade(&statement));
+        statement
+    }
+}
+
+/// A client's named statements, by the client's names.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Box<[u8]>, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    /// The statement the client calls `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.by_name.get(name)
+    }
+
+    /// Records `name`; returns what it replaced.
+    pub fn insert(&mut self, name: &[u8], statement: Arc<Statement>) -> Option<Arc<Statement>> {
+        self.by_name.insert(name.into(), statement)
+    }
+
+    /// Forgets `name`; returns the statement it named.
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.by_name.remove(name)
+    }
+
+    /// Forgets every name (`DEALLOCATE ALL`, `DISCARD ALL`).
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    /// How many names the client has.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// The client has no named statement.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// The statements one server connection has prepared, least recently used first out.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    by_id: HashMap<u64, (Arc<Statement>, u64)>,
+    tick: u64,
+}
+
+impl ServerStatements {
+    /// Whether the server has `statement` (or a Parse of it is on its way); marks it used.
+    pub fn touch(&mut self, statement: &Statement) -> bool {
+        self.tick += 1;
+        match self.by_id.get_mut(&statement.id) {
+            Some(entry) => {
+                entry.1 = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records that a Parse of `statement` was sent. When `capacity` is reached, returns
+    /// the least recently used statement, now forgotten, for the caller to Close.
+    pub fn insert(&mut self, statement: Arc<Statement>, capacity: usize) -> Option<Arc<Statement>> {
+        self.tick += 1;
+        let evicted = if self.by_id.len() >= capacity.max(1) {
+            let oldest = self
+                .by_id
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(id, _)| *id);
+            oldest.and_then(|id| self.by_id.remove(&id)).map(|(s, _)| s)
+        } else {
+            None
+        };
+        self.by_id.insert(statement.id, (statement, self.tick));
+        evicted
+    }
+
+    /// Forgets `statement` (its Parse failed or was skipped).
+    pub fn remove(&mut self, statement: &Statement) {
+        self.by_id.remove(&statement.id);
+    }
+
+    /// Forgets everything (`DEALLOCATE ALL` / `DISCARD ALL` ran on the server).
+    pub fn clear(&mut self) {
+        self.by_id.clear();
+    }
+
+    /// How many statements the server has.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The server has none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Appends a Bind whose statement name is replaced by `name`: `portal` is the Bind's
+/// portal name and `rest` what follows the original statement name.
+pub fn put_bind_renamed(out: &mut BytesMut, portal: &[u8], name: &[u8], rest: &[u8]) {
+    put_frame(out, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, name);
+        b.put_slice(rest);
+    });
+}
+
+/// Appends Describe('S', name).
+pub fn put_describe_statement(out: &mut BytesMut, name: &[u8]) {
+    put_frame(out, b'D', |b| {
+        b.put_u8(b'S');
+        put_cstr(b, name);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_statements_share_a_server_name_while_alive() {
+        let r = StatementRegistry::default();
+        let a = r.intern(b"select 1\0\0\0");
+        let b = r.intern(b"select 1\0\0\0");
+        let c = r.intern(b"select 2\0\0\0");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_ne!(a.server_name, c.server_name);
+        assert_eq!(&*a.server_name, format!("_pgweir_{}", a.id).as_bytes());
+        drop((a, b));
+        let d = r.intern(b"select 1\0\0\0");
+        assert_ne!(d.id, c.id);
+    }
+
+    #[test]
+    fn server_cache_evicts_the_least_recently_used() {
+        let r = StatementRegistry::default();
+        let s: Vec<_> = (0..3)
+            .map(|i| r.intern(format!("select {i}\0\0\0").as_bytes()))
+            .collect();
+        let mut cache = ServerStatements::default();
+        assert!(cache.insert(s[0].clone(), 2).is_none());
+        assert!(cache.insert(s[1].clone(), 2).is_none());
+        assert!(cache.touch(&s[0]));
+        let evicted = cache.insert(s[2].clone(), 2).expect("full");
+        assert_eq!(evicted.id, s[1].id);
+        assert!(!cache.touch(&s[1]));
+        assert!(cache.touch(&s[0]) && cache.touch(&s[2]));
+        cache.remove(&s[0]);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn renamed_frames_are_well_formed() {
+        let mut out = BytesMut::new();
+        put_bind_renamed(&mut out, b"p", b"_pgweir_1", b"\0\0\0\0\0\0");
+        assert_eq!(&out[..], b"B\0\0\0\x16p\0_pgweir_1\0\0\0\0\0\0\0");
+        let r = StatementRegistry::default();
+        let s = r.intern(b"select\0\0\0");
+        let mut out = BytesMut::new();
+        s.put_parse(&mut out);
+        assert_eq!(&out[..], b"P\0\0\0\x17_pgweir_1\0select\0\0\0");
+    }
+}

@@ -1,0 +1,273 @@
+//! The server half of a [`Conversation`]: each server message is matched against the
+//! queue of owed responses, then relayed, swallowed (answers to the proxy's own
+//! messages), or followed by answers the proxy gives itself. `ParameterStatus` messages
+//! update what both sides know of the session's settings. Output is zero-copy unless
+//! something had to change.
+
+use bytes::{BufMut, BytesMut};
+use weir_wire::backend::{parse_parameter_status, parse_ready_for_query, ErrorFields};
+use weir_wire::build::{put_frame, put_ready_for_query};
+use weir_wire::frame::{FrameError, Header, HEADER_LEN};
+
+use crate::conversation::{Conversation, Expect, HiddenQuery, Synthetic, Undo};
+use crate::session_state::Ctx;
+
+/// What scanning the server's bytes decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerScan {
+    /// Server bytes consumed.
+    pub consumed: usize,
+    /// ReadyForQuery messages among them that answered the client.
+    pub answered: u64,
+    /// The client's share is in `to_client` (appended), not the server's buffer.
+    pub edited: bool,
+}
+
+/// Whether `tag` completes the response to an extended message of kind `kind`.
+fn completes(kind: u8, tag: u8) -> bool {
+    match kind {
+        b'P' => tag == b'1',
+        b'B' => tag == b'2',
+        b'C' => tag == b'3',
+        b'D' => matches!(tag, b'T' | b'n'),
+        b'E' => matches!(tag, b'C' | b'I' | b's'),
+        _ => false,
+    }
+}
+
+impl Conversation {
+    /// Scans server output (unrelayed bytes, oldest first). Complete messages are
+    /// matched with the owed responses; DataRow and CopyData stream through even when
+    /// incomplete. Returns how many bytes were consumed and, when something changed,
+    /// appends what the client gets to `to_client`.
+    ///
+    /// # Errors
+    /// A malformed frame length from the server.
+    pub fn scan_server(
+        &mut self,
+        buf: &[u8],
+        max_message: usize,
+        ctx: &mut Ctx<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<ServerScan, FrameError> {
+        let mut pos = self.scanner.skip_remaining(buf.len());
+        let mut answered = 0;
+        let mut edited = false;
+        let mut run_start = 0;
+        while self.scanner.at_boundary() {
+            let rest = &buf[pos..];
+            let Some(header) = Header::peek(rest, max_message)? else {
+                break;
+            };
+            let frame_len = header.frame_len();
+            let tag = header.tag;
+            let swallowing = matches!(self.queue.front(), Some(Expect::HiddenQuery(_)));
+            if matches!(tag, b'D' | b'd') && !swallowing {
+                // Rows and copy data are never matched: stream them.
+                let now = frame_len.min(rest.len());
+                pos += now;
+                self.scanner.set_remaining(frame_len - now);
+                continue;
+            }
+            let Some(frame) = rest.get(..frame_len) else {
+                break;
+            };
+            let body = &frame[HEADER_LEN..];
+            let end = pos + frame_len;
+            let mut relay = true;
+            match self.queue.front_mut() {
+                Some(Expect::HiddenQuery(kind)) => {
+                    relay = false;
+                    let kind = *kind;
+                    self.hidden_query_message(kind, tag, body, ctx);
+                }
+                Some(Expect::Hidden(kind, _)) if completes(*kind, tag) => {
+                    relay = false;
+                    self.queue.pop_front();
+                }
+                _ => {}
+            }
+            if relay {
+                match tag {
+                    b'Z' => {
+                        answered += 1;
+                        self.pending = self.pending.saturating_sub(1);
+                        self.status = parse_ready_for_query(body).unwrap_or(b'E');
+                        while let Some(done) = self.queue.pop_front() {
+                            if matches!(done, Expect::Sync | Expect::Query) {
+                                break;
+                            }
+                        }
+                    }
+                    b'E' => {
+                        if ErrorFields::parse(body).is_fatal() {
+                            self.server_fatal = true;
+                        }
+                        if matches!(
+                            self.queue.front(),
+                            Some(Expect::Message(..) | Expect::Hidden(..))
+                        ) {
+                            self.fail_to_sync(ctx);
+                        }
+                    }
+                    b'S' => note_parameter(body, ctx),
+                    tag => {
+                        if matches!(self.queue.front(), Some(Expect::Message(kind, _)) if completes(*kind, tag))
+                        {
+                            self.queue.pop_front();
+                        }
+                    }
+                }
+            }
+            let synthetic_next = matches!(self.queue.front(), Some(Expect::Synthetic(..)));
+            if !relay || synthetic_next || edited {
+                edited = true;
+                to_client.extend_from_slice(&buf[run_start..pos]);
+                if relay {
+                    to_client.extend_from_slice(frame);
+                }
+                run_start = end;
+                if synthetic_next {
+                    self.emit_ready_synthetics(to_client);
+                }
+            }
+            pos = end;
+        }
+        if edited {
+            to_client.extend_from_slice(&buf[run_start..pos]);
+        }
+        Ok(ServerScan {
+            consumed: pos,
+            answered,
+            edited,
+        })
+    }
+
+    /// A message answering one of the proxy's own queries: never relayed.
+    fn hidden_query_message(&mut self, kind: HiddenQuery, tag: u8, body: &[u8], ctx: &mut Ctx<'_>) {
+        match tag {
+            b'S' => note_parameter(body, ctx),
+            b'D' if kind == HiddenQuery::Refresh => {
+                let names = ctx.client.params.extra_names.clone();
+                for (name, value) in names.iter().zip(data_row_values(body)) {
+                    let value = value.map(|v| String::from_utf8_lossy(v).into_owned());
+                    ctx.client.params.extras.set(name, value.as_deref());
+                    ctx.server.params.extras.set(name, value.as_deref());
+                }
+                ctx.client.params.extras_dirty = false;
+            }
+            b'E' => {
+                let e = ErrorFields::parse(body);
+                if e.is_fatal() {
+                    self.server_fatal = true;
+                }
+                match kind {
+                    HiddenQuery::Replay => {
+                        self.replay_error.get_or_insert_with(|| e.message_lossy());
+                    }
+                    HiddenQuery::Refresh => {
+                        tracing::warn!(error = %e.message_lossy(), "could not read back session settings");
+                        ctx.client.params.extras_dirty = false;
+                    }
+                }
+            }
+            b'Z' => {
+                self.status = parse_ready_for_query(body).unwrap_or(b'E');
+                self.queue.pop_front();
+                if kind == HiddenQuery::Replay && self.replay_error.is_none() {
+                    // The server now has exactly the client's unreported settings.
+                    ctx.server.params.extras = ctx.client.params.extras.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The server failed the message at the head of the queue and skips the rest up to
+    /// Sync: pop those entries (their answers never come) and undo what they recorded,
+    /// newest first.
+    fn fail_to_sync(&mut self, ctx: &mut Ctx<'_>) {
+        let mut undone = Vec::new();
+        while let Some(front) = self.queue.front() {
+            if matches!(front, Expect::Sync) {
+                break;
+            }
+            match self.queue.pop_front() {
+                Some(Expect::Message(_, u) | Expect::Hidden(_, u) | Expect::Synthetic(_, u)) => {
+                    undone.push(u)
+                }
+                Some(Expect::Query) => self.pending = self.pending.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if self.queue.is_empty() {
+            // The client has not sent its Sync yet: what it sends until then is skipped.
+            self.skipping = true;
+        }
+        for undo in undone.into_iter().rev() {
+            apply_undo(undo, self, ctx);
+        }
+    }
+
+    /// Emits every answer the proxy gives itself that is now at the head of the queue.
+    pub(crate) fn emit_ready_synthetics(&mut self, to_client: &mut BytesMut) {
+        while let Some(Expect::Synthetic(s, _)) = self.queue.front() {
+            match s {
+                Synthetic::ParseComplete => put_frame(to_client, b'1', |_| {}),
+                Synthetic::CloseComplete => put_frame(to_client, b'3', |_| {}),
+                Synthetic::Deallocate => {
+                    put_frame(to_client, b'C', |b| b.put_slice(b"DEALLOCATE\0"));
+                    put_ready_for_query(to_client, self.status);
+                }
+            }
+            self.queue.pop_front();
+        }
+    }
+}
+
+fn apply_undo(undo: Undo, conv: &mut Conversation, ctx: &mut Ctx<'_>) {
+    if let Some(statement) = undo.server_statement {
+        ctx.server.statements.remove(&statement);
+    }
+    if let Some((name, previous)) = undo.client_name {
+        match previous {
+            Some(p) => {
+                ctx.client.statements.insert(&name, p);
+            }
+            None => {
+                ctx.client.statements.remove(&name);
+            }
+        }
+    }
+    if undo.unnamed {
+        conv.unnamed_parsed = false;
+    }
+}
+
+/// A ParameterStatus from the server: both the server's and the client's settings now
+/// have this value (the client sees the message, or asked for the value in a replay).
+fn note_parameter(body: &[u8], ctx: &mut Ctx<'_>) {
+    if let Some((name, value)) = parse_parameter_status(body) {
+        ctx.server.params.reported.set(name, value);
+        ctx.client.params.reported.set(name, value);
+    }
+}
+
+/// The column values of a DataRow body (`None` for NULL); stops at a malformed one.
+fn data_row_values(body: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+    let count = body
+        .get(..2)
+        .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+    let mut rest = body.get(2..).unwrap_or_default();
+    (0..count).map_while(move |_| {
+        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        rest = &rest[4..];
+        if len < 0 {
+            return Some(None);
+        }
+        let len = len as usize;
+        let value = rest.get(..len)?;
+        rest = &rest[len..];
+        Some(Some(value))
+    })
+}

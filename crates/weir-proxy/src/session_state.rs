@@ -1,0 +1,85 @@
+//! What the proxy remembers across transactions: per client (its statement names,
+//! settings, session-feature pins, its last unnamed statement) and per server connection
+//! (the statements it has prepared and the settings it has now).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use weir_config::SessionFeatures;
+use weir_pool::PoolMetrics;
+
+use crate::params::{ClientParams, ServerParamsState};
+use crate::prepared::{ClientStatements, ServerStatements, StatementRegistry};
+
+/// One client's state that outlives its server connections.
+#[derive(Debug, Default)]
+pub struct ClientSession {
+    /// Its named statements.
+    pub statements: ClientStatements,
+    /// Its settings.
+    pub params: ClientParams,
+    /// Session features in use (bits of [`crate::features::pin`]): while non-zero, the
+    /// client keeps its server connection.
+    pub pins: u8,
+    /// The Parse body (after the empty name) of its last unnamed statement, so it can be
+    /// parsed again on another server connection before a Bind or Describe that needs it.
+    pub unnamed: Option<BytesMut>,
+}
+
+impl ClientSession {
+    /// Adds and removes session-feature pins, keeping the pool's gauges right.
+    pub fn update_pins(&mut self, add: u8, remove: u8, metrics: &PoolMetrics) {
+        let before = self.pins;
+        self.pins = (self.pins | add) & !(remove & !add);
+        if before == 0 && self.pins != 0 {
+            metrics.pinned_clients.fetch_add(1, Relaxed);
+            metrics.pins.fetch_add(1, Relaxed);
+        } else if before != 0 && self.pins == 0 {
+            metrics.pinned_clients.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The client left: a pin no longer counts.
+    pub fn leave(&mut self, metrics: &PoolMetrics) {
+        self.update_pins(0, u8::MAX, metrics);
+    }
+}
+
+/// One server connection's state that outlives its clients.
+#[derive(Debug, Default)]
+pub struct ServerSession {
+    /// Statements prepared on it under proxy-wide names.
+    pub statements: ServerStatements,
+    /// Its settings now.
+    pub params: ServerParamsState,
+}
+
+impl ServerSession {
+    /// `DISCARD ALL` ran: no statements, settings back to their defaults.
+    pub fn discarded(&mut self) {
+        self.statements.clear();
+        self.params.extras.clear();
+    }
+}
+
+/// What the conversation needs besides its own state: both sessions and the policy.
+pub struct Ctx<'a> {
+    /// The client's state.
+    pub client: &'a mut ClientSession,
+    /// The server connection's state.
+    pub server: &'a mut ServerSession,
+    /// Proxy-wide statement names.
+    pub registry: &'a StatementRegistry,
+    /// The pool's counters.
+    pub metrics: &'a PoolMetrics,
+    /// Transaction mode: names are mapped, session features detected.
+    pub transaction_mode: bool,
+    /// `max_prepared_statements` (0 = named statements refused in transaction mode).
+    pub max_prepared: usize,
+    /// `session_features`.
+    pub features: SessionFeatures,
+}
+
+/// Shared handle type for the registry.
+pub type Registry = Arc<StatementRegistry>;

@@ -1,0 +1,280 @@
+//! Named prepared statements in transaction mode, on the wire and with tokio-postgres:
+//! a statement prepared once is usable in every later transaction whichever server
+//! connection it lands on; Close, DEALLOCATE and errors inside a pipeline behave exactly
+//! as on a direct connection; the server parses each statement once per connection.
+
+mod clientkit;
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use clientkit::wire::{self, tags, Msg, Wire};
+use clientkit::simple_value;
+use weir_config::{AuthType, PoolMode};
+use weir_tests::{app_config, connect, start_proxy, TestProxy, APP_DB, SCRAM_USER};
+
+async fn trust_proxy(pool_size: u32) -> TestProxy {
+    let mut config = app_config(PoolMode::Transaction, pool_size);
+    config.auth_type = AuthType::Trust;
+    start_proxy(config).await
+}
+
+async fn login(proxy: &TestProxy) -> Wire {
+    Wire::login(proxy.addr, SCRAM_USER, APP_DB).await
+}
+
+fn close_statement(buf: &mut BytesMut, name: &str) {
+    let body_len = 4 + 1 + name.len() + 1;
+    buf.put_u8(b'C');
+    buf.put_i32(body_len as i32);
+    buf.put_u8(b'S');
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+}
+
+fn values(msgs: &[Msg]) -> Vec<Option<String>> {
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(Msg::first_value)
+        .collect()
+}
+
+/// Runs `name` with one text parameter in its own transaction (Bind/Execute/Sync).
+async fn run(w: &mut Wire, name: &str, param: &str) -> Vec<Msg> {
+    let mut out = BytesMut::new();
+    wire::bind(&mut out, "", name, &[Some(param)]);
+    wire::execute(&mut out, "", 0);
+    wire::sync(&mut out);
+    w.send(&out).await;
+    w.recv_ready(1).await
+}
+
+/// The backend pid serving a transaction, through a simple query.
+async fn backend_pid(w: &mut Wire) -> String {
+    w.query_value("select pg_backend_pid()")
+        .await
+        .expect("a pid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_once_runs_on_every_server_connection() {
+    let proxy = trust_proxy(3).await;
+    let mut a = login(&proxy).await;
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "double", "select $1::int4 * 2");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "1Z");
+
+    // Other clients hold server connections so `a` lands on different ones.
+    let mut holders = Vec::new();
+    let mut pids = std::collections::HashSet::new();
+    for i in 0..6 {
+        if i % 2 == 1 && holders.len() < 2 {
+            let mut h = login(&proxy).await;
+            h.query("begin").await;
+            holders.push(h);
+        }
+        pids.insert(backend_pid(&mut a).await);
+        let got = run(&mut a, "double", &i.to_string()).await;
+        assert_eq!(tags(&got), "2DCZ", "{got:?}");
+        assert_eq!(values(&got), vec![Some((i * 2).to_string())]);
+        if i == 3 {
+            for mut h in holders.drain(..) {
+                h.query("commit").await;
+            }
+        }
+    }
+    assert!(pids.len() >= 2, "the client used one server connection only: {pids:?}");
+
+    // Describe of the named statement works anywhere too.
+    let mut out = BytesMut::new();
+    wire::describe(&mut out, b'S', "double");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "tTZ");
+
+    // Close: CloseComplete in order, then the name is gone, as PostgreSQL reports it.
+    let mut out = BytesMut::new();
+    close_statement(&mut out, "double");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "3Z");
+    let got = run(&mut a, "double", "1").await;
+    assert_eq!(tags(&got), "EZ", "{got:?}");
+    let (_, code, message) = got[0].error();
+    assert_eq!(code, "26000");
+    assert_eq!(message, "prepared statement \"double\" does not exist");
+
+    // The server names never leak into what the client sees.
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "double", "select $1::int4 * 2");
+    wire::parse(&mut out, "double", "select 1");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    let got = a.recv_ready(1).await;
+    assert_eq!(tags(&got), "1EZ", "{got:?}");
+    let (_, code, message) = got[1].error();
+    assert_eq!(code, "42P05");
+    assert_eq!(message, "prepared statement \"double\" already exists");
+    proxy.stop().await;
+}
+
+/// PostgreSQL skips every message after an error up to Sync: a statement parsed after
+/// the error does not exist, one closed after it still does, and the answers the proxy
+/// gives itself are skipped the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_in_a_pipeline_skip_to_sync_like_postgres() {
+    let proxy = trust_proxy(1).await;
+    let mut a = login(&proxy).await;
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "keep", "select $1::text || '!'");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "1Z");
+
+    // A second client parses the same text: the server already has it (answered by
+    // the proxy, in order), under the client's own name.
+    let mut b = login(&proxy).await;
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "mine", "select $1::text || '!'");
+    wire::flush(&mut out);
+    b.send(&out).await;
+    assert_eq!(tags(&b.recv_n(1).await), "1");
+    let mut out = BytesMut::new();
+    wire::sync(&mut out);
+    b.send(&out).await;
+    assert_eq!(tags(&b.recv_ready(1).await), "Z");
+
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "bad", "selec oops");
+    wire::parse(&mut out, "after", "select 2");
+    close_statement(&mut out, "keep");
+    wire::bind(&mut out, "", "keep", &[Some("x")]);
+    wire::execute(&mut out, "", 0);
+    wire::sync(&mut out);
+    wire::bind(&mut out, "", "keep", &[Some("y")]);
+    wire::execute(&mut out, "", 0);
+    wire::sync(&mut out);
+    a.send(&out).await;
+    let got = a.recv_ready(2).await;
+    assert_eq!(tags(&got), "EZ2DCZ", "{got:?}");
+    assert_eq!(got[0].error().1, "42601");
+    assert_eq!(values(&got), vec![Some("y!".into())], "`keep` survived the skipped Close");
+    let got = run(&mut a, "after", "1").await;
+    assert_eq!(got[0].error().1, "26000", "`after` was skipped: {got:?}");
+
+    let got = run(&mut b, "mine", "z").await;
+    assert_eq!(values(&got), vec![Some("z!".into())]);
+    proxy.stop().await;
+}
+
+/// The unnamed statement lives until the next Parse or simple query, across Syncs: a
+/// Bind in a later transaction (asyncpg and pgx do Parse+Describe, then Bind) finds it
+/// even on another server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_into_the_next_transaction() {
+    let proxy = trust_proxy(2).await;
+    let mut a = login(&proxy).await;
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "", "select $1::int4 + 40");
+    wire::describe(&mut out, b'S', "");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "1tTZ");
+    // Another client takes the connection `a` used.
+    let mut holder = login(&proxy).await;
+    holder.query("begin").await;
+    let got = run(&mut a, "", "2").await;
+    assert_eq!(tags(&got), "2DCZ", "{got:?}");
+    assert_eq!(values(&got), vec![Some("42".into())]);
+    holder.query("commit").await;
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_prepare_and_query_in_transaction_mode() {
+    let proxy = start_proxy(app_config(PoolMode::Transaction, 2)).await;
+    let url = proxy.app_url();
+    let mut tasks = Vec::new();
+    for c in 0..8i32 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&url).await.expect("connect");
+            let stmt = client
+                .prepare("select $1::int4 * 10 + $2::int4")
+                .await
+                .expect("prepare");
+            for i in 0..50i32 {
+                // query() prepares an unnamed-cached statement of its own each time.
+                let row = client.query_one(&stmt, &[&i, &c]).await.expect("execute");
+                assert_eq!(row.get::<_, i32>(0), i * 10 + c);
+                let rows = client
+                    .query("select $1::text as t", &[&format!("c{c}-{i}")])
+                    .await
+                    .expect("query");
+                assert_eq!(rows[0].get::<_, String>(0), format!("c{c}-{i}"));
+            }
+            let mut tx_client = client;
+            let tx = tx_client.transaction().await.expect("begin");
+            let s = tx.prepare("select $1::int4").await.expect("prepare in tx");
+            let row = tx.query_one(&s, &[&c]).await.expect("in tx");
+            assert_eq!(row.get::<_, i32>(0), c);
+            tx.commit().await.expect("commit");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    // Each server connection parsed each distinct statement once, not once per client.
+    let client = connect(&url).await.expect("connect");
+    let n = simple_value(
+        &client
+            .simple_query("select count(*) from pg_prepared_statements")
+            .await
+            .expect("count"),
+    )
+    .expect("a count");
+    let n: i64 = n.parse().expect("number");
+    assert!(
+        (1..=20).contains(&n),
+        "a server connection holds {n} statements for 8 clients"
+    );
+    proxy.stop().await;
+}
+
+/// DEALLOCATE by SQL (psycopg 3 does this when its cache evicts) and DEALLOCATE ALL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_by_sql_forgets_the_clients_name() {
+    let proxy = trust_proxy(1).await;
+    let mut a = login(&proxy).await;
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "s1", "select 1");
+    wire::parse(&mut out, "s2", "select 2");
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "11Z");
+    let got = a.query("DEALLOCATE s1").await;
+    assert_eq!(tags(&got), "CZ", "{got:?}");
+    assert_eq!(got[0].command_tag(), "DEALLOCATE");
+    assert_eq!(run(&mut a, "s1", "x").await[0].error().1, "26000");
+    let mut out = BytesMut::new();
+    wire::query(&mut out, "DEALLOCATE s1");
+    a.send(&out).await;
+    let got = a.recv_ready(1).await;
+    assert_eq!(got[0].error().1, "26000", "{got:?}");
+    let got = a.query("deallocate all").await;
+    assert_eq!(tags(&got), "CZ", "{got:?}");
+    assert_eq!(run(&mut a, "s2", "x").await[0].error().1, "26000");
+    // The server's own statements are gone too; preparing again works.
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "s2", "select 2");
+    wire::bind(&mut out, "", "s2", &[]);
+    wire::execute(&mut out, "", 0);
+    wire::sync(&mut out);
+    a.send(&out).await;
+    let got = a.recv_ready(1).await;
+    assert_eq!(tags(&got), "12DCZ", "{got:?}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    proxy.stop().await;
+}
