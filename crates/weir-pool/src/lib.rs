@@ -26,8 +26,8 @@ mod guard;
 mod maintenance;
 mod metrics;
 mod pool;
-mod queue;
 pub mod query_stats;
+mod queue;
 mod servers;
 mod state;
 
@@ -131,4 +131,6 @@ pub struct PoolStats {
     pub held: u32,
     /// `PAUSE` is in force.
     pub paused: bool,
+    /// The latest connect attempt failed (cleared by the next success).
+    pub login_failing: bool,
 }

@@ -191,6 +191,7 @@ impl<M: ManageConnection> Pool<M> {
                 max_wait: Duration::ZERO,
                 held: st.held,
                 paused: st.paused,
+                login_failing: st.last_connect_failure.is_some(),
             };
             let oldest = match (st.waiters.oldest(), st.paused_waiters.oldest()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
