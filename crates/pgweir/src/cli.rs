@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use weir_config::{Config, ConfigError, LogFormat, Overrides, PoolMode};
 
 /// pgweir: a PostgreSQL connection pooler that stays up when the database is under load.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "pgweir", version, about, long_about = None)]
 pub struct Cli {
     /// What to do; without a subcommand, run the proxy.
@@ -39,10 +39,34 @@ pub struct Cli {
     /// Log lines as text or json.
     #[arg(long, env = "PGWEIR_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,
+    /// Users who may run every admin console command (database `pgweir`), comma-separated.
+    #[arg(long, env = "PGWEIR_ADMIN_USERS", global = true, value_delimiter = ',')]
+    pub admin_users: Option<Vec<String>>,
+    /// Users who may run the admin console's SHOW commands, comma-separated.
+    #[arg(long, env = "PGWEIR_STATS_USERS", global = true, value_delimiter = ',')]
+    pub stats_users: Option<Vec<String>>,
+    /// Address of /metrics, /healthz, /readyz and /api/v1 [default: 127.0.0.1:9930];
+    /// an empty value turns the endpoint off.
+    #[arg(long, env = "PGWEIR_HTTP_LISTEN", global = true, value_parser = parse_http_listen)]
+    pub http_listen: Option<HttpListen>,
+}
+
+/// `--http-listen`: an address, or off (an empty value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(HttpListen(None));
+    }
+    s.parse()
+        .map(|a| HttpListen(Some(a)))
+        .map_err(|e| format!("`{s}` is not an address like 127.0.0.1:9930 (or empty for off): {e}"))
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Validate the configuration, print what is wrong, exit 1 on error.
     Check,
@@ -60,8 +84,15 @@ impl Cli {
             pool_size: self.pool_size,
             max_client_conn: self.max_client_conn,
             log_format: self.log_format,
-            ..Overrides::default()
+            admin_users: self.admin_users.clone().map(clean_list),
+            stats_users: self.stats_users.clone().map(clean_list),
+            http_listen: self.http_listen.map(|h| h.0),
         }
+    }
+
+    /// Whether a configuration file is used (`RELOAD` and SIGHUP re-read it).
+    pub fn has_config_file(&self) -> bool {
+        self.config.is_some()
     }
 
     /// The configuration: the file (if any) with flags and environment applied, validated.
@@ -78,4 +109,13 @@ impl Cli {
             }
         }
     }
+}
+
+/// Trims names and drops empty ones (`--admin-users "a, b,"`).
+fn clean_list(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
 }

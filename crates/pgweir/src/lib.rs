@@ -1,7 +1,13 @@
-//! The pgweir binary's library side: command line, the `demo` subcommand, and the
-//! throwaway PostgreSQL cluster it (and the tests) use.
+//! The pgweir binary's library side: command line, the `demo` subcommand, the admin
+//! glue (console and HTTP over the proxy), and the throwaway PostgreSQL cluster it
+//! (and the tests) use.
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
+pub mod config_rows;
 pub mod demo;
 pub mod logging;
+pub mod serve;
+pub mod signals;
+pub mod stats_log;

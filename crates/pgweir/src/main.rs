@@ -1,15 +1,16 @@
 //! The pgweir binary: parse the command line, load the configuration, run the proxy
-//! until SIGINT/SIGTERM.
+//! with its admin console, HTTP endpoint and stats log line; SIGHUP reloads, SIGTERM
+//! drains, SIGINT stops at once.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use pgweir::admin::Loader;
 use pgweir::cli::{Cli, Command};
-use pgweir::{demo, logging};
-use tokio_util::sync::CancellationToken;
+use pgweir::{demo, logging, serve, signals};
 use weir_config::{Config, LogFormat};
-use weir_proxy::Proxy;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         None => cli
             .load_config()
             .context("invalid configuration")
-            .and_then(|config| serve(config, cli.workers)),
+            .and_then(|config| serve(config, &cli)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,17 +49,30 @@ fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let (cluster, config) = demo::prepare(&cli.overrides())?;
     let listen = config.listen;
     let banner = demo::banner(listen, &cluster);
-    let result = run_proxy(config, cli.workers, Some(banner));
+    let result = run_proxy(config, cli.workers, Some(banner), None);
     drop(cluster);
     result
 }
 
-fn serve(config: Config, workers: Option<usize>) -> anyhow::Result<()> {
+fn serve(config: Config, cli: &Cli) -> anyhow::Result<()> {
     logging::init(config.log_format);
-    run_proxy(config, workers, None)
+    // RELOAD and SIGHUP re-read the file with the same flags and environment on top.
+    let loader: Option<Loader> = cli.has_config_file().then(|| {
+        let cli = cli.clone();
+        Arc::new(move || {
+            cli.load_config()
+                .map_err(|e| format!("invalid configuration: {e}"))
+        }) as Loader
+    });
+    run_proxy(config, cli.workers, None, loader)
 }
 
-fn run_proxy(config: Config, workers: Option<usize>, banner: Option<String>) -> anyhow::Result<()> {
+fn run_proxy(
+    config: Config,
+    workers: Option<usize>,
+    banner: Option<String>,
+    loader: Option<Loader>,
+) -> anyhow::Result<()> {
     let workers = workers.unwrap_or_else(default_workers).max(1);
     // One worker: a current-thread runtime, PgBouncer's shape, with none of the
     // work-stealing scheduler's cross-thread bookkeeping.
@@ -75,14 +89,12 @@ fn run_proxy(config: Config, workers: Option<usize>, banner: Option<String>) -> 
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
-        let proxy = Proxy::bind(config).await?;
+        let started = serve::start(config, loader).await?;
         if let Some(banner) = banner {
             println!("{banner}");
         }
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
-        proxy.run(shutdown).await?;
-        Ok(())
+        tokio::spawn(signals::on_signals(started.admin.clone()));
+        started.run().await
     })
 }
 
@@ -96,20 +108,4 @@ fn default_workers() -> usize {
         Ok(n) if n > 2 => n,
         _ => 1,
     }
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-    shutdown.cancel();
 }

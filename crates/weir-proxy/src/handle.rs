@@ -178,9 +178,11 @@ impl ProxyHandle {
             "log_pooler_errors" => c.log_pooler_errors = flag(value)?,
             "pool_mode" => c.pool_mode = value.parse::<PoolMode>().map_err(|e| e.to_string())?,
             "server_reset_query" => c.server_reset_query = value.to_owned(),
-            other if config_keys().contains(&other) => return Err(format!(
+            other if config_keys().contains(&other) => {
+                return Err(format!(
                 "{other} cannot be changed at runtime; edit the configuration and restart pgweir"
-            )),
+            ))
+            }
             other => return Err(format!("unknown setting: {other}")),
         }
         // Validation runs with every override empty: the value alone is checked.

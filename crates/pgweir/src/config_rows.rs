@@ -1,0 +1,179 @@
+//! `SHOW CONFIG` rows: every scalar setting with its value, its default and whether
+//! `SET`/`RELOAD` can change it at runtime. Durations are shown in seconds, as
+//! PgBouncer shows its own (so scripts comparing numbers keep working).
+
+use std::time::Duration;
+
+use weir_admin::backend::ConfigRow;
+use weir_config::Config;
+use weir_proxy::SETTABLE;
+
+/// The rows for `config`, sorted by key.
+pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
+    let d = Config::default();
+    let secs = |v: Duration| {
+        if v.subsec_nanos() == 0 {
+            v.as_secs().to_string()
+        } else {
+            format!("{}", v.as_secs_f64())
+        }
+    };
+    let addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let list = |v: &[String]| v.join(",");
+    let rows: Vec<(&str, String, String)> = vec![
+        ("listen", c.listen.to_string(), d.listen.to_string()),
+        (
+            "pool_mode",
+            c.pool_mode.to_string(),
+            d.pool_mode.to_string(),
+        ),
+        (
+            "default_pool_size",
+            c.default_pool_size.to_string(),
+            d.default_pool_size.to_string(),
+        ),
+        (
+            "min_pool_size",
+            c.min_pool_size.to_string(),
+            d.min_pool_size.to_string(),
+        ),
+        (
+            "max_client_conn",
+            c.max_client_conn.to_string(),
+            d.max_client_conn.to_string(),
+        ),
+        (
+            "max_db_connections",
+            c.max_db_connections.to_string(),
+            d.max_db_connections.to_string(),
+        ),
+        (
+            "auth_type",
+            c.auth_type.to_string(),
+            d.auth_type.to_string(),
+        ),
+        (
+            "auth_file",
+            c.auth_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            String::new(),
+        ),
+        (
+            "server_reset_query",
+            c.server_reset_query.clone(),
+            d.server_reset_query.clone(),
+        ),
+        (
+            "max_message_size",
+            c.max_message_size.to_string(),
+            d.max_message_size.to_string(),
+        ),
+        (
+            "server_connect_timeout",
+            secs(c.server_connect_timeout),
+            secs(d.server_connect_timeout),
+        ),
+        (
+            "server_login_retry",
+            secs(c.server_login_retry),
+            secs(d.server_login_retry),
+        ),
+        (
+            "query_wait_timeout",
+            secs(c.query_wait_timeout),
+            secs(d.query_wait_timeout),
+        ),
+        (
+            "client_login_timeout",
+            secs(c.client_login_timeout),
+            secs(d.client_login_timeout),
+        ),
+        (
+            "client_idle_timeout",
+            secs(c.client_idle_timeout),
+            secs(d.client_idle_timeout),
+        ),
+        (
+            "idle_transaction_timeout",
+            secs(c.idle_transaction_timeout),
+            secs(d.idle_transaction_timeout),
+        ),
+        (
+            "server_idle_timeout",
+            secs(c.server_idle_timeout),
+            secs(d.server_idle_timeout),
+        ),
+        (
+            "server_lifetime",
+            secs(c.server_lifetime),
+            secs(d.server_lifetime),
+        ),
+        (
+            "query_timeout",
+            secs(c.query_timeout),
+            secs(d.query_timeout),
+        ),
+        (
+            "shutdown_timeout",
+            secs(c.shutdown_timeout),
+            secs(d.shutdown_timeout),
+        ),
+        (
+            "max_prepared_statements",
+            c.max_prepared_statements.to_string(),
+            d.max_prepared_statements.to_string(),
+        ),
+        (
+            "track_extra_parameters",
+            list(&c.track_extra_parameters),
+            list(&d.track_extra_parameters),
+        ),
+        (
+            "session_features",
+            c.session_features.to_string(),
+            d.session_features.to_string(),
+        ),
+        ("admin_users", list(&c.admin_users), list(&d.admin_users)),
+        ("stats_users", list(&c.stats_users), list(&d.stats_users)),
+        ("http_listen", addr(c.http_listen), addr(d.http_listen)),
+        ("stats_period", secs(c.stats_period), secs(d.stats_period)),
+        (
+            "log_connections",
+            flag(c.log_connections),
+            flag(d.log_connections),
+        ),
+        (
+            "log_disconnections",
+            flag(c.log_disconnections),
+            flag(d.log_disconnections),
+        ),
+        (
+            "log_pooler_errors",
+            flag(c.log_pooler_errors),
+            flag(d.log_pooler_errors),
+        ),
+        (
+            "log_format",
+            c.log_format.to_string(),
+            d.log_format.to_string(),
+        ),
+    ];
+    let mut rows: Vec<ConfigRow> = rows
+        .into_iter()
+        .map(|(key, value, default)| ConfigRow {
+            changeable: SETTABLE.contains(&key),
+            key: key.to_owned(),
+            value,
+            default,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    rows
+}
+
+/// PgBouncer prints booleans as 0/1.
+fn flag(b: bool) -> String {
+    u8::from(b).to_string()
+}
