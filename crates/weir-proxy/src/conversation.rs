@@ -57,6 +57,9 @@ pub(crate) enum HiddenQuery {
     Replay,
     /// Reading back unreported settings after a transaction that may have changed them.
     Refresh,
+    /// Setting startup values back after the client's `RESET`; the client sees the
+    /// ParameterStatus messages, as it would from a direct connection's RESET.
+    Restore,
 }
 
 /// An answer the proxy gives itself.
@@ -70,6 +73,9 @@ pub(crate) enum Synthetic {
     Deallocate,
 }
 
+/// A client statement name and what it named before a change.
+pub(crate) type NameChange = (Box<[u8]>, Option<Arc<Statement>>);
+
 /// What to take back if a message is skipped or fails (PostgreSQL skips everything up
 /// to Sync after an error).
 #[derive(Debug, Default)]
@@ -77,7 +83,7 @@ pub(crate) struct Undo {
     /// A statement recorded as prepared on the server.
     pub server_statement: Option<Arc<Statement>>,
     /// A client name changed: the name and what it named before.
-    pub client_name: Option<(Box<[u8]>, Option<Arc<Statement>>)>,
+    pub client_name: Option<NameChange>,
     /// The unnamed statement was parsed on this server connection.
     pub unnamed: bool,
 }
@@ -167,11 +173,16 @@ impl Conversation {
             .push_back(Expect::HiddenQuery(HiddenQuery::Replay));
     }
 
-    /// Runs `sql` (reading back settings) before the server goes back to the pool.
-    pub fn refresh(&mut self, sql: &str, to_server: &mut BytesMut) {
+    /// Runs `sql` (reading back settings, or restoring startup values when `restore`)
+    /// before the server goes back to the pool.
+    pub fn refresh(&mut self, sql: &str, restore: bool, to_server: &mut BytesMut) {
         put_query(to_server, sql);
-        self.queue
-            .push_back(Expect::HiddenQuery(HiddenQuery::Refresh));
+        let kind = if restore {
+            HiddenQuery::Restore
+        } else {
+            HiddenQuery::Refresh
+        };
+        self.queue.push_back(Expect::HiddenQuery(kind));
     }
 
     /// Walks the client's buffered frames until an incomplete one or Terminate, noting
@@ -329,6 +340,13 @@ impl Conversation {
         if effects.settings && ctx.client.params.tracks_extras() {
             ctx.client.params.extras_dirty = true;
         }
+        if (effects.reset_all || !effects.resets.is_empty())
+            && !ctx.client.params.startup.is_empty()
+        {
+            ctx.client
+                .params
+                .note_reset(&effects.resets, effects.reset_all);
+        }
         if effects.deallocate_all {
             ctx.client.statements.clear();
             ctx.server.statements.clear();
@@ -360,13 +378,10 @@ impl Conversation {
                 };
                 // What follows the statement name: formats, values, result formats.
                 let after = &body[portal.len() + 1 + name.len() + 1..];
-                match self.resolve(name, pos, ctx, w)? {
-                    Some(statement) => {
-                        let out = w.edit_at(pos);
-                        put_bind_renamed(out, portal, &statement.server_name, after);
-                        w.skip_to(pos + frame_len);
-                    }
-                    None => {}
+                if let Some(statement) = self.resolve(name, pos, ctx, w)? {
+                    let out = w.edit_at(pos);
+                    put_bind_renamed(out, portal, &statement.server_name, after);
+                    w.skip_to(pos + frame_len);
                 }
                 self.queue.push_back(Expect::Message(tag, Undo::default()));
             }

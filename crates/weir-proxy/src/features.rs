@@ -48,6 +48,10 @@ pub struct Effects {
     pub deallocate_all: bool,
     /// A lone `DEALLOCATE name`: the statement name (a driver closing its statement).
     pub deallocate: Option<Vec<u8>>,
+    /// Settings named by `RESET name` (lower case).
+    pub resets: Vec<Vec<u8>>,
+    /// `RESET ALL` or `DISCARD ALL`.
+    pub reset_all: bool,
 }
 
 impl Effects {
@@ -82,16 +86,8 @@ fn statement_effects(sql: &[u8], e: &mut Effects) {
     let (first, second) = (&w1[..n1], &w2[..n2]);
     match first {
         b"LISTEN" => e.pins |= pin::LISTEN,
-        b"UNLISTEN" => {
-            if rest.trim_ascii_start().starts_with(b"*") {
-                e.unpins |= pin::LISTEN;
-            }
-        }
-        b"DECLARE" => {
-            if contains_words(rest, b"WITH", b"HOLD") {
-                e.pins |= pin::HOLD_CURSOR;
-            }
-        }
+        b"UNLISTEN" if rest.trim_ascii_start().starts_with(b"*") => e.unpins |= pin::LISTEN,
+        b"DECLARE" if contains_words(rest, b"WITH", b"HOLD") => e.pins |= pin::HOLD_CURSOR,
         b"CLOSE" if second == b"ALL" => e.unpins |= pin::HOLD_CURSOR,
         b"CREATE" => {
             let temp = match second {
@@ -112,6 +108,7 @@ fn statement_effects(sql: &[u8], e: &mut Effects) {
                 e.unpins |= pin::ALL;
                 e.settings = true;
                 e.deallocate_all = true;
+                e.reset_all = true;
             }
             b"TEMP" | b"TEMPORARY" => e.unpins |= pin::TEMP_TABLE,
             _ => {}
@@ -136,6 +133,10 @@ fn statement_effects(sql: &[u8], e: &mut Effects) {
             let (n3, _) = first_keyword(rest2, &mut w3);
             if second == b"ROLE" || (second == b"SESSION" && &w3[..n3] == b"AUTHORIZATION") {
                 e.unpins |= pin::AUTHORIZATION;
+            } else if second == b"ALL" {
+                e.reset_all = true;
+            } else if let Some(name) = statement_name(rest) {
+                e.resets.push(name);
             }
         }
         b"PREPARE" if second != b"TRANSACTION" => e.pins |= pin::SQL_PREPARE,

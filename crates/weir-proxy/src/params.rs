@@ -100,6 +100,10 @@ pub struct ClientParams {
     pub extra_names: Vec<Box<str>>,
     /// A statement may have changed an unreported setting: re-read them before release.
     pub extras_dirty: bool,
+    /// Settings from the startup packet: what `RESET` goes back to on a direct connection.
+    pub startup: Vec<(Box<str>, Box<str>)>,
+    /// Startup settings the client reset: set back to their startup values before release.
+    pub restore: Vec<Box<str>>,
 }
 
 /// The settings a server connection has now.
@@ -127,8 +131,45 @@ impl ClientParams {
         }
         for (name, value) in startup {
             p.set_from_client(name, value);
+            p.startup.push((name.into(), value.into()));
         }
         p
+    }
+
+    /// The client ran `RESET` of `names` (or of everything): the ones it set at startup
+    /// must go back to those values, as on a direct connection.
+    pub fn note_reset(&mut self, names: &[Vec<u8>], all: bool) {
+        for (name, _) in &self.startup {
+            let hit = all
+                || names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+            if hit && !self.restore.iter().any(|r| r == name) {
+                self.restore.push(name.clone());
+            }
+        }
+    }
+
+    /// The query that sets the settings in `restore` back to their startup values.
+    pub fn restore_query(&mut self) -> Option<String> {
+        if self.restore.is_empty() {
+            return None;
+        }
+        let mut sql = String::from("SELECT ");
+        for (i, name) in std::mem::take(&mut self.restore).iter().enumerate() {
+            let Some((_, value)) = self.startup.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("pg_catalog.set_config(");
+            push_literal(&mut sql, name);
+            sql.push_str(", ");
+            push_literal(&mut sql, value);
+            sql.push_str(", false)");
+        }
+        Some(sql)
     }
 
     fn set_from_client(&mut self, name: &str, value: &str) {

@@ -50,6 +50,8 @@ enum Idle {
 /// One client's relay loop; see the module docs.
 pub struct Relay<'a> {
     shared: &'a Shared,
+    /// The configuration in force, re-read at each checkout (follows RELOAD and SET).
+    config: Arc<Config>,
     entry: Arc<PoolEntry>,
     client: &'a mut TcpStream,
     cbuf: BytesMut,
@@ -99,7 +101,8 @@ impl<'a> Relay<'a> {
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         Relay {
-            max_message: shared.config.max_message_size as usize,
+            max_message: shared.config().max_message_size as usize,
+            config: shared.config(),
             shared,
             entry,
             client,
@@ -134,7 +137,7 @@ impl<'a> Relay<'a> {
     }
 
     async fn relay(&mut self) -> Result<(), ClientError> {
-        let config = &self.shared.config;
+        let config = self.config.clone();
         let idle_timeout = config.client_idle_timeout;
         let idle_tx_timeout = config.idle_transaction_timeout;
         let query_timeout = config.query_timeout;
@@ -321,6 +324,7 @@ impl<'a> Relay<'a> {
     async fn checkout(&mut self) -> Result<(), ClientError> {
         self.info.set_state(ClientState::Waiting);
         let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
+        self.config = self.shared.config();
         self.info.set_state(ClientState::Active);
         conn.clean = false;
         self.cancel.slot().set_target(conn.cancel.clone());
@@ -345,9 +349,16 @@ impl<'a> Relay<'a> {
         if !(self.transaction_mode && self.conv.is_idle() && server.rbuf.is_empty()) {
             return false;
         }
+        if let Some(sql) = self.session.params.restore_query() {
+            self.conv.refresh(&sql, true, &mut self.to_server);
+            return false;
+        }
         if self.session.params.extras_dirty {
+            // Cleared now, not when the answer comes: a SET the client sends meanwhile
+            // must cause another read-back.
+            self.session.params.extras_dirty = false;
             let sql = self.session.params.refresh_query();
-            self.conv.refresh(&sql, &mut self.to_server);
+            self.conv.refresh(&sql, false, &mut self.to_server);
             return false;
         }
         if self.session.pins != 0 {
@@ -387,6 +398,7 @@ impl<'a> Relay<'a> {
             &mut self.session,
             &mut conn.state,
             self.shared,
+            &self.config,
             &self.entry,
             self.transaction_mode,
         );
@@ -480,6 +492,7 @@ impl<'a> Relay<'a> {
             &mut self.session,
             &mut conn.state,
             self.shared,
+            &self.config,
             &self.entry,
             self.transaction_mode,
         );
@@ -551,7 +564,8 @@ impl<'a> Relay<'a> {
             server.discard();
             return;
         }
-        let reset = self.shared.config.server_reset_query.trim();
+        let config = self.shared.config();
+        let reset = config.server_reset_query.trim();
         if (self.transaction_mode && !pinned) || reset.is_empty() {
             server.clean = !pinned;
             if pinned {
@@ -588,10 +602,10 @@ fn ctx<'b>(
     client: &'b mut ClientSession,
     server: &'b mut ServerSession,
     shared: &'b Shared,
+    config: &'b Config,
     entry: &'b PoolEntry,
     transaction_mode: bool,
 ) -> Ctx<'b> {
-    let config: &Config = &shared.config;
     Ctx {
         client,
         server,

@@ -77,8 +77,8 @@ impl Conversation {
             let mut relay = true;
             match self.queue.front_mut() {
                 Some(Expect::HiddenQuery(kind)) => {
-                    relay = false;
                     let kind = *kind;
+                    relay = kind == HiddenQuery::Restore && tag == b'S';
                     self.hidden_query_message(kind, tag, body, ctx);
                 }
                 Some(Expect::Hidden(kind, _)) if completes(*kind, tag) => {
@@ -154,7 +154,6 @@ impl Conversation {
                     ctx.client.params.extras.set(name, value.as_deref());
                     ctx.server.params.extras.set(name, value.as_deref());
                 }
-                ctx.client.params.extras_dirty = false;
             }
             b'E' => {
                 let e = ErrorFields::parse(body);
@@ -165,9 +164,8 @@ impl Conversation {
                     HiddenQuery::Replay => {
                         self.replay_error.get_or_insert_with(|| e.message_lossy());
                     }
-                    HiddenQuery::Refresh => {
+                    HiddenQuery::Refresh | HiddenQuery::Restore => {
                         tracing::warn!(error = %e.message_lossy(), "could not read back session settings");
-                        ctx.client.params.extras_dirty = false;
                     }
                 }
             }

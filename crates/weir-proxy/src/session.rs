@@ -269,7 +269,7 @@ async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
 /// Where a successful login goes.
 pub enum Login {
     /// To its pool and the relay loop.
-    Pool(LoggedIn),
+    Pool(Box<LoggedIn>),
     /// To the admin console (the client got AuthenticationOk and nothing else yet).
     Admin {
         /// The authenticated user.
@@ -367,7 +367,7 @@ async fn login(
     let client_params = ClientParams::from_startup(
         &params,
         settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &shared.config.track_extra_parameters,
+        &shared.config().track_extra_parameters,
     );
     for (name, value) in params.iter() {
         // What the client asked for at startup, as it will be on every server connection.
@@ -378,12 +378,12 @@ async fn login(
     build::put_backend_key_data(&mut out, cancel.pid(), &cancel.slot().key());
     build::put_ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(Login::Pool(LoggedIn {
+    Ok(Some(Login::Pool(Box::new(LoggedIn {
         entry,
         cancel,
         application_name: app_name.unwrap_or_default().to_owned(),
         params: client_params,
-    })))
+    }))))
 }
 
 /// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage
