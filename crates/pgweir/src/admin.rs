@@ -399,9 +399,8 @@ impl AdminBackend for Admin {
             .collect()
     }
 
-    fn queries(&self, _limit: usize) -> Vec<QueryRow> {
-        // Query fingerprints are recorded by the relay once it feeds weir-pool's QueryStats.
-        Vec::new()
+    fn queries(&self, limit: usize) -> Vec<QueryRow> {
+        self.handle.shared().queries.top(limit)
     }
 
     fn readiness(&self) -> Readiness {

@@ -300,6 +300,9 @@ impl Conversation {
     ) {
         // A simple query ends the unnamed statement's life.
         self.unnamed_parsed = false;
+        if let Some(text) = query_text(body) {
+            ctx.client.note_query(text);
+        }
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
             let effects = query_text(body).map(features::effects).unwrap_or_default();
@@ -438,6 +441,7 @@ impl Conversation {
             return Ok(());
         };
         let query = read_cstr(after_name).map(|(q, _)| q).unwrap_or_default();
+        ctx.client.note_query(query);
         let effects = features::effects(query);
         if !effects.is_none() {
             if let Some(refusal) = refuse_feature(&effects, ctx) {
@@ -537,6 +541,9 @@ impl Conversation {
         let Some(statement) = ctx.client.statements.get(name).cloned() else {
             return Ok(None);
         };
+        if let Some((text, _)) = read_cstr(&statement.body) {
+            ctx.client.note_query(text);
+        }
         if ctx.server.statements.touch(&statement) {
             ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
         } else {

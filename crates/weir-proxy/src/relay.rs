@@ -85,7 +85,6 @@ pub struct Relay<'a> {
 struct Counters {
     bytes_from_client: u64,
     bytes_from_server: u64,
-    queries: u64,
 }
 
 impl<'a> Relay<'a> {
@@ -303,9 +302,6 @@ impl<'a> Relay<'a> {
                 .bytes_from_server
                 .fetch_add(c.bytes_from_server, Relaxed);
         }
-        if c.queries > 0 {
-            metrics.queries.fetch_add(c.queries, Relaxed);
-        }
     }
 
     fn server_gone(&mut self, why: String) -> ClientError {
@@ -502,7 +498,6 @@ impl<'a> Relay<'a> {
             .map_err(|e| {
                 ClientError::ServerLost(format!("server sent a malformed message: {e}"))
             })?;
-        self.counters.queries += scan.answered;
         if scan.edited || !self.to_client.is_empty() {
             if !scan.edited {
                 self.to_client
@@ -525,7 +520,14 @@ impl<'a> Relay<'a> {
             return Err(e);
         }
         if self.conv.all_answered() {
-            self.query_started = None;
+            if let Some(started) = self.query_started.take() {
+                let elapsed = started.elapsed();
+                self.entry.pool.metrics().record_query(elapsed);
+                if self.session.sampled {
+                    self.session.sampled = false;
+                    self.shared.queries.record(&self.session.sample, elapsed);
+                }
+            }
         }
         let released = self.try_release();
         if !released && !self.transaction_mode && scan.answered > 0 && self.conv.all_answered() {

@@ -53,6 +53,8 @@ pub struct Shared {
     pub clients: Arc<ClientRegistry>,
     /// Proxy-wide names of prepared statements (transaction mode).
     pub statements: Arc<StatementRegistry>,
+    /// Per-fingerprint query timings for `SHOW QUERIES`.
+    pub queries: Arc<weir_pool::query_stats::QueryStats>,
     /// Cancelled when the proxy shuts down: idle clients are told and closed, running
     /// transactions finish first.
     pub shutdown: CancellationToken,
@@ -89,6 +91,9 @@ impl Shared {
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(ClientRegistry::default()),
             statements: Arc::default(),
+            queries: Arc::new(weir_pool::query_stats::QueryStats::new(
+                weir_pool::query_stats::DEFAULT_CAPACITY,
+            )),
             shutdown: CancellationToken::new(),
             stop: CancellationToken::new(),
             draining: AtomicBool::new(false),

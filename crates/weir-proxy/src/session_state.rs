@@ -25,6 +25,21 @@ pub struct ClientSession {
     /// The Parse body (after the empty name) of its last unnamed statement, so it can be
     /// parsed again on another server connection before a Bind or Describe that needs it.
     pub unnamed: Option<BytesMut>,
+    /// The text of the query being timed for `SHOW QUERIES` (buffer reused).
+    pub sample: BytesMut,
+    /// `sample` holds a query whose answer has not come yet.
+    pub sampled: bool,
+}
+
+impl ClientSession {
+    /// Notes `sql` as the query being timed, unless one already is.
+    pub fn note_query(&mut self, sql: &[u8]) {
+        if !self.sampled {
+            self.sample.clear();
+            self.sample.extend_from_slice(sql);
+            self.sampled = true;
+        }
+    }
 }
 
 impl ClientSession {
