@@ -49,7 +49,7 @@ set -euo pipefail
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 REPS=${REPS:-3}
 CLIENTS=${CLIENTS:-"1 16 64 256"}
-MODES=${MODES:-"simple extended"}
+MODES=${MODES:-"simple extended prepared"}
 WORKLOADS=${WORKLOADS:-"select tpcb"}
 TARGETS=${TARGETS:-"direct pgweir pgbouncer"}
 THREADS=${THREADS:-2}
