@@ -160,14 +160,7 @@ impl ClientParams {
             let Some((_, value)) = self.startup.iter().find(|(n, _)| n == name) else {
                 continue;
             };
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str("pg_catalog.set_config(");
-            push_literal(&mut sql, name);
-            sql.push_str(", ");
-            push_literal(&mut sql, value);
-            sql.push_str(", false)");
+            push_set_config(&mut sql, i > 0, name, value);
         }
         Some(sql)
     }
@@ -228,14 +221,7 @@ impl ClientParams {
         if !sets.is_empty() {
             sql.push_str("SELECT ");
             for (i, (name, value)) in sets.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str("pg_catalog.set_config(");
-                push_literal(&mut sql, name);
-                sql.push_str(", ");
-                push_literal(&mut sql, value);
-                sql.push_str(", false)");
+                push_set_config(&mut sql, i > 0, name, value);
             }
             sql.push(';');
         }
@@ -260,6 +246,18 @@ impl ClientParams {
         }
         sql
     }
+}
+
+/// Appends `set_config(name, value, false)` (after a comma unless it is the first).
+fn push_set_config(sql: &mut String, comma: bool, name: &str, value: &str) {
+    if comma {
+        sql.push_str(", ");
+    }
+    sql.push_str("pg_catalog.set_config(");
+    push_literal(sql, name);
+    sql.push_str(", ");
+    push_literal(sql, value);
+    sql.push_str(", false)");
 }
 
 /// Appends `s` as a standard-conforming string literal (`E''` is never needed: a
