@@ -8,8 +8,8 @@ mod clientkit;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use clientkit::wire::{self, tags, Msg, Wire};
 use clientkit::simple_value;
+use clientkit::wire::{self, tags, Msg, Wire};
 use weir_config::{AuthType, PoolMode};
 use weir_tests::{app_config, connect, start_proxy, TestProxy, APP_DB, SCRAM_USER};
 
@@ -85,7 +85,10 @@ async fn a_statement_prepared_once_runs_on_every_server_connection() {
             }
         }
     }
-    assert!(pids.len() >= 2, "the client used one server connection only: {pids:?}");
+    assert!(
+        pids.len() >= 2,
+        "the client used one server connection only: {pids:?}"
+    );
 
     // Describe of the named statement works anywhere too.
     let mut out = BytesMut::new();
@@ -160,7 +163,11 @@ async fn errors_in_a_pipeline_skip_to_sync_like_postgres() {
     let got = a.recv_ready(2).await;
     assert_eq!(tags(&got), "EZ2DCZ", "{got:?}");
     assert_eq!(got[0].error().1, "42601");
-    assert_eq!(values(&got), vec![Some("y!".into())], "`keep` survived the skipped Close");
+    assert_eq!(
+        values(&got),
+        vec![Some("y!".into())],
+        "`keep` survived the skipped Close"
+    );
     let got = run(&mut a, "after", "1").await;
     assert_eq!(got[0].error().1, "26000", "`after` was skipped: {got:?}");
 

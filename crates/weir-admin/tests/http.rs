@@ -162,4 +162,3 @@ async fn json_api() {
     assert_eq!(v[0]["total_xact_count"], 7);
     assert!(v[0]["avg_xact_time"].is_u64());
 }
-
