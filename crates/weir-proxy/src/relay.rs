@@ -498,6 +498,18 @@ impl<'a> Relay<'a> {
             .map_err(|e| {
                 ClientError::ServerLost(format!("server sent a malformed message: {e}"))
             })?;
+        // Counted before the client hears the answer, so whatever it does next (such as
+        // scraping /metrics) sees this query.
+        if self.conv.all_answered() {
+            if let Some(started) = self.query_started.take() {
+                let elapsed = started.elapsed();
+                self.entry.pool.metrics().record_query(elapsed);
+                if self.session.sampled {
+                    self.session.sampled = false;
+                    self.shared.queries.record(&self.session.sample, elapsed);
+                }
+            }
+        }
         if scan.edited || !self.to_client.is_empty() {
             if !scan.edited {
                 self.to_client
@@ -518,16 +530,6 @@ impl<'a> Relay<'a> {
                 server.discard();
             }
             return Err(e);
-        }
-        if self.conv.all_answered() {
-            if let Some(started) = self.query_started.take() {
-                let elapsed = started.elapsed();
-                self.entry.pool.metrics().record_query(elapsed);
-                if self.session.sampled {
-                    self.session.sampled = false;
-                    self.shared.queries.record(&self.session.sample, elapsed);
-                }
-            }
         }
         let released = self.try_release();
         if !released && !self.transaction_mode && scan.answered > 0 && self.conv.all_answered() {
