@@ -9,8 +9,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod command;
 pub mod console;
 pub mod error;
+pub mod extended;
 pub mod http;
 pub mod metrics;
 pub mod result;

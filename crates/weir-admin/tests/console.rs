@@ -1,41 +1,12 @@
-//! The console over an in-memory stream, driven by tokio-postgres: PgBouncer's
-//! column names and order, command dispatch, roles, errors and the extended
-//! protocol refusal.
+//! The console over an in-memory stream, driven by tokio-postgres' simple query
+//! protocol: PgBouncer's column names and order, command dispatch, roles, errors.
+//! The extended protocol is in `extended.rs`.
 
 mod common;
 
-use std::sync::Arc;
-
-use bytes::BytesMut;
-use common::Fake;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use common::start;
 use tokio_postgres::{Client, SimpleQueryMessage};
-use weir_admin::{serve_console, AdminCommand, Role};
-
-async fn start(role: Role) -> (Client, Arc<Fake>, tokio::task::JoinHandle<()>) {
-    let backend = Arc::new(Fake::new());
-    let (client_io, mut server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
-    let b = Arc::clone(&backend);
-    let server = tokio::spawn(async move {
-        // Startup packet, then AuthenticationOk: what the proxy does before handing over.
-        let len = server_io.read_i32().await.expect("startup length");
-        let mut body = vec![0u8; usize::try_from(len).expect("length") - 4];
-        server_io.read_exact(&mut body).await.expect("startup body");
-        server_io
-            .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0])
-            .await
-            .expect("auth ok");
-        let _ = serve_console(&mut server_io, BytesMut::new(), "alice", role, &*b).await;
-    });
-    let mut config = tokio_postgres::Config::new();
-    config.user("alice").dbname("pgbouncer");
-    let (client, conn) = config
-        .connect_raw(client_io, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    (client, backend, server)
-}
+use weir_admin::{AdminCommand, Role};
 
 /// Column names and rows of the single result of `sql`.
 async fn table(client: &Client, sql: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
@@ -228,18 +199,6 @@ async fn unknown_commands_point_to_show_help() {
         assert_eq!(db.code().code(), "42601");
         assert!(db.message().contains("SHOW HELP"), "{}", db.message());
     }
-}
-
-#[tokio::test]
-async fn extended_protocol_is_refused_and_the_session_goes_on() {
-    let (client, _b, _s) = start(Role::Admin).await;
-    let err = client
-        .query("SHOW POOLS", &[])
-        .await
-        .expect_err("extended protocol");
-    let db = err.as_db_error().expect("db error");
-    assert_eq!(db.code().code(), "0A000");
-    assert!(client.simple_query("SHOW POOLS").await.is_ok());
 }
 
 #[tokio::test]

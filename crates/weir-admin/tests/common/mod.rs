@@ -2,12 +2,53 @@
 
 #![allow(dead_code)]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_postgres::Client;
 use weir_admin::backend::*;
-use weir_admin::{AdminCommand, BoxFuture, StatsAverager};
+use weir_admin::{serve_console, AdminCommand, BoxFuture, Role, StatsAverager};
+
+/// A console session over an in-memory stream with a tokio-postgres client.
+pub async fn start(role: Role) -> (Client, Arc<Fake>, tokio::task::JoinHandle<()>) {
+    let backend = Arc::new(Fake::new());
+    let (client_io, mut server_io): (DuplexStream, DuplexStream) = tokio::io::duplex(64 * 1024);
+    let b = Arc::clone(&backend);
+    let server = tokio::spawn(async move {
+        // Startup packet, then AuthenticationOk: what the proxy does before handing over.
+        let len = server_io.read_i32().await.expect("startup length");
+        let mut body = vec![0u8; usize::try_from(len).expect("length") - 4];
+        server_io.read_exact(&mut body).await.expect("startup body");
+        server_io
+            .write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0])
+            .await
+            .expect("auth ok");
+        let _ = serve_console(&mut server_io, BytesMut::new(), "alice", role, &*b).await;
+    });
+    let mut config = tokio_postgres::Config::new();
+    config.user("alice").dbname("pgbouncer");
+    let (client, conn) = config
+        .connect_raw(client_io, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    (client, backend, server)
+}
+
+/// A console session over an in-memory stream, past `AuthenticationOk`, for
+/// tests that speak the protocol byte by byte.
+pub fn start_raw(role: Role) -> (DuplexStream, Arc<Fake>, tokio::task::JoinHandle<()>) {
+    let backend = Arc::new(Fake::new());
+    let (client_io, mut server_io) = tokio::io::duplex(64 * 1024);
+    let b = Arc::clone(&backend);
+    let server = tokio::spawn(async move {
+        let _ = serve_console(&mut server_io, BytesMut::new(), "alice", role, &*b).await;
+    });
+    (client_io, backend, server)
+}
 
 pub struct Fake {
     pub commands: Mutex<Vec<AdminCommand>>,
