@@ -285,3 +285,35 @@ async fn deallocate_by_sql_forgets_the_clients_name() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     proxy.stop().await;
 }
+
+/// Pitfall 5: DDL changes a shared statement's result type. Each client gets
+/// PostgreSQL's own error once, as on a direct connection, and preparing the text again
+/// (as drivers do after that error) works: the server's stale copy is dropped, not kept
+/// failing for every client of that connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_shared_plan_is_replaced_not_kept_failing() {
+    let proxy = start_proxy(app_config(PoolMode::Transaction, 1)).await;
+    let a = connect(&proxy.app_url()).await.expect("connect");
+    let table = clientkit::unique_name("ddl");
+    a.batch_execute(&format!(
+        "create table {table} (i int); insert into {table} values (1)"
+    ))
+    .await
+    .expect("table");
+    let sql = format!("select * from {table}");
+    let s1 = a.prepare(&sql).await.expect("prepare");
+    assert_eq!(a.query(&s1, &[]).await.expect("run").len(), 1);
+    a.batch_execute(&format!("alter table {table} add column j int default 2"))
+        .await
+        .expect("alter");
+    let e = a.query(&s1, &[]).await.expect_err("result type changed");
+    assert_eq!(clientkit::sqlstate(&e), "0A000", "{e}");
+    // A new preparation of the same text (another name) sees the new shape.
+    let s2 = a.prepare(&sql).await.expect("prepare again");
+    let rows = a.query(&s2, &[]).await.expect("fresh plan");
+    assert_eq!(rows[0].len(), 2);
+    let b = connect(&proxy.app_url()).await.expect("connect");
+    let rows = b.query(&sql, &[]).await.expect("another client");
+    assert_eq!(rows[0].get::<_, i32>(1), 2);
+    proxy.stop().await;
+}

@@ -18,7 +18,7 @@ async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
     simple_value(
         &c.simple_query(sql)
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}")),
     )
     .unwrap_or_default()
 }
@@ -179,5 +179,44 @@ async fn advisory_locks_and_temp_tables_pin_and_error_mode_refuses() {
     assert_eq!(sqlstate(&e), "0A000", "{e}");
     assert_eq!(value(&c, "select 1").await, "1", "the session goes on");
     strict.stop().await;
+    proxy.stop().await;
+}
+
+/// Pitfall 9: a setting nobody configured for tracking (`work_mem`, a custom
+/// `app.tenant`, `default_transaction_read_only`) follows its client and never reaches
+/// another client on the same server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untracked_settings_never_leak_to_another_client() {
+    let mut config = app_config(PoolMode::Transaction, 1);
+    config.query_wait_timeout = Duration::from_secs(5);
+    let proxy = start_proxy(config).await;
+    let a = client(&proxy, "").await;
+    let b = client(&proxy, "").await;
+    let default_work_mem = value(&b, "show work_mem").await;
+    a.batch_execute("SET work_mem = '7MB'; SET default_transaction_read_only = on")
+        .await
+        .expect("set");
+    a.batch_execute("select set_config('app.tenant', 'a-tenant', false)")
+        .await
+        .expect("set_config");
+    for _ in 0..3 {
+        // One server connection, used by both in turn.
+        assert_eq!(value(&a, "show work_mem").await, "7MB");
+        assert_eq!(value(&a, "show default_transaction_read_only").await, "on");
+        assert_eq!(
+            value(&a, "select current_setting('app.tenant', true)").await,
+            "a-tenant"
+        );
+        assert_eq!(value(&b, "show work_mem").await, default_work_mem);
+        assert_eq!(value(&b, "show default_transaction_read_only").await, "off");
+        assert_eq!(
+            value(
+                &b,
+                "select coalesce(current_setting('app.tenant', true), '')"
+            )
+            .await,
+            ""
+        );
+    }
     proxy.stop().await;
 }

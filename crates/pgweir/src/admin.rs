@@ -387,7 +387,12 @@ impl AdminBackend for Admin {
         self.handle
             .pools()
             .iter()
-            .map(|e| PoolCounters::from_metrics(&e.database, &e.user, e.pool.metrics()))
+            .map(|e| {
+                let metrics = e.pool.metrics();
+                let mut counters = PoolCounters::from_metrics(&e.database, &e.user, metrics);
+                counters.errors_by_class = metrics.errors_by_class();
+                counters
+            })
             .collect()
     }
 

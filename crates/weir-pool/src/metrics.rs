@@ -9,6 +9,7 @@
 //! allocated on its first record, so shards no thread uses cost nothing.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
@@ -62,6 +63,8 @@ pub struct PoolMetrics {
     pub prepares: AtomicU64,
     /// Named prepared statement uses served by a statement the server already had.
     pub prepare_hits: AtomicU64,
+    /// Errors relayed to clients, by SQLSTATE class (the first two characters).
+    errors: Mutex<BTreeMap<[u8; 2], u64>>,
     wait: ShardedHistogram,
     xact: ShardedHistogram,
     query: ShardedHistogram,
@@ -89,6 +92,7 @@ impl PoolMetrics {
             pins: AtomicU64::new(0),
             prepares: AtomicU64::new(0),
             prepare_hits: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
             wait: ShardedHistogram::new(shards),
             xact: ShardedHistogram::new(shards),
             query: ShardedHistogram::new(shards),
@@ -116,6 +120,26 @@ impl PoolMetrics {
         self.queries.fetch_add(1, Relaxed);
         self.query_us.fetch_add(us, Relaxed);
         self.query.record(us);
+    }
+
+    /// Counts one error sent to a client, by its SQLSTATE's class. Errors are rare next
+    /// to queries, so a short lock is fine here.
+    pub fn record_error(&self, sqlstate: &[u8]) {
+        let class = match sqlstate {
+            [a, b, ..] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => [*a, *b],
+            _ => *b"XX",
+        };
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        *errors.entry(class).or_insert(0) += 1;
+    }
+
+    /// Errors sent to clients so far, by SQLSTATE class (`"23"`, `"57"`, ...).
+    pub fn errors_by_class(&self) -> Vec<(String, u64)> {
+        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        errors
+            .iter()
+            .map(|(c, n)| (String::from_utf8_lossy(c).into_owned(), *n))
+            .collect()
     }
 
     /// Snapshot of all checkout waits so far, in µs, merged over shards.

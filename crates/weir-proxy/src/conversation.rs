@@ -86,6 +86,9 @@ pub(crate) struct Undo {
     pub client_name: Option<NameChange>,
     /// The unnamed statement was parsed on this server connection.
     pub unnamed: bool,
+    /// Not undone: the mapped statement a Bind or Describe uses, dropped from the
+    /// server if PostgreSQL says its cached plan went stale (DDL changed its result).
+    pub uses: Option<Arc<Statement>>,
 }
 
 /// The exchange on one checked-out server connection; a fresh one per checkout.
@@ -340,6 +343,11 @@ impl Conversation {
             ctx.client
                 .update_pins(effects.pins, effects.unpins, ctx.metrics);
         }
+        for name in &effects.set_names {
+            if let Ok(name) = std::str::from_utf8(name) {
+                ctx.client.params.track(name);
+            }
+        }
         if effects.settings && ctx.client.params.tracks_extras() {
             ctx.client.params.extras_dirty = true;
         }
@@ -381,22 +389,33 @@ impl Conversation {
                 };
                 // What follows the statement name: formats, values, result formats.
                 let after = &body[portal.len() + 1 + name.len() + 1..];
-                if let Some(statement) = self.resolve(name, pos, ctx, w)? {
+                let uses = self.resolve(name, pos, ctx, w)?;
+                if let Some(statement) = &uses {
                     let out = w.edit_at(pos);
                     put_bind_renamed(out, portal, &statement.server_name, after);
                     w.skip_to(pos + frame_len);
                 }
-                self.queue.push_back(Expect::Message(tag, Undo::default()));
+                let undo = Undo {
+                    uses,
+                    ..Undo::default()
+                };
+                self.queue.push_back(Expect::Message(tag, undo));
             }
             b'D' => {
+                let mut uses = None;
                 if let Some((b'S', name)) = target(body) {
-                    if let Some(statement) = self.resolve(name, pos, ctx, w)? {
+                    uses = self.resolve(name, pos, ctx, w)?;
+                    if let Some(statement) = &uses {
                         let out = w.edit_at(pos);
                         put_describe_statement(out, &statement.server_name);
                         w.skip_to(pos + frame_len);
                     }
                 }
-                self.queue.push_back(Expect::Message(tag, Undo::default()));
+                let undo = Undo {
+                    uses,
+                    ..Undo::default()
+                };
+                self.queue.push_back(Expect::Message(tag, undo));
             }
             b'C' => match target(body) {
                 Some((b'S', name)) if !name.is_empty() => {
@@ -498,7 +517,7 @@ impl Conversation {
             let undo = Undo {
                 server_statement: Some(statement),
                 client_name,
-                unnamed: false,
+                ..Undo::default()
             };
             self.queue.push_back(Expect::Message(b'P', undo));
         }
@@ -568,6 +587,11 @@ impl Conversation {
         out: &mut BytesMut,
     ) {
         ctx.metrics.prepares.fetch_add(1, Relaxed);
+        if let Some(i) = ctx.server.stale.iter().position(|s| s.id == statement.id) {
+            // Its old copy, whose plan went stale, still holds the name on the server.
+            ctx.server.stale.swap_remove(i).put_close(out);
+            self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+        }
         if let Some(evicted) = ctx
             .server
             .statements

@@ -52,6 +52,9 @@ pub struct Effects {
     pub resets: Vec<Vec<u8>>,
     /// `RESET ALL` or `DISCARD ALL`.
     pub reset_all: bool,
+    /// Settings named by `SET name ...` and `set_config('name', ...)` (lower case), so
+    /// that even settings nobody configured for tracking never leak to another client.
+    pub set_names: Vec<Vec<u8>>,
 }
 
 impl Effects {
@@ -123,9 +126,13 @@ fn statement_effects(sql: &[u8], e: &mut Effects) {
                     e.pins |= pin::AUTHORIZATION;
                 } else {
                     e.settings = true;
+                    e.set_names.extend(set_target(rest2));
                 }
             }
-            _ => e.settings = true,
+            _ => {
+                e.settings = true;
+                e.set_names.extend(set_target(rest));
+            }
         },
         b"RESET" => {
             e.settings = true;
@@ -194,7 +201,42 @@ fn call_effects(sql: &[u8], e: &mut Effects) {
     }
     if calls(sql, b"set_config") {
         e.settings = true;
+        e.set_names.extend(set_config_target(sql));
     }
+}
+
+/// The setting a `SET` changes: `rest` starts after `SET` (and `SESSION`). The special
+/// forms `TIME ZONE`, `NAMES` and `SCHEMA` name `timezone`, `client_encoding` and
+/// `search_path`.
+fn set_target(rest: &[u8]) -> Option<Vec<u8>> {
+    let rest = rest.trim_ascii_start();
+    let name: Vec<u8> = if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let end = quoted.iter().position(|&b| b == b'"')?;
+        quoted[..end].to_vec()
+    } else {
+        let end = rest
+            .iter()
+            .position(|b| !(is_ident(*b) || *b == b'.'))
+            .unwrap_or(rest.len());
+        rest[..end].to_ascii_lowercase()
+    };
+    let special: &[u8] = match name.as_slice() {
+        b"time" => b"timezone",
+        b"names" => b"client_encoding",
+        b"schema" => b"search_path",
+        _ => &name,
+    };
+    (!special.is_empty()).then(|| special.to_vec())
+}
+
+/// The first argument of `set_config('name', ...)`, when it is a plain string literal.
+fn set_config_target(sql: &[u8]) -> Option<Vec<u8>> {
+    let at = find_ci(sql, b"set_config")?;
+    let args = sql[at + b"set_config".len()..].trim_ascii_start();
+    let args = args.strip_prefix(b"(")?.trim_ascii_start();
+    let literal = args.strip_prefix(b"'")?;
+    let end = literal.iter().position(|&b| b == b'\'')?;
+    Some(literal[..end].to_ascii_lowercase())
 }
 
 /// `sql` has `name` as a whole word followed by `(` (case-insensitive).
@@ -394,6 +436,31 @@ mod tests {
         assert!(fx("deallocate all").deallocate_all);
         assert_eq!(fx("deallocate a; select 1").deallocate, None);
         assert!(fx("select 1").is_none());
+    }
+
+    #[test]
+    fn set_targets_are_named() {
+        assert_eq!(
+            fx("SET work_mem = '8MB'").set_names,
+            vec![b"work_mem".to_vec()]
+        );
+        assert_eq!(
+            fx("set session My.Tenant to 7").set_names,
+            vec![b"my.tenant".to_vec()]
+        );
+        assert_eq!(
+            fx("SET TIME ZONE 'UTC'").set_names,
+            vec![b"timezone".to_vec()]
+        );
+        assert_eq!(
+            fx("set names 'LATIN1'").set_names,
+            vec![b"client_encoding".to_vec()]
+        );
+        assert_eq!(
+            fx("select set_config('app.user', '42', false)").set_names,
+            vec![b"app.user".to_vec()]
+        );
+        assert!(fx("set local work_mem = 1").set_names.is_empty());
     }
 
     #[test]

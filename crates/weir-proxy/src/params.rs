@@ -178,6 +178,19 @@ impl ClientParams {
         }
     }
 
+    /// Starts tracking a setting the client changed, unless it already is.
+    pub fn track(&mut self, name: &str) {
+        if replayed_index(name).is_some()
+            || self
+                .extra_names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return;
+        }
+        self.extra_names.push(name.into());
+    }
+
     /// Whether any unreported setting is tracked (so a `SET` must trigger a re-read).
     pub fn tracks_extras(&self) -> bool {
         !self.extra_names.is_empty()

@@ -100,14 +100,16 @@ impl Conversation {
                         }
                     }
                     b'E' => {
-                        if ErrorFields::parse(body).is_fatal() {
+                        let error = ErrorFields::parse(body);
+                        if error.is_fatal() {
                             self.server_fatal = true;
                         }
+                        ctx.metrics.record_error(error.code.unwrap_or(b"XX000"));
                         if matches!(
                             self.queue.front(),
                             Some(Expect::Message(..) | Expect::Hidden(..))
                         ) {
-                            self.fail_to_sync(ctx);
+                            self.fail_to_sync(ctx, stale_plan(&error));
                         }
                     }
                     b'S' => note_parameter(body, ctx),
@@ -184,7 +186,14 @@ impl Conversation {
     /// The server failed the message at the head of the queue and skips the rest up to
     /// Sync: pop those entries (their answers never come) and undo what they recorded,
     /// newest first.
-    fn fail_to_sync(&mut self, ctx: &mut Ctx<'_>) {
+    fn fail_to_sync(&mut self, ctx: &mut Ctx<'_>, stale_plan: bool) {
+        if stale_plan {
+            if let Some(Expect::Message(_, Undo { uses: Some(s), .. })) = self.queue.front() {
+                // Every client would hit the same error on this connection's copy.
+                ctx.server.statements.remove(s);
+                ctx.server.stale.push(s.clone());
+            }
+        }
         let mut undone = Vec::new();
         while let Some(front) = self.queue.front() {
             if matches!(front, Expect::Sync) {
@@ -221,6 +230,14 @@ impl Conversation {
             self.queue.pop_front();
         }
     }
+}
+
+/// PostgreSQL's error for a prepared statement whose result type changed under it.
+fn stale_plan(error: &ErrorFields<'_>) -> bool {
+    error.code == Some(b"0A000")
+        && error
+            .message
+            .is_some_and(|m| m.starts_with(b"cached plan must not change result type"))
 }
 
 fn apply_undo(undo: Undo, conv: &mut Conversation, ctx: &mut Ctx<'_>) {

@@ -10,7 +10,7 @@ use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
 
 use crate::params::{ClientParams, ServerParamsState};
-use crate::prepared::{ClientStatements, ServerStatements, StatementRegistry};
+use crate::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
 
 /// One client's state that outlives its server connections.
 #[derive(Debug, Default)]
@@ -68,12 +68,15 @@ pub struct ServerSession {
     pub statements: ServerStatements,
     /// Its settings now.
     pub params: ServerParamsState,
+    /// Statements whose cached plan went stale: closed before they are parsed again.
+    pub stale: Vec<Arc<Statement>>,
 }
 
 impl ServerSession {
     /// `DISCARD ALL` ran: no statements, settings back to their defaults.
     pub fn discarded(&mut self) {
         self.statements.clear();
+        self.stale.clear();
         self.params.extras.clear();
     }
 }

@@ -24,7 +24,7 @@ pub fn raise_query(code: &str, message: &str, hint: Option<&str>) -> String {
 }
 
 fn push_hex_text(sql: &mut String, text: &str) {
-    sql.push_str("convert_from('\\x");
+    sql.push_str("pg_catalog.convert_from('\\x");
     for b in text.bytes() {
         let _ = write!(sql, "{b:02x}");
     }
