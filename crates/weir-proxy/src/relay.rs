@@ -17,18 +17,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_config::{Config, PoolMode};
 use weir_pool::PooledConnection;
-use weir_wire::backend::{parse_parameter_status, parse_ready_for_query, ErrorFields};
-use weir_wire::frame::Header;
 
 use crate::cancel::CancelGuard;
-use crate::conversation::{frame_error, invalid_message_type, Conversation};
+use crate::conversation::Conversation;
 use crate::error::ClientError;
-use crate::io::read_frame;
 use crate::params::ClientParams;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::{ClientInfo, ClientState};
 use crate::session::{pool_error, Shared};
 use crate::session_state::{ClientSession, Ctx, ServerSession};
+
+mod idle;
+
+use idle::Idle;
 
 /// Read size for client sockets; client buffers are released while the client is idle.
 const CLIENT_READ: usize = 8 * 1024;
@@ -36,16 +37,6 @@ const CLIENT_READ: usize = 8 * 1024;
 const SERVER_READ: usize = 32 * 1024;
 /// How long the reset query may take before the connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What an idle client's buffered bytes need.
-enum Idle {
-    /// A message that needs a server connection.
-    NeedServer,
-    /// Terminate: the client is leaving.
-    Terminate,
-    /// Nothing (more) to act on yet: read more.
-    NeedMore,
-}
 
 /// One client's relay loop; see the module docs.
 pub struct Relay<'a> {
@@ -233,53 +224,6 @@ impl<'a> Relay<'a> {
                     return Err(self.query_timed_out(query_timeout).await);
                 }
             }
-        }
-    }
-
-    /// Decides what an idle client's buffered bytes need, dropping the messages that
-    /// PostgreSQL itself ignores outside a COPY or an extended-protocol batch: CopyData,
-    /// CopyDone and CopyFail arriving after a COPY already failed (the server answered
-    /// and was released), and a lone Flush. Checking out a server for them would hold
-    /// it forever, since no answer ever comes to release it (pgbouncer#1471).
-    fn idle_decision(&mut self) -> Result<Idle, ClientError> {
-        loop {
-            if self.discard_remaining > 0 {
-                let n = self.discard_remaining.min(self.cbuf.len());
-                self.cbuf.advance(n);
-                self.discard_remaining -= n;
-                if self.discard_remaining > 0 {
-                    return Ok(Idle::NeedMore);
-                }
-            }
-            let Some(&tag) = self.cbuf.first() else {
-                return Ok(Idle::NeedMore);
-            };
-            match tag {
-                b'X' => return Ok(Idle::Terminate),
-                b'd' | b'c' | b'f' | b'H' => {}
-                b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
-                    // Refuse a bad length before it costs a server connection.
-                    Header::peek(&self.cbuf, self.max_message).map_err(frame_error)?;
-                    return Ok(Idle::NeedServer);
-                }
-                other => return Err(invalid_message_type(other)),
-            }
-            let header = match Header::peek(&self.cbuf, self.max_message) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Ok(Idle::NeedMore),
-                Err(e) => return Err(frame_error(e)),
-            };
-            let frame_len = header.frame_len();
-            if tag == b'd' {
-                let n = frame_len.min(self.cbuf.len());
-                self.cbuf.advance(n);
-                self.discard_remaining = frame_len - n;
-            } else if self.cbuf.len() >= frame_len {
-                self.cbuf.advance(frame_len);
-            } else {
-                return Ok(Idle::NeedMore);
-            }
-            tracing::debug!(tag = %(tag as char), "dropped a message that needs no server");
         }
     }
 
@@ -577,7 +521,7 @@ impl<'a> Relay<'a> {
             }
             return;
         }
-        let ok = tokio::time::timeout(RESET_TIMEOUT, run_reset(&mut server, reset))
+        let ok = tokio::time::timeout(RESET_TIMEOUT, server.reset(reset))
             .await
             .unwrap_or(false);
         if ok {
@@ -618,36 +562,6 @@ fn ctx<'b>(
         transaction_mode,
         max_prepared: config.max_prepared_statements as usize,
         features: config.session_features,
-    }
-}
-
-/// Runs the reset query on an idle server; true if it ended with ReadyForQuery `I`.
-async fn run_reset(server: &mut crate::server::ServerConn, sql: &str) -> bool {
-    let mut out = BytesMut::new();
-    weir_wire::build::put_query(&mut out, sql);
-    if server.stream.write_all(&out).await.is_err() {
-        return false;
-    }
-    loop {
-        let Ok(f) = read_frame(&mut server.stream, &mut server.rbuf, 1 << 20).await else {
-            return false;
-        };
-        match f.tag() {
-            b'Z' => {
-                // DISCARD ALL (the usual reset) dropped statements and settings.
-                server.state.discarded();
-                return parse_ready_for_query(f.body()) == Some(b'I') && server.rbuf.is_empty();
-            }
-            b'S' => {
-                if let Some((name, value)) = parse_parameter_status(f.body()) {
-                    server.state.params.reported.set(name, value);
-                }
-            }
-            b'E' => {
-                tracing::warn!(error = %ErrorFields::parse(f.body()).message_lossy(), "server_reset_query failed");
-            }
-            _ => {}
-        }
     }
 }
 

@@ -286,6 +286,39 @@ impl ServerConn {
         })
     }
 
+    /// Runs the reset query (`server_reset_query`) on an idle connection, noting the
+    /// settings it reports; true if it ended with ReadyForQuery `I` and nothing more.
+    pub async fn reset(&mut self, sql: &str) -> bool {
+        let mut out = BytesMut::new();
+        weir_wire::build::put_query(&mut out, sql);
+        if self.stream.write_all(&out).await.is_err() {
+            return false;
+        }
+        loop {
+            let Ok(f) = read_frame(&mut self.stream, &mut self.rbuf, MAX_LOGIN_MESSAGE).await
+            else {
+                return false;
+            };
+            match f.tag() {
+                b'Z' => {
+                    // DISCARD ALL (the usual reset) dropped statements and settings.
+                    self.state.discarded();
+                    return backend::parse_ready_for_query(f.body()) == Some(b'I')
+                        && self.rbuf.is_empty();
+                }
+                b'S' => {
+                    if let Some((name, value)) = backend::parse_parameter_status(f.body()) {
+                        self.state.params.reported.set(name, value);
+                    }
+                }
+                b'E' => {
+                    tracing::warn!(error = %ErrorFields::parse(f.body()).message_lossy(), "server_reset_query failed");
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Non-blocking probe of an idle connection: readable (data or EOF) means dead or desynced.
     pub fn is_idle_and_alive(&self) -> bool {
         if !self.rbuf.is_empty() {

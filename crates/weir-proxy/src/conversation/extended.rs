@@ -1,0 +1,283 @@
+//! The extended-protocol half of the client scan: Parse, Bind, Describe and Close of
+//! named statements mapped to proxy-wide server names, the unnamed statement carried
+//! across transactions, and errors the server raises in the client's place.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use weir_wire::build::{put_cstr, put_frame};
+use weir_wire::frame::read_cstr;
+use weir_wire::frontend::{bind_names, target};
+
+use super::{refuse_feature, Conversation, Expect, Rewriter, Synthetic, Undo};
+use crate::error::ClientError;
+use crate::features;
+use crate::prepared::{put_bind_renamed, put_describe_statement, Statement};
+use crate::session_state::Ctx;
+use crate::statement::{raise_query, refuse_named_statements};
+
+impl Conversation {
+    /// Parse, Bind, Describe, Close, Execute outside an error skip.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn extended(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        if !ctx.transaction_mode {
+            self.queue.push_back(Expect::Message(tag, Undo::default()));
+            return Ok(());
+        }
+        match tag {
+            b'P' => self.parse(body, pos, frame_len, ctx, w, to_client)?,
+            b'B' => {
+                let Some((portal, name)) = bind_names(body) else {
+                    self.queue.push_back(Expect::Message(tag, Undo::default()));
+                    return Ok(());
+                };
+                // What follows the statement name: formats, values, result formats.
+                let after = &body[portal.len() + 1 + name.len() + 1..];
+                let uses = self.resolve(name, pos, ctx, w)?;
+                if let Some(statement) = &uses {
+                    let out = w.edit_at(pos);
+                    put_bind_renamed(out, portal, &statement.server_name, after);
+                    w.skip_to(pos + frame_len);
+                }
+                let undo = Undo {
+                    uses,
+                    ..Undo::default()
+                };
+                self.queue.push_back(Expect::Message(tag, undo));
+            }
+            b'D' => {
+                let mut uses = None;
+                if let Some((b'S', name)) = target(body) {
+                    uses = self.resolve(name, pos, ctx, w)?;
+                    if let Some(statement) = &uses {
+                        let out = w.edit_at(pos);
+                        put_describe_statement(out, &statement.server_name);
+                        w.skip_to(pos + frame_len);
+                    }
+                }
+                let undo = Undo {
+                    uses,
+                    ..Undo::default()
+                };
+                self.queue.push_back(Expect::Message(tag, undo));
+            }
+            b'C' => match target(body) {
+                Some((b'S', name)) if !name.is_empty() => {
+                    if ctx.max_prepared == 0 {
+                        return Err(refuse_named_statements(name));
+                    }
+                    // Kept on the server; the client's name is forgotten when this is
+                    // answered in order, like PostgreSQL (closing an unknown name is fine).
+                    w.edit_at(pos);
+                    w.skip_to(pos + frame_len);
+                    let previous = ctx.client.statements.remove(name);
+                    let undo = Undo {
+                        client_name: previous.map(|p| (name.into(), Some(p))),
+                        ..Undo::default()
+                    };
+                    self.push_synthetic(Synthetic::CloseComplete, undo, to_client);
+                }
+                Some((b'S', _)) => {
+                    ctx.client.unnamed = None;
+                    self.unnamed_parsed = false;
+                    self.queue.push_back(Expect::Message(tag, Undo::default()));
+                }
+                _ => self.queue.push_back(Expect::Message(tag, Undo::default())),
+            },
+            _ => self.queue.push_back(Expect::Message(tag, Undo::default())),
+        }
+        Ok(())
+    }
+
+    fn parse(
+        &mut self,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<(), ClientError> {
+        let Some((name, after_name)) = read_cstr(body) else {
+            // Malformed: PostgreSQL reports it.
+            self.queue.push_back(Expect::Message(b'P', Undo::default()));
+            return Ok(());
+        };
+        let query = read_cstr(after_name).map(|(q, _)| q).unwrap_or_default();
+        ctx.client.note_query(query);
+        let effects = features::effects(query);
+        if !effects.is_none() {
+            if let Some(refusal) = refuse_feature(&effects, ctx) {
+                // Raised by the server, so the transaction fails exactly as PostgreSQL's would.
+                let out = w.edit_at(pos);
+                self.raise_in_batch(&refusal, out);
+                w.skip_to(pos + frame_len);
+                return Ok(());
+            }
+            self.apply_effects(&effects, ctx);
+        }
+        if name.is_empty() {
+            let mut saved = ctx.client.unnamed.take().unwrap_or_default();
+            saved.clear();
+            saved.extend_from_slice(after_name);
+            ctx.client.unnamed = Some(saved);
+            self.unnamed_parsed = true;
+            let undo = Undo {
+                unnamed: true,
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Message(b'P', undo));
+            return Ok(());
+        }
+        if ctx.max_prepared == 0 {
+            return Err(refuse_named_statements(name));
+        }
+        if ctx.client.statements.get(name).is_some() {
+            let message = format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            );
+            let out = w.edit_at(pos);
+            self.raise_in_batch(&raise_query("42P05", &message, None), out);
+            w.skip_to(pos + frame_len);
+            return Ok(());
+        }
+        let statement = ctx.registry.intern(after_name);
+        ctx.client.statements.insert(name, statement.clone());
+        let client_name = Some((Box::<[u8]>::from(name), None));
+        w.edit_at(pos);
+        w.skip_to(pos + frame_len);
+        if ctx.server.statements.touch(&statement) {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+            let undo = Undo {
+                client_name,
+                ..Undo::default()
+            };
+            self.push_synthetic(Synthetic::ParseComplete, undo, to_client);
+        } else {
+            let out = &mut *w.out;
+            self.prepare_on_server(&statement, ctx, out);
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement),
+                client_name,
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Message(b'P', undo));
+        }
+        Ok(())
+    }
+
+    /// The statement a Bind or Describe names, made sure to exist on this server
+    /// connection (a Parse is sent ahead of the message at `pos` when it does not).
+    /// `None`: send the message unchanged (the unnamed statement, or a name the client
+    /// never prepared, which the server then reports as PostgreSQL would).
+    fn resolve(
+        &mut self,
+        name: &[u8],
+        pos: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+    ) -> Result<Option<Arc<Statement>>, ClientError> {
+        if name.is_empty() {
+            if !self.unnamed_parsed {
+                if let Some(saved) = &ctx.client.unnamed {
+                    // Parsed in an earlier transaction, maybe on another server connection.
+                    let out = w.edit_at(pos);
+                    put_frame(out, b'P', |b| {
+                        put_cstr(b, b"");
+                        b.put_slice(saved);
+                    });
+                    self.unnamed_parsed = true;
+                    let undo = Undo {
+                        unnamed: true,
+                        ..Undo::default()
+                    };
+                    self.queue.push_back(Expect::Hidden(b'P', undo));
+                }
+            }
+            return Ok(None);
+        }
+        if ctx.max_prepared == 0 {
+            return Err(refuse_named_statements(name));
+        }
+        let Some(statement) = ctx.client.statements.get(name).cloned() else {
+            return Ok(None);
+        };
+        if let Some((text, _)) = read_cstr(&statement.body) {
+            ctx.client.note_query(text);
+        }
+        if ctx.server.statements.touch(&statement) {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+        } else {
+            let out = w.edit_at(pos);
+            self.prepare_on_server(&statement, ctx, out);
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement.clone()),
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Hidden(b'P', undo));
+        }
+        Ok(Some(statement))
+    }
+
+    /// Records `statement` as prepared on the server, closing the least recently used
+    /// one first when the server connection is at `max_prepared_statements`.
+    fn prepare_on_server(
+        &mut self,
+        statement: &Arc<Statement>,
+        ctx: &mut Ctx<'_>,
+        out: &mut BytesMut,
+    ) {
+        ctx.metrics.prepares.fetch_add(1, Relaxed);
+        if let Some(i) = ctx.server.stale.iter().position(|s| s.id == statement.id) {
+            // Its old copy, whose plan went stale, still holds the name on the server.
+            ctx.server.stale.swap_remove(i).put_close(out);
+            self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+        }
+        if let Some(evicted) = ctx
+            .server
+            .statements
+            .insert(statement.clone(), ctx.max_prepared)
+        {
+            evicted.put_close(out);
+            self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+        }
+    }
+
+    /// Sends, in place of a client's extended message, an unnamed statement that raises
+    /// `sql`'s error: the server fails the message and skips to Sync like for any error.
+    fn raise_in_batch(&mut self, sql: &str, out: &mut BytesMut) {
+        put_frame(out, b'P', |b| {
+            put_cstr(b, b"");
+            put_cstr(b, sql.as_bytes());
+            b.put_i16(0);
+        });
+        put_frame(out, b'B', |b| {
+            b.put_slice(b"\0\0");
+            b.put_i16(0);
+            b.put_i16(0);
+            b.put_i16(0);
+        });
+        put_frame(out, b'E', |b| {
+            b.put_u8(0);
+            b.put_i32(0);
+        });
+        // The client's unnamed statement is gone from this server connection.
+        self.unnamed_parsed = false;
+        self.queue.push_back(Expect::Hidden(b'P', Undo::default()));
+        self.queue.push_back(Expect::Hidden(b'B', Undo::default()));
+        self.queue.push_back(Expect::Message(b'E', Undo::default()));
+    }
+}

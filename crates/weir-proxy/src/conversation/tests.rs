@@ -1,0 +1,253 @@
+//! The conversation as pure logic: client frames in, server frames in, what each side
+//! gets out. No sockets.
+
+use bytes::BytesMut;
+use weir_config::SessionFeatures;
+use weir_pool::PoolMetrics;
+use weir_wire::build::{put_frame, put_query, put_ready_for_query, put_simple_error, Severity};
+
+use super::*;
+use crate::prepared::StatementRegistry;
+use crate::session_state::{ClientSession, ServerSession};
+
+fn frames(parts: &[(u8, &[u8])]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for (tag, body) in parts {
+        put_frame(&mut b, *tag, |x| x.extend_from_slice(body));
+    }
+    b
+}
+
+fn ready(status: u8) -> BytesMut {
+    let mut b = BytesMut::new();
+    put_ready_for_query(&mut b, status);
+    b
+}
+
+/// Tags of the frames in `buf`.
+fn tags(buf: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = buf;
+    while let Ok(Some(h)) = Header::peek(rest, 1 << 20) {
+        out.push(h.tag as char);
+        rest = &rest[h.frame_len()..];
+    }
+    out
+}
+
+/// One client and one server connection, with the conversation between them.
+struct Harness {
+    conv: Conversation,
+    client: ClientSession,
+    server: ServerSession,
+    registry: StatementRegistry,
+    metrics: PoolMetrics,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            conv: Conversation::default(),
+            client: ClientSession::default(),
+            server: ServerSession::default(),
+            registry: StatementRegistry::default(),
+            metrics: PoolMetrics::new(),
+        }
+    }
+
+    /// A new server connection for the same client (as after a checkout).
+    fn switch_server(&mut self) {
+        self.server = ServerSession::default();
+        self.conv = Conversation::default();
+    }
+
+    /// Client bytes in: (bytes sent to the server, bytes the proxy answered itself).
+    fn client_sends(&mut self, buf: &[u8]) -> (BytesMut, BytesMut) {
+        let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
+        let mut ctx = Ctx {
+            client: &mut self.client,
+            server: &mut self.server,
+            registry: &self.registry,
+            metrics: &self.metrics,
+            transaction_mode: true,
+            max_prepared: 100,
+            features: SessionFeatures::Pin,
+        };
+        let scan = self
+            .conv
+            .scan_client(buf, 1 << 20, &mut ctx, &mut to_server, &mut to_client)
+            .expect("valid client input");
+        assert_eq!(scan.consumed, buf.len(), "whole frames");
+        if !scan.edited {
+            to_server.extend_from_slice(&buf[..scan.consumed]);
+        }
+        (to_server, to_client)
+    }
+
+    /// Server bytes in: what the client gets.
+    fn server_sends(&mut self, buf: &[u8]) -> BytesMut {
+        let mut to_client = BytesMut::new();
+        let mut ctx = Ctx {
+            client: &mut self.client,
+            server: &mut self.server,
+            registry: &self.registry,
+            metrics: &self.metrics,
+            transaction_mode: true,
+            max_prepared: 100,
+            features: SessionFeatures::Pin,
+        };
+        let scan = self
+            .conv
+            .scan_server(buf, 1 << 20, &mut ctx, &mut to_client)
+            .expect("valid server output");
+        assert_eq!(scan.consumed, buf.len());
+        if !scan.edited {
+            to_client.extend_from_slice(&buf[..scan.consumed]);
+        }
+        to_client
+    }
+}
+
+const PARSE_S1: (u8, &[u8]) = (b'P', b"s1\0select 1\0\0\0");
+const BIND_S1: (u8, &[u8]) = (b'B', b"\0s1\0\0\0\0\0\0\0");
+const EXECUTE: (u8, &[u8]) = (b'E', b"\0\0\0\0\0");
+const SYNC: (u8, &[u8]) = (b'S', b"");
+
+#[test]
+fn released_only_after_the_last_sync_is_answered() {
+    let mut h = Harness::new();
+    let group: &[(u8, &[u8])] = &[
+        (b'P', b"\0select 1\0\0\0"),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        EXECUTE,
+        SYNC,
+    ];
+    let mut batch = frames(group);
+    batch.extend_from_slice(&frames(group));
+    h.client_sends(&batch);
+    assert!(!h.conv.is_idle());
+    h.server_sends(&frames(&[(b'1', b""), (b'2', b""), (b'C', b"SELECT 1\0")]));
+    h.server_sends(&ready(b'I'));
+    assert!(!h.conv.is_idle(), "one Sync still owed");
+    h.server_sends(&frames(&[(b'1', b""), (b'2', b""), (b'C', b"SELECT 1\0")]));
+    h.server_sends(&ready(b'I'));
+    assert!(h.conv.is_idle());
+}
+
+#[test]
+fn flush_without_sync_keeps_the_server() {
+    let mut h = Harness::new();
+    h.client_sends(&frames(&[(b'P', b"\0select 1\0\0\0"), (b'H', b"")]));
+    h.server_sends(&frames(&[(b'1', b"")]));
+    assert!(h.conv.all_answered());
+    assert!(!h.conv.is_idle(), "mid-sequence until a Sync");
+    h.client_sends(&frames(&[SYNC]));
+    h.server_sends(&ready(b'I'));
+    assert!(h.conv.is_idle());
+}
+
+#[test]
+fn a_named_statement_is_renamed_and_parsed_once_per_server() {
+    let mut h = Harness::new();
+    let (to_server, to_client) = h.client_sends(&frames(&[PARSE_S1, SYNC]));
+    assert_eq!(tags(&to_server), "PS");
+    assert!(to_server.windows(9).any(|w| w == b"_pgweir_1"), "renamed");
+    assert!(to_client.is_empty());
+    assert_eq!(
+        tags(&h.server_sends(&frames(&[(b'1', b""), (b'Z', b"I")]))),
+        "1Z"
+    );
+    assert!(h.conv.is_idle());
+
+    // Next transaction on the same server: Bind renamed, no Parse.
+    h.conv = Conversation::default();
+    let (to_server, _) = h.client_sends(&frames(&[BIND_S1, EXECUTE, SYNC]));
+    assert_eq!(tags(&to_server), "BES");
+
+    // On another server: the Parse goes first and its answer is swallowed.
+    h.switch_server();
+    let (to_server, _) = h.client_sends(&frames(&[BIND_S1, EXECUTE, SYNC]));
+    assert_eq!(tags(&to_server), "PBES");
+    let got = h.server_sends(&frames(&[
+        (b'1', b""),
+        (b'2', b""),
+        (b'D', b"\0\x01\0\0\0\x011"),
+        (b'C', b"SELECT 1\0"),
+        (b'Z', b"I"),
+    ]));
+    assert_eq!(tags(&got), "2DCZ");
+    assert!(h.conv.is_idle());
+
+    // A second Parse of the same text under another name: answered by the proxy.
+    h.conv = Conversation::default();
+    let (to_server, to_client) = h.client_sends(&frames(&[(b'P', b"s2\0select 1\0\0\0"), SYNC]));
+    assert_eq!(tags(&to_server), "S");
+    assert_eq!(
+        tags(&to_client),
+        "1",
+        "ParseComplete at once: nothing was owed before it"
+    );
+    assert_eq!(
+        h.registry.intern(b"select 1\0\0\0").id,
+        1,
+        "one server name for both"
+    );
+}
+
+#[test]
+fn an_error_skips_to_sync_and_undoes_what_the_batch_recorded() {
+    let mut h = Harness::new();
+    let bad: (u8, &[u8]) = (b'P', b"s1\0selec\0\0\0");
+    let (to_server, _) = h.client_sends(&frames(&[bad, BIND_S1, EXECUTE, SYNC]));
+    assert_eq!(tags(&to_server), "PBES");
+    let mut err = BytesMut::new();
+    put_simple_error(&mut err, Severity::Error, "42601", "syntax error");
+    let got = h.server_sends(&err);
+    assert_eq!(tags(&got), "E");
+    assert!(
+        h.client.statements.get(b"s1").is_none(),
+        "the failed Parse is undone"
+    );
+    assert!(h.server.statements.is_empty());
+    assert_eq!(tags(&h.server_sends(&ready(b'I'))), "Z");
+    assert!(h.conv.is_idle());
+}
+
+#[test]
+fn close_is_answered_in_order_and_keeps_the_servers_copy() {
+    let mut h = Harness::new();
+    h.client_sends(&frames(&[PARSE_S1, SYNC]));
+    h.server_sends(&frames(&[(b'1', b""), (b'Z', b"I")]));
+    h.conv = Conversation::default();
+    let mut close = BytesMut::new();
+    put_query(&mut close, "select 2");
+    close.extend_from_slice(&frames(&[(b'C', b"Ss1\0"), SYNC]));
+    let (to_server, to_client) = h.client_sends(&close);
+    assert_eq!(tags(&to_server), "QS", "the Close stays with the proxy");
+    assert!(
+        to_client.is_empty(),
+        "CloseComplete waits for the query's answers"
+    );
+    let got = h.server_sends(&frames(&[(b'C', b"SELECT 1\0"), (b'Z', b"I")]));
+    assert_eq!(tags(&got), "CZ3");
+    assert_eq!(tags(&h.server_sends(&ready(b'I'))), "Z");
+    assert!(h.client.statements.get(b"s1").is_none());
+    assert_eq!(
+        h.server.statements.len(),
+        1,
+        "still prepared for other clients"
+    );
+}
+
+#[test]
+fn fatal_error_is_never_idle() {
+    let mut h = Harness::new();
+    let mut q = BytesMut::new();
+    put_query(&mut q, "select 1");
+    h.client_sends(&q);
+    let mut err = BytesMut::new();
+    put_simple_error(&mut err, Severity::Fatal, "57P01", "terminating");
+    h.server_sends(&err);
+    assert!(h.conv.server_fatal());
+    assert!(!h.conv.is_idle());
+}
