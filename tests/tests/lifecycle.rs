@@ -176,6 +176,62 @@ async fn sigterm_lets_50_running_transactions_commit_and_refuses_new_clients_wit
         .expect("task");
 }
 
+/// A drain waits for a transaction whose client is silent (idle in transaction, no query
+/// running, no Sync owed) and lets its COMMIT through seconds later, in both pool modes,
+/// while an idle client is closed at once; then the proxy exits without waiting for
+/// `shutdown_timeout`. Guards the relay's rule that shutdown ends a session only between
+/// transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_a_silent_open_transaction_commit_late_and_closes_idle_clients_at_once() {
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let table = format!("drain_silent_{mode:?}").to_lowercase();
+        let mut config = admin_config(mode, 2);
+        config.shutdown_timeout = Duration::from_secs(20);
+        let pgweir = start(config, None).await;
+        let tx = connect(&pgweir.app_url()).await.expect("login");
+        let idle = connect(&pgweir.app_url()).await.expect("login");
+        // In session mode this client now holds a server between transactions.
+        idle.simple_query("SELECT 1").await.expect("traffic");
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (i int); \
+             BEGIN; INSERT INTO {table} VALUES (1)"
+        ))
+        .await
+        .expect("open a transaction");
+
+        let started = Instant::now();
+        pgweir.admin.handle().shutdown();
+        assert!(
+            eventually(Duration::from_secs(5), || idle.is_closed()).await,
+            "{mode:?}: the idle client is closed as soon as the drain begins"
+        );
+        // Longer than any scheduling hiccup: a relay that let shutdown end a session
+        // inside a transaction block would have closed this one by now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !tx.is_closed(),
+            "{mode:?}: the open transaction was cut off"
+        );
+        tx.batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: COMMIT during the drain: {e:?}"));
+        let rows = shared_cluster()
+            .psql(APP_DB, &format!("SELECT count(*) FROM {table}"))
+            .expect("superuser psql");
+        assert_eq!(rows.trim(), "1", "{mode:?}: the transaction committed");
+        // Between transactions now: the last session ends and the drain is over.
+        tokio::time::timeout(Duration::from_secs(5), pgweir.task)
+            .await
+            .unwrap_or_else(|_| panic!("{mode:?}: pgweir exits once drained"))
+            .expect("task");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode:?}: the drain ended with the transaction, not at shutdown_timeout"
+        );
+        assert!(tx.is_closed(), "{mode:?}: closed after its transaction");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_under_load_cost_no_client_an_error() {
     let pgweir = start(admin_config(PoolMode::Transaction, 4), None).await;
