@@ -281,3 +281,42 @@ async fn pgbench_prepared_in_session_mode() {
     assert_bench_ok(&out, "prepared");
     assert_pgbench_balances_agree().await;
 }
+
+/// pgbench -M prepared in transaction mode: select-only (pgbench prepares each statement
+/// with a blocking PQprepare, so a TPC-B run with more clients than server connections
+/// deadlocks its own thread, through any transaction pooler) with 8 clients over 4
+/// server connections; then TPC-B with -M extended and `cache_unnamed_statements`: no
+/// failed transaction, balances agree, and the unnamed statements really ran as the
+/// proxy's named server statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_and_cached_unnamed_in_transaction_mode() {
+    let mut config = app_config(PoolMode::Transaction, 4);
+    config.cache_unnamed_statements = true;
+    let proxy = start_proxy(config).await;
+    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        describe_output(&init)
+    );
+    let out = pgbench(
+        &proxy,
+        &[
+            "-n", "-S", "-M", "prepared", "-c", "8", "-j", "2", "-T", "3",
+        ],
+    )
+    .await;
+    assert_bench_ok(&out, "prepared");
+    let out = pgbench(&proxy, &["-M", "extended", "-c", "8", "-j", "2", "-T", "3"]).await;
+    assert_bench_ok(&out, "extended, cached");
+    assert_pgbench_balances_agree().await;
+    let out = psql_ok(
+        &proxy.app_url(),
+        &[
+            "-Atc",
+            "select count(*) > 0 from pg_prepared_statements where name like '\\_pgweir\\_%'",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "t", "server-side statements in use");
+}

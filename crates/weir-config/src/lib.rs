@@ -104,6 +104,12 @@ pub struct Config {
     /// Named prepared statements mapped across server connections in transaction mode,
     /// per server connection (LRU); 0 turns the mapping off. Default 1000.
     pub max_prepared_statements: u32,
+    /// Serve a client's repeated unnamed statements (the extended protocol without
+    /// prepared statements: pgbench -M extended, most ORMs with bind parameters) from
+    /// server-side named statements, so PostgreSQL parses and plans them once per server
+    /// connection instead of once per execution. Needs `max_prepared_statements` > 0.
+    /// Default false.
+    pub cache_unnamed_statements: bool,
     /// Session settings replayed on each server connection in transaction mode besides the
     /// ones PostgreSQL reports itself (`application_name`, `TimeZone`, ...).
     pub track_extra_parameters: Vec<String>,
@@ -159,6 +165,7 @@ impl Default for Config {
             query_timeout: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
             max_prepared_statements: 1000,
+            cache_unnamed_statements: false,
             track_extra_parameters: vec![
                 "search_path".to_owned(),
                 "statement_timeout".to_owned(),

@@ -307,6 +307,7 @@ impl Conversation {
         }
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
+            ctx.client.unnamed_mapped = None;
             let effects = query_text(body).map(features::effects).unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = refuse_feature(&effects, ctx) {

@@ -5,7 +5,7 @@
 //! client, and a client may land on any connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,6 +20,9 @@ pub struct Statement {
     pub server_name: Box<[u8]>,
     /// Parse body after the statement name: query text, NUL, parameter types.
     pub body: Bytes,
+    /// Times it was parsed as an unnamed statement while alive (`cache_unnamed_statements`
+    /// serves it from a named one from the second time on).
+    pub unnamed_parses: AtomicU32,
 }
 
 impl Statement {
@@ -72,6 +75,7 @@ impl StatementRegistry {
             id,
             server_name: format!("_pgweir_{id}").into_bytes().into_boxed_slice(),
             body: body.clone(),
+            unnamed_parses: AtomicU32::new(0),
         });
         map.insert(body, Arc::downgrade(&statement));
         statement

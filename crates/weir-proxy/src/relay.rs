@@ -562,6 +562,7 @@ fn ctx<'b>(
         transaction_mode,
         max_prepared: config.max_prepared_statements as usize,
         features: config.session_features,
+        cache_unnamed: config.cache_unnamed_statements && config.max_prepared_statements > 0,
     }
 }
 

@@ -25,6 +25,9 @@ pub struct ClientSession {
     /// The Parse body (after the empty name) of its last unnamed statement, so it can be
     /// parsed again on another server connection before a Bind or Describe that needs it.
     pub unnamed: Option<BytesMut>,
+    /// With `cache_unnamed_statements`: the statement its unnamed statement is (kept alive
+    /// so a repeat is recognised) and whether it is served from the named server copy.
+    pub unnamed_mapped: Option<(Arc<Statement>, bool)>,
     /// The text of the query being timed for `SHOW QUERIES` (buffer reused).
     pub sample: BytesMut,
     /// `sample` holds a query whose answer has not come yet.
@@ -97,6 +100,8 @@ pub struct Ctx<'a> {
     pub max_prepared: usize,
     /// `session_features`.
     pub features: SessionFeatures,
+    /// `cache_unnamed_statements` (and mapping on).
+    pub cache_unnamed: bool,
 }
 
 /// Shared handle type for the registry.

@@ -90,7 +90,14 @@ impl Conversation {
                 Some((b'S', _)) => {
                     ctx.client.unnamed = None;
                     self.unnamed_parsed = false;
-                    self.queue.push_back(Expect::Message(tag, Undo::default()));
+                    if let Some((_, true)) = ctx.client.unnamed_mapped.take() {
+                        // Served from a named server copy, which stays for other clients.
+                        w.edit_at(pos);
+                        w.skip_to(pos + frame_len);
+                        self.push_synthetic(Synthetic::CloseComplete, Undo::default(), to_client);
+                    } else {
+                        self.queue.push_back(Expect::Message(tag, Undo::default()));
+                    }
                 }
                 _ => self.queue.push_back(Expect::Message(tag, Undo::default())),
             },
@@ -127,6 +134,11 @@ impl Conversation {
             self.apply_effects(&effects, ctx);
         }
         if name.is_empty() {
+            if ctx.cache_unnamed
+                && self.parse_unnamed_as_named(after_name, pos, frame_len, ctx, w, to_client)
+            {
+                return Ok(());
+            }
             let mut saved = ctx.client.unnamed.take().unwrap_or_default();
             saved.clear();
             saved.extend_from_slice(after_name);
@@ -178,6 +190,48 @@ impl Conversation {
         Ok(())
     }
 
+    /// `cache_unnamed_statements`: an unnamed statement parsed before (by any client) is
+    /// served from its named server copy: the Parse is answered by the proxy when the
+    /// server has it, or sent under the server-side name. Returns false to parse it as
+    /// an ordinary unnamed statement (first sighting: one-off texts stay one-off).
+    fn parse_unnamed_as_named(
+        &mut self,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) -> bool {
+        let statement = ctx.registry.intern(body);
+        let repeated = statement.unnamed_parses.fetch_add(1, Relaxed) > 0;
+        let on_server = ctx.server.statements.touch(&statement);
+        if !repeated && !on_server {
+            // Kept alive so the client's next Parse of the same text is recognised.
+            ctx.client.unnamed_mapped = Some((statement, false));
+            return false;
+        }
+        ctx.client.unnamed = None;
+        ctx.client.unnamed_mapped = Some((statement.clone(), true));
+        self.unnamed_parsed = false;
+        w.edit_at(pos);
+        w.skip_to(pos + frame_len);
+        if on_server {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+            self.push_synthetic(Synthetic::ParseComplete, Undo::default(), to_client);
+        } else {
+            let out = &mut *w.out;
+            self.prepare_on_server(&statement, ctx, out);
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement),
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Message(b'P', undo));
+        }
+        true
+    }
+
     /// The statement a Bind or Describe names, made sure to exist on this server
     /// connection (a Parse is sent ahead of the message at `pos` when it does not).
     /// `None`: send the message unchanged (the unnamed statement, or a name the client
@@ -190,6 +244,11 @@ impl Conversation {
         w: &mut Rewriter<'_>,
     ) -> Result<Option<Arc<Statement>>, ClientError> {
         if name.is_empty() {
+            if let Some((statement, true)) = &ctx.client.unnamed_mapped {
+                let statement = statement.clone();
+                self.ensure_on_server(&statement, pos, ctx, w);
+                return Ok(Some(statement));
+            }
             if !self.unnamed_parsed {
                 if let Some(saved) = &ctx.client.unnamed {
                     // Parsed in an earlier transaction, maybe on another server connection.
@@ -217,19 +276,31 @@ impl Conversation {
         if let Some((text, _)) = read_cstr(&statement.body) {
             ctx.client.note_query(text);
         }
-        if ctx.server.statements.touch(&statement) {
-            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
-        } else {
-            let out = w.edit_at(pos);
-            self.prepare_on_server(&statement, ctx, out);
-            statement.put_parse(out);
-            let undo = Undo {
-                server_statement: Some(statement.clone()),
-                ..Undo::default()
-            };
-            self.queue.push_back(Expect::Hidden(b'P', undo));
-        }
+        self.ensure_on_server(&statement, pos, ctx, w);
         Ok(Some(statement))
+    }
+
+    /// Sends a Parse of `statement` ahead of the message at `pos` unless this server
+    /// connection has it; its answer is swallowed.
+    fn ensure_on_server(
+        &mut self,
+        statement: &Arc<Statement>,
+        pos: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+    ) {
+        if ctx.server.statements.touch(statement) {
+            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+            return;
+        }
+        let out = w.edit_at(pos);
+        self.prepare_on_server(statement, ctx, out);
+        statement.put_parse(out);
+        let undo = Undo {
+            server_statement: Some(statement.clone()),
+            ..Undo::default()
+        };
+        self.queue.push_back(Expect::Hidden(b'P', undo));
     }
 
     /// Records `statement` as prepared on the server, closing the least recently used

@@ -42,6 +42,7 @@ struct Harness {
     server: ServerSession,
     registry: StatementRegistry,
     metrics: PoolMetrics,
+    cache_unnamed: bool,
 }
 
 impl Harness {
@@ -52,6 +53,7 @@ impl Harness {
             server: ServerSession::default(),
             registry: StatementRegistry::default(),
             metrics: PoolMetrics::new(),
+            cache_unnamed: false,
         }
     }
 
@@ -72,6 +74,7 @@ impl Harness {
             transaction_mode: true,
             max_prepared: 100,
             features: SessionFeatures::Pin,
+            cache_unnamed: self.cache_unnamed,
         };
         let scan = self
             .conv
@@ -95,6 +98,7 @@ impl Harness {
             transaction_mode: true,
             max_prepared: 100,
             features: SessionFeatures::Pin,
+            cache_unnamed: self.cache_unnamed,
         };
         let scan = self
             .conv
@@ -250,4 +254,43 @@ fn fatal_error_is_never_idle() {
     h.server_sends(&err);
     assert!(h.conv.server_fatal());
     assert!(!h.conv.is_idle());
+}
+
+#[test]
+fn a_repeated_unnamed_statement_is_served_from_a_named_server_copy() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let group: &[(u8, &[u8])] = &[
+        (b'P', b"\0select $1\0\0\0"),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        EXECUTE,
+        SYNC,
+    ];
+    let answers = frames(&[
+        (b'1', b""),
+        (b'2', b""),
+        (b'C', b"SELECT 1\0"),
+        (b'Z', b"I"),
+    ]);
+    // First sighting: an ordinary unnamed statement.
+    let (to_server, _) = h.client_sends(&frames(group));
+    assert!(!to_server.windows(8).any(|w| w == b"_pgweir_"));
+    assert_eq!(tags(&h.server_sends(&answers)), "12CZ");
+    // Second: parsed under its server name, Bind renamed.
+    h.conv = Conversation::default();
+    let (to_server, _) = h.client_sends(&frames(group));
+    assert_eq!(tags(&to_server), "PBES");
+    assert_eq!(
+        to_server.windows(9).filter(|w| *w == b"_pgweir_1").count(),
+        2
+    );
+    assert_eq!(tags(&h.server_sends(&answers)), "12CZ");
+    // Third, on the same server: no Parse at all; ParseComplete from the proxy.
+    h.conv = Conversation::default();
+    let (to_server, to_client) = h.client_sends(&frames(group));
+    assert_eq!(tags(&to_server), "BES");
+    assert_eq!(tags(&to_client), "1");
+    let got = h.server_sends(&frames(&[(b'2', b""), (b'C', b"SELECT 1\0"), (b'Z', b"I")]));
+    assert_eq!(tags(&got), "2CZ");
+    assert!(h.conv.is_idle());
 }
