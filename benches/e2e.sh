@@ -35,6 +35,8 @@
 #   PG_BIN=               PostgreSQL bin dir (default: pg_ctl 15+ on PATH, else
 #                         the newest /usr/lib/postgresql/*/bin)
 #   PGWEIR_BIN=           pgweir binary (default: cargo build --release -p pgweir)
+#   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config cache.toml" with
+#                         cache_unnamed_statements = true
 #
 # Example (quick check without pgweir):
 #   TARGETS="direct pgbouncer" BENCH_SECONDS=3 REPS=1 CLIENTS="1 16" benches/e2e.sh
@@ -58,6 +60,7 @@ POOL_SIZE=${POOL_SIZE:-20}
 IDLE_CLIENTS=${IDLE_CLIENTS:-1000}
 WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 PG_BIN=${PG_BIN:-}
+PGWEIR_ARGS=${PGWEIR_ARGS:-}
 PGWEIR_BIN=${PGWEIR_BIN:-}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -242,7 +245,8 @@ if has pgweir "$TARGETS"; then
     free_port W_PORT
     RUST_LOG=${RUST_LOG:-warn} "$PGWEIR_BIN" --listen "127.0.0.1:$W_PORT" \
         --upstream "postgres://bench:bench@127.0.0.1:$PG_PORT/bench" \
-        --pool-size "$POOL_SIZE" --pool-mode transaction >"$WORK/pgweir.log" 2>&1 &
+        --pool-size "$POOL_SIZE" --pool-mode transaction --http-listen '' \
+        $PGWEIR_ARGS >"$WORK/pgweir.log" 2>&1 &
     PROXY_PID[pgweir]=$!
     KILL_PIDS+=("$!")
     LOGFILE[pgweir]=$WORK/pgweir.log

@@ -399,6 +399,11 @@ impl Conversation {
         self.pending == 0 && self.status != b'I'
     }
 
+    /// The server owes no answer at all (every message sent was answered).
+    pub fn owes_nothing(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// No answer owed (the client's last Query or Sync was answered).
     pub fn all_answered(&self) -> bool {
         self.pending == 0

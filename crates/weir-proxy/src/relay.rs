@@ -355,7 +355,9 @@ impl<'a> Relay<'a> {
         } else if scan.consumed > 0 {
             self.send_to_server(Source::Client(scan.consumed)).await?;
         }
-        if !self.to_client.is_empty() {
+        // Answers the proxy gave itself wait for the server's next answers (one write
+        // instead of two) unless nothing more is owed.
+        if !self.to_client.is_empty() && self.conv.owes_nothing() {
             self.client.write_all(&self.to_client).await?;
             self.to_client.clear();
         }
