@@ -101,7 +101,13 @@ async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: 
         Some(PoolMode::Session) => {
             Some(start_proxy(app_config(PoolMode::Session, SESSION_POOL_SIZE)).await)
         }
-        Some(mode) => Some(start_proxy(app_config(mode, POOL_SIZE)).await),
+        Some(mode) => {
+            let mut config = app_config(mode, POOL_SIZE);
+            // PGWEIR_DRIVERS_CACHE_UNNAMED=1 runs the suites with cache_unnamed_statements.
+            config.cache_unnamed_statements =
+                std::env::var("PGWEIR_DRIVERS_CACHE_UNNAMED").is_ok_and(|v| v == "1");
+            Some(start_proxy(config).await)
+        }
         None => None,
     };
     let (host, port) = match &proxy {
