@@ -220,3 +220,27 @@ async fn untracked_settings_never_leak_to_another_client() {
     }
     proxy.stop().await;
 }
+
+/// On a direct connection RESET goes back to what the startup packet asked for, not to
+/// the server's default; pgweir sets startup settings with SET, so it puts them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_returns_to_the_startup_value_in_both_modes() {
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let proxy = start_proxy(app_config(mode, 2)).await;
+        let a = client(
+            &proxy,
+            "options=-c%20DateStyle%3DSQL%20-c%20lock_timeout%3D1234",
+        )
+        .await;
+        a.batch_execute("SET DateStyle = 'German'; SET lock_timeout = 99")
+            .await
+            .expect("set");
+        assert_eq!(value(&a, "show datestyle").await, "German, DMY");
+        a.batch_execute("RESET DateStyle").await.expect("reset");
+        assert_eq!(value(&a, "show datestyle").await, "SQL, MDY", "{mode:?}");
+        assert_eq!(value(&a, "show lock_timeout").await, "99ms", "{mode:?}");
+        a.batch_execute("RESET ALL").await.expect("reset all");
+        assert_eq!(value(&a, "show lock_timeout").await, "1234ms", "{mode:?}");
+        proxy.stop().await;
+    }
+}

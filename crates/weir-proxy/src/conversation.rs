@@ -333,6 +333,15 @@ impl Conversation {
                 }
                 self.apply_effects(&effects, ctx);
             }
+        } else if !ctx.client.params.startup.is_empty() {
+            // Session mode replays startup settings with SET too: a RESET must go back
+            // to them, not to the server's defaults.
+            let effects = query_text(body).map(features::effects).unwrap_or_default();
+            if effects.reset_all || !effects.resets.is_empty() {
+                ctx.client
+                    .params
+                    .note_reset(&effects.resets, effects.reset_all);
+            }
         }
         self.pending += 1;
         self.queue.push_back(Expect::Query);

@@ -477,6 +477,12 @@ impl<'a> Relay<'a> {
             }
             return Err(e);
         }
+        if !self.transaction_mode && self.conv.is_idle() {
+            // Session mode: startup settings the client reset go back to their values.
+            if let Some(sql) = self.session.params.restore_query() {
+                self.conv.refresh(&sql, true, &mut self.to_server);
+            }
+        }
         let released = self.try_release();
         if !released && !self.transaction_mode && scan.answered > 0 && self.conv.all_answered() {
             // Session mode keeps the server: publish counts at each transaction's end.
