@@ -130,6 +130,19 @@ async fn cl_active_and_sv_active_move_while_pg_sleep_runs() {
         let t = table(&url, "SHOW POOLS");
         if active(&t, "sv_active") == "1" {
             assert_eq!(active(&t, "cl_active"), "1");
+            // The active client and its server point at each other (`link`).
+            let clients = table(&url, "SHOW CLIENTS");
+            let servers = table(&url, "SHOW SERVERS");
+            let client_link = clients.get("state", "active", "link").unwrap_or_default();
+            let server_ptr = servers.get("state", "active", "ptr").unwrap_or_default();
+            let server_link = servers.get("state", "active", "link").unwrap_or_default();
+            let client_ptr = clients.get("state", "active", "ptr").unwrap_or_default();
+            assert!(
+                !client_link.is_empty(),
+                "SHOW CLIENTS link of the active client"
+            );
+            assert_eq!(client_link, server_ptr);
+            assert_eq!(server_link, client_ptr);
             seen = true;
             break;
         }

@@ -34,6 +34,19 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// `ptr` of every server connection by its backend pid (clients' `link`).
+    fn server_ptrs_by_pid(&self) -> HashMap<i32, String> {
+        let mut map = HashMap::new();
+        for e in self.handle.pools() {
+            let key = Arc::as_ptr(&e) as usize;
+            for s in e.pool.servers() {
+                if let Some(pid) = s.label.backend_pid {
+                    map.insert(pid, ptr(0x5, key, s.id));
+                }
+            }
+        }
+        map
+    }
     /// A backend over `handle`; `loader` re-reads the configuration (`None`: nothing to
     /// reload, as in `pgweir demo`).
     pub fn new(handle: ProxyHandle, loader: Option<Loader>) -> Arc<Admin> {
@@ -149,6 +162,7 @@ impl AdminBackend for Admin {
             .map_or(0, |d| d.as_micros() as u64);
         let mut clients = self.handle.clients();
         clients.sort_by_key(|c| c.id);
+        let server_ptrs = self.server_ptrs_by_pid();
         clients
             .iter()
             .map(|c| {
@@ -181,7 +195,10 @@ impl AdminBackend for Admin {
                     },
                     close_needed: c.kill.is_cancelled(),
                     ptr: ptr(0xc, 0, c.id),
-                    link: String::new(),
+                    link: c
+                        .server_pid()
+                        .and_then(|pid| server_ptrs.get(&pid).cloned())
+                        .unwrap_or_default(),
                     remote_pid: 0,
                     tls: String::new(),
                     application_name: login.map(|l| l.application_name).unwrap_or_default(),
@@ -191,6 +208,12 @@ impl AdminBackend for Admin {
     }
 
     fn servers(&self) -> Vec<SocketRow> {
+        let client_ptrs: HashMap<i32, String> = self
+            .handle
+            .clients()
+            .iter()
+            .filter_map(|c| Some((c.server_pid()?, ptr(0xc, 0, c.id))))
+            .collect();
         let mut rows = Vec::new();
         for e in self.handle.pools() {
             let key = Arc::as_ptr(&e) as usize;
@@ -222,7 +245,11 @@ impl AdminBackend for Admin {
                     wait: Duration::ZERO,
                     close_needed: s.close_needed,
                     ptr: ptr(0x5, key, s.id),
-                    link: String::new(),
+                    link: s
+                        .label
+                        .backend_pid
+                        .and_then(|pid| client_ptrs.get(&pid).cloned())
+                        .unwrap_or_default(),
                     remote_pid: s.label.backend_pid.unwrap_or(0),
                     tls: String::new(),
                     application_name: String::new(),

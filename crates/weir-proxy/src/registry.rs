@@ -3,7 +3,7 @@
 //! updates a client's state with one relaxed atomic store per transition.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -47,6 +47,8 @@ pub struct ClientInfo {
     /// Cancelled to disconnect this client (`KILL`, `RECONNECT`, fast shutdown).
     pub kill: CancellationToken,
     state: AtomicU8,
+    /// Backend pid of the server connection held now (0: none), for SHOW's `link`.
+    server_pid: AtomicI32,
     /// Microseconds since the Unix epoch of the last state change.
     changed_at_us: AtomicU64,
     login: Mutex<Option<LoginInfo>>,
@@ -73,6 +75,16 @@ impl ClientInfo {
     pub fn set_state(&self, state: ClientState) {
         self.state.store(state as u8, Relaxed);
         self.changed_at_us.store(now_us(), Relaxed);
+    }
+
+    /// Notes the backend pid of the server connection this client holds (0: none).
+    pub fn set_server_pid(&self, pid: i32) {
+        self.server_pid.store(pid, Relaxed);
+    }
+
+    /// Backend pid of the server connection held now, if any.
+    pub fn server_pid(&self) -> Option<i32> {
+        Some(self.server_pid.load(Relaxed)).filter(|p| *p != 0)
     }
 
     /// When the state last changed, in microseconds since the Unix epoch.
@@ -111,6 +123,7 @@ impl ClientRegistry {
             connected_at: SystemTime::now(),
             kill: CancellationToken::new(),
             state: AtomicU8::new(ClientState::Login as u8),
+            server_pid: AtomicI32::new(0),
             changed_at_us: AtomicU64::new(now_us()),
             login: Mutex::new(None),
         });

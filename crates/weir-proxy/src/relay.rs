@@ -266,6 +266,7 @@ impl<'a> Relay<'a> {
         let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
         self.config = self.shared.config();
         self.info.set_state(ClientState::Active);
+        self.info.set_server_pid(conn.cancel.pid);
         conn.clean = false;
         self.cancel.slot().set_target(conn.cancel.clone());
         self.conv = Conversation::default();
@@ -320,6 +321,7 @@ impl<'a> Relay<'a> {
                 .record_transaction(self.checkout_at.elapsed());
             drop(server);
             self.info.set_state(ClientState::Idle);
+            self.info.set_server_pid(0);
             self.flush_counters();
         }
     }
