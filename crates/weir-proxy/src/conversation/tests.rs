@@ -66,16 +66,13 @@ impl Harness {
     /// Client bytes in: (bytes sent to the server, bytes the proxy answered itself).
     fn client_sends(&mut self, buf: &[u8]) -> (BytesMut, BytesMut) {
         let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
-        let mut ctx = Ctx {
-            client: &mut self.client,
-            server: &mut self.server,
-            registry: &self.registry,
-            metrics: &self.metrics,
-            transaction_mode: true,
-            max_prepared: 100,
-            features: SessionFeatures::Pin,
-            cache_unnamed: self.cache_unnamed,
-        };
+        let mut ctx = ctx(
+            &mut self.client,
+            &mut self.server,
+            &self.registry,
+            &self.metrics,
+            self.cache_unnamed,
+        );
         let scan = self
             .conv
             .scan_client(buf, 1 << 20, &mut ctx, &mut to_server, &mut to_client)
@@ -90,16 +87,13 @@ impl Harness {
     /// Server bytes in: what the client gets.
     fn server_sends(&mut self, buf: &[u8]) -> BytesMut {
         let mut to_client = BytesMut::new();
-        let mut ctx = Ctx {
-            client: &mut self.client,
-            server: &mut self.server,
-            registry: &self.registry,
-            metrics: &self.metrics,
-            transaction_mode: true,
-            max_prepared: 100,
-            features: SessionFeatures::Pin,
-            cache_unnamed: self.cache_unnamed,
-        };
+        let mut ctx = ctx(
+            &mut self.client,
+            &mut self.server,
+            &self.registry,
+            &self.metrics,
+            self.cache_unnamed,
+        );
         let scan = self
             .conv
             .scan_server(buf, 1 << 20, &mut ctx, &mut to_client)
@@ -109,6 +103,26 @@ impl Harness {
             to_client.extend_from_slice(&buf[..scan.consumed]);
         }
         to_client
+    }
+}
+
+/// The conversation's view of the harness, transaction mode.
+fn ctx<'a>(
+    client: &'a mut ClientSession,
+    server: &'a mut ServerSession,
+    registry: &'a StatementRegistry,
+    metrics: &'a PoolMetrics,
+    cache_unnamed: bool,
+) -> Ctx<'a> {
+    Ctx {
+        client,
+        server,
+        registry,
+        metrics,
+        transaction_mode: true,
+        max_prepared: 100,
+        features: SessionFeatures::Pin,
+        cache_unnamed,
     }
 }
 
