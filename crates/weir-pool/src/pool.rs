@@ -437,7 +437,9 @@ impl<M: ManageConnection> Inner<M> {
         };
         // A reconnect while this connect runs makes it stale at once.
         let generation = self.lock().generation;
-        let result = tokio::time::timeout(connect_timeout, self.manager.connect()).await;
+        // Boxed: a connect (TCP, TLS, authentication) is a big future, and inline it would
+        // size every checkout's future, which each idle client session keeps.
+        let result = tokio::time::timeout(connect_timeout, Box::pin(self.manager.connect())).await;
         slot.armed = false;
         let now = Instant::now();
         let err = match result {
