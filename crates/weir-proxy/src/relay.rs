@@ -162,7 +162,9 @@ impl<'a> Relay<'a> {
                         n => self.count_client_bytes(n),
                     }
                 }
-                self.checkout().await?;
+                // Boxed: a checkout that waits holds a large future; inline it would size
+                // the future every idle session keeps (one small allocation per checkout).
+                Box::pin(self.checkout()).await?;
             }
 
             if self.forward_client().await? {
