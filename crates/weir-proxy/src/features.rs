@@ -4,6 +4,7 @@
 //! releases, and statements that change settings or drop prepared statements.
 
 use weir_wire::frontend::first_keyword;
+use weir_wire::sql::{Lexer, Token, TokenKind};
 
 /// Session features, as bits of a pin set.
 pub mod pin {
@@ -64,314 +65,264 @@ impl Effects {
     }
 }
 
-/// Scans a query text (one or more statements).
+/// Scans a query text (one or more statements) with [`weir_wire::sql`]'s lexer, so
+/// nothing inside a string, quoted identifier or comment counts.
 pub fn effects(sql: &[u8]) -> Effects {
     let mut e = Effects::default();
-    let mut statements = 0;
-    for statement in Statements(sql) {
-        statements += 1;
-        statement_effects(statement, &mut e);
+    if !worth_lexing(sql) {
+        return e;
     }
+    let mut statement = Statement::default();
+    let mut statements = 0;
+    let mut tokens = Lexer::new(sql).peekable();
+    while let Some(t) = tokens.next() {
+        if is_punct(&t, b';') {
+            statements += statement.finish(&mut e);
+            continue;
+        }
+        // A function call: a name followed by `(`.
+        if matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
+            && tokens.peek().is_some_and(|n| is_punct(n, b'('))
+        {
+            call_effects(unquoted(&t), &mut tokens, &mut e);
+        }
+        if statement.prev_is(b"WITH") && is_word(&t, b"HOLD") {
+            statement.with_hold = true;
+        }
+        statement.push(t);
+    }
+    statements += statement.finish(&mut e);
     if statements != 1 {
         e.deallocate = None;
-    }
-    if sql.contains(&b'(') {
-        call_effects(sql, &mut e);
     }
     e
 }
 
-fn statement_effects(sql: &[u8], e: &mut Effects) {
-    let mut w1 = [0u8; 16];
-    let (n1, rest) = first_keyword(sql, &mut w1);
-    let mut w2 = [0u8; 16];
-    let (n2, rest2) = first_keyword(rest, &mut w2);
-    let (first, second) = (&w1[..n1], &w2[..n2]);
-    match first {
-        b"LISTEN" => e.pins |= pin::LISTEN,
-        b"UNLISTEN" if rest.trim_ascii_start().starts_with(b"*") => e.unpins |= pin::LISTEN,
-        b"DECLARE" if contains_words(rest, b"WITH", b"HOLD") => e.pins |= pin::HOLD_CURSOR,
-        b"CLOSE" if second == b"ALL" => e.unpins |= pin::HOLD_CURSOR,
-        b"CREATE" => {
-            let temp = match second {
-                b"TEMP" | b"TEMPORARY" => true,
-                b"GLOBAL" | b"LOCAL" => {
-                    let mut w3 = [0u8; 16];
-                    let (n3, _) = first_keyword(rest2, &mut w3);
-                    matches!(&w3[..n3], b"TEMP" | b"TEMPORARY")
-                }
-                _ => false,
-            };
-            if temp {
+/// Statements start with these keywords when they matter to the session.
+const KEYWORDS: [&[u8]; 10] = [
+    b"LISTEN",
+    b"UNLISTEN",
+    b"DECLARE",
+    b"CLOSE",
+    b"CREATE",
+    b"DISCARD",
+    b"SET",
+    b"RESET",
+    b"PREPARE",
+    b"DEALLOCATE",
+];
+
+/// Whether the text can matter at all: a function call, a second statement, or a
+/// first keyword from [`KEYWORDS`]. Most queries (`SELECT ... WHERE id = $1`) are
+/// settled by two byte searches and one keyword, without lexing.
+fn worth_lexing(sql: &[u8]) -> bool {
+    let body = sql.trim_ascii_end();
+    let body = body.strip_suffix(b";").unwrap_or(body);
+    if body.contains(&b'(') || body.contains(&b';') {
+        return true;
+    }
+    let mut word = [0u8; 16];
+    let (n, _) = first_keyword(sql, &mut word);
+    KEYWORDS.contains(&&word[..n])
+}
+
+/// The first tokens of the statement being scanned: enough to tell what it does.
+#[derive(Default)]
+struct Statement<'a> {
+    head: [Option<Token<'a>>; 6],
+    len: usize,
+    with_hold: bool,
+}
+
+impl<'a> Statement<'a> {
+    fn push(&mut self, t: Token<'a>) {
+        if let Some(slot) = self.head.get_mut(self.len) {
+            *slot = Some(t);
+        }
+        self.len += 1;
+    }
+
+    fn prev_is(&self, word: &[u8]) -> bool {
+        self.len > 0
+            && self
+                .head
+                .get(self.len - 1)
+                .and_then(|t| t.as_ref())
+                .is_some_and(|t| is_word(t, word))
+    }
+
+    /// Token `i` of the statement, if it is among the first few.
+    fn at(&self, i: usize) -> Option<&Token<'a>> {
+        self.head.get(i).and_then(|t| t.as_ref())
+    }
+
+    fn word_at(&self, i: usize, word: &[u8]) -> bool {
+        self.at(i).is_some_and(|t| is_word(t, word))
+    }
+
+    /// Adds this statement's effects and starts the next; returns 1 if it was not empty.
+    fn finish(&mut self, e: &mut Effects) -> usize {
+        let done = std::mem::take(self);
+        if done.len == 0 {
+            return 0;
+        }
+        done.effects(e);
+        1
+    }
+
+    fn effects(&self, e: &mut Effects) {
+        let Some(first) = self.at(0).filter(|t| t.kind == TokenKind::Word) else {
+            return;
+        };
+        let is = |w: &[u8]| first.text.eq_ignore_ascii_case(w);
+        if is(b"LISTEN") {
+            e.pins |= pin::LISTEN;
+        } else if is(b"UNLISTEN") {
+            if self.at(1).is_some_and(|t| t.text == b"*") {
+                e.unpins |= pin::LISTEN;
+            }
+        } else if is(b"DECLARE") {
+            if self.with_hold {
+                e.pins |= pin::HOLD_CURSOR;
+            }
+        } else if is(b"CLOSE") {
+            if self.word_at(1, b"ALL") {
+                e.unpins |= pin::HOLD_CURSOR;
+            }
+        } else if is(b"CREATE") {
+            let temp = |i| self.word_at(i, b"TEMP") || self.word_at(i, b"TEMPORARY");
+            if temp(1) || ((self.word_at(1, b"GLOBAL") || self.word_at(1, b"LOCAL")) && temp(2)) {
                 e.pins |= pin::TEMP_TABLE;
             }
-        }
-        b"DISCARD" => match second {
-            b"ALL" => {
+        } else if is(b"DISCARD") {
+            if self.word_at(1, b"ALL") {
                 e.unpins |= pin::ALL;
                 e.settings = true;
                 e.deallocate_all = true;
                 e.reset_all = true;
+            } else if self.word_at(1, b"TEMP") || self.word_at(1, b"TEMPORARY") {
+                e.unpins |= pin::TEMP_TABLE;
             }
-            b"TEMP" | b"TEMPORARY" => e.unpins |= pin::TEMP_TABLE,
-            _ => {}
-        },
-        b"SET" => match second {
-            b"LOCAL" | b"TRANSACTION" | b"CONSTRAINTS" => {}
-            b"ROLE" => e.pins |= pin::AUTHORIZATION,
-            b"SESSION" => {
-                let mut w3 = [0u8; 16];
-                let (n3, _) = first_keyword(rest2, &mut w3);
-                if matches!(&w3[..n3], b"AUTHORIZATION" | b"ROLE") {
-                    e.pins |= pin::AUTHORIZATION;
-                } else {
-                    e.settings = true;
-                    e.set_names.extend(set_target(rest2));
-                }
-            }
-            _ => {
-                e.settings = true;
-                e.set_names.extend(set_target(rest));
-            }
-        },
-        b"RESET" => {
+        } else if is(b"SET") {
+            self.set_effects(e);
+        } else if is(b"RESET") {
             e.settings = true;
-            let mut w3 = [0u8; 16];
-            let (n3, _) = first_keyword(rest2, &mut w3);
-            if second == b"ROLE" || (second == b"SESSION" && &w3[..n3] == b"AUTHORIZATION") {
+            if self.word_at(1, b"ROLE")
+                || (self.word_at(1, b"SESSION") && self.word_at(2, b"AUTHORIZATION"))
+            {
                 e.unpins |= pin::AUTHORIZATION;
-            } else if second == b"ALL" {
+            } else if self.word_at(1, b"ALL") {
                 e.reset_all = true;
-            } else if let Some(name) = statement_name(rest) {
+            } else if let Some(name) = self.setting_name(1) {
                 e.resets.push(name);
             }
-        }
-        b"PREPARE" if second != b"TRANSACTION" => e.pins |= pin::SQL_PREPARE,
-        b"DEALLOCATE" => {
-            let (all, name) = match second {
-                b"PREPARE" => {
-                    let mut w3 = [0u8; 16];
-                    let (n3, _) = first_keyword(rest2, &mut w3);
-                    (&w3[..n3] == b"ALL", rest2)
-                }
-                b"ALL" => (true, rest),
-                _ => (false, rest),
-            };
-            if all {
+        } else if is(b"PREPARE") {
+            if !self.word_at(1, b"TRANSACTION") {
+                e.pins |= pin::SQL_PREPARE;
+            }
+        } else if is(b"DEALLOCATE") {
+            let at = if self.word_at(1, b"PREPARE") { 2 } else { 1 };
+            if self.word_at(at, b"ALL") {
                 e.deallocate_all = true;
                 e.unpins |= pin::SQL_PREPARE;
-            } else {
-                e.deallocate = statement_name(name);
+            } else if self.len == at + 1 {
+                e.deallocate = self.at(at).and_then(identifier);
             }
         }
-        _ => {}
     }
-}
 
-/// The name in `DEALLOCATE name`: an identifier, folded to lower case unless quoted.
-fn statement_name(rest: &[u8]) -> Option<Vec<u8>> {
-    let rest = rest.trim_ascii();
-    let rest = rest.strip_suffix(b";").unwrap_or(rest).trim_ascii_end();
-    if let Some(quoted) = rest.strip_prefix(b"\"") {
-        let inner = quoted.strip_suffix(b"\"")?;
-        if inner.contains(&b'"') {
-            return None;
-        }
-        return Some(inner.to_vec());
-    }
-    (!rest.is_empty()
-        && rest
+    fn set_effects(&self, e: &mut Effects) {
+        if ["LOCAL", "TRANSACTION", "CONSTRAINTS"]
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$'))
-    .then(|| rest.to_ascii_lowercase())
+            .any(|w| self.word_at(1, w.as_bytes()))
+        {
+            return;
+        }
+        let session = self.word_at(1, b"SESSION");
+        let at = if session { 2 } else { 1 };
+        if self.word_at(at, b"ROLE") || (session && self.word_at(at, b"AUTHORIZATION")) {
+            e.pins |= pin::AUTHORIZATION;
+            return;
+        }
+        e.settings = true;
+        e.set_names.extend(self.setting_name(at));
+    }
+
+    /// The setting named from token `i`: an identifier, possibly dotted (`app.tenant`),
+    /// lower case unless quoted; `TIME ZONE`, `NAMES` and `SCHEMA` name `timezone`,
+    /// `client_encoding` and `search_path`.
+    fn setting_name(&self, i: usize) -> Option<Vec<u8>> {
+        let mut name = identifier(self.at(i)?)?;
+        let mut next = i + 1;
+        while self.at(next).is_some_and(|t| is_punct(t, b'.')) {
+            name.push(b'.');
+            name.extend(identifier(self.at(next + 1)?)?);
+            next += 2;
+        }
+        Some(match name.as_slice() {
+            b"time" => b"timezone".to_vec(),
+            b"names" => b"client_encoding".to_vec(),
+            b"schema" => b"search_path".to_vec(),
+            _ => name,
+        })
+    }
 }
 
-fn call_effects(sql: &[u8], e: &mut Effects) {
+/// Effects of calling `name(`; `tokens` is at the `(`.
+fn call_effects<'a>(name: &[u8], tokens: &mut std::iter::Peekable<Lexer<'a>>, e: &mut Effects) {
     const PINS: [&[u8]; 4] = [
         b"pg_advisory_lock",
         b"pg_advisory_lock_shared",
         b"pg_try_advisory_lock",
         b"pg_try_advisory_lock_shared",
     ];
-    if PINS.iter().any(|f| calls(sql, f)) {
+    if PINS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
         e.pins |= pin::ADVISORY_LOCK;
-    }
-    if calls(sql, b"pg_advisory_unlock_all") {
+    } else if name.eq_ignore_ascii_case(b"pg_advisory_unlock_all") {
         e.unpins |= pin::ADVISORY_LOCK;
-    }
-    if calls(sql, b"set_config") {
+    } else if name.eq_ignore_ascii_case(b"set_config") {
         e.settings = true;
-        e.set_names.extend(set_config_target(sql));
-    }
-}
-
-/// The setting a `SET` changes: `rest` starts after `SET` (and `SESSION`). The special
-/// forms `TIME ZONE`, `NAMES` and `SCHEMA` name `timezone`, `client_encoding` and
-/// `search_path`.
-fn set_target(rest: &[u8]) -> Option<Vec<u8>> {
-    let rest = rest.trim_ascii_start();
-    let name: Vec<u8> = if let Some(quoted) = rest.strip_prefix(b"\"") {
-        let end = quoted.iter().position(|&b| b == b'"')?;
-        quoted[..end].to_vec()
-    } else {
-        let end = rest
-            .iter()
-            .position(|b| !(is_ident(*b) || *b == b'.'))
-            .unwrap_or(rest.len());
-        rest[..end].to_ascii_lowercase()
-    };
-    let special: &[u8] = match name.as_slice() {
-        b"time" => b"timezone",
-        b"names" => b"client_encoding",
-        b"schema" => b"search_path",
-        _ => &name,
-    };
-    (!special.is_empty()).then(|| special.to_vec())
-}
-
-/// The first argument of `set_config('name', ...)`, when it is a plain string literal.
-fn set_config_target(sql: &[u8]) -> Option<Vec<u8>> {
-    let at = find_ci(sql, b"set_config")?;
-    let args = sql[at + b"set_config".len()..].trim_ascii_start();
-    let args = args.strip_prefix(b"(")?.trim_ascii_start();
-    let literal = args.strip_prefix(b"'")?;
-    let end = literal.iter().position(|&b| b == b'\'')?;
-    Some(literal[..end].to_ascii_lowercase())
-}
-
-/// `sql` has `name` as a whole word followed by `(` (case-insensitive).
-fn calls(sql: &[u8], name: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(i) = find_ci(&sql[from..], name) {
-        let at = from + i;
-        let end = at + name.len();
-        let before_ok = at == 0 || !is_ident(sql[at - 1]);
-        let after = sql[end..].trim_ascii_start();
-        if before_ok && after.first() == Some(&b'(') {
-            return true;
-        }
-        from = end;
-    }
-    false
-}
-
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
-}
-
-fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-/// `first` then `second` as consecutive words somewhere in `sql` (case-insensitive).
-fn contains_words(sql: &[u8], first: &[u8], second: &[u8]) -> bool {
-    let mut words = sql
-        .split(|b| !is_ident(*b))
-        .filter(|w| !w.is_empty())
-        .peekable();
-    while let Some(w) = words.next() {
-        if w.eq_ignore_ascii_case(first)
-            && words.peek().is_some_and(|n| n.eq_ignore_ascii_case(second))
-        {
-            return true;
-        }
-    }
-    false
-}
-
-/// The statements of a query text, split at semicolons outside quotes, dollar quotes and
-/// comments. Empty statements are skipped.
-struct Statements<'a>(&'a [u8]);
-
-impl<'a> Iterator for Statements<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        loop {
-            let sql = self.0;
-            if sql.trim_ascii().is_empty() {
-                return None;
-            }
-            let end = statement_end(sql);
-            let statement = &sql[..end];
-            self.0 = sql.get(end + 1..).unwrap_or(&[]);
-            if !statement.trim_ascii().is_empty() {
-                return Some(statement);
-            }
-        }
-    }
-}
-
-/// Index of the first `;` that ends a statement, or `sql.len()`.
-fn statement_end(sql: &[u8]) -> usize {
-    let mut i = 0;
-    while i < sql.len() {
-        match sql[i] {
-            b';' => return i,
-            b'\'' | b'"' => {
-                let q = sql[i];
-                i += 1;
-                while i < sql.len() {
-                    if sql[i] == q {
-                        if sql.get(i + 1) == Some(&q) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
-                i = sql[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(sql.len(), |p| i + p + 1);
-            }
-            b'/' if sql.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0usize;
-                while i < sql.len() {
-                    if sql[i..].starts_with(b"/*") {
-                        depth += 1;
-                        i += 2;
-                    } else if sql[i..].starts_with(b"*/") {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
+        let _paren = tokens.next();
+        // The setting's name, when it is a plain string literal.
+        if let Some(t) = tokens.peek().filter(|t| t.kind == TokenKind::String) {
+            if let Some(inner) = t.text.strip_prefix(b"'").and_then(|r| r.strip_suffix(b"'")) {
+                if !inner.contains(&b'\'') {
+                    e.set_names.push(inner.to_ascii_lowercase());
                 }
             }
-            b'$' if i == 0 || !is_ident(sql[i - 1]) => {
-                // $tag$ ... $tag$ (a bare $1 parameter is not a dollar quote).
-                let tag_end = sql[i + 1..]
-                    .iter()
-                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-                    .map(|p| i + 1 + p);
-                match tag_end {
-                    Some(t)
-                        if sql[t] == b'$'
-                            && !sql[i + 1..t].first().is_some_and(u8::is_ascii_digit) =>
-                    {
-                        let tag = &sql[i..=t];
-                        i = t + 1;
-                        match sql[i..].windows(tag.len()).position(|w| w == tag) {
-                            Some(p) => i += p + tag.len(),
-                            None => return sql.len(),
-                        }
-                    }
-                    _ => i += 1,
-                }
-            }
-            _ => i += 1,
         }
     }
-    sql.len()
+}
+
+fn is_punct(t: &Token<'_>, b: u8) -> bool {
+    t.kind == TokenKind::Punct && t.text == [b]
+}
+
+fn is_word(t: &Token<'_>, word: &[u8]) -> bool {
+    t.kind == TokenKind::Word && t.text.eq_ignore_ascii_case(word)
+}
+
+/// A name as PostgreSQL folds it: lower case, or exactly as written when quoted.
+fn identifier(t: &Token<'_>) -> Option<Vec<u8>> {
+    match t.kind {
+        TokenKind::Word => Some(t.text.to_ascii_lowercase()),
+        TokenKind::QuotedIdent => {
+            let inner = unquoted(t);
+            (!inner.contains(&b'"')).then(|| inner.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// A quoted identifier without its quotes; any other token as it is.
+fn unquoted<'a>(t: &Token<'a>) -> &'a [u8] {
+    match t.kind {
+        TokenKind::QuotedIdent => t
+            .text
+            .get(1..t.text.len().saturating_sub(1))
+            .unwrap_or_default(),
+        _ => t.text,
+    }
 }
 
 #[cfg(test)]
@@ -465,11 +416,22 @@ mod tests {
 
     #[test]
     fn statements_split_outside_quotes() {
-        let parts: Vec<_> =
-            Statements(b"select ';'; select $$;$$; -- ;\nlisten x; /* ; */ select $1;").collect();
-        assert_eq!(parts.len(), 4, "{parts:?}");
+        let e = fx("select ';'; select $$;$$; -- ;\nlisten x; /* ; */ select $1;");
+        assert_eq!(e.pins, pin::LISTEN, "the third statement is found");
+        assert_eq!(
+            fx("select 1; deallocate s1").deallocate,
+            None,
+            "two statements"
+        );
         assert_eq!(fx("select ';listen x'").pins, 0);
         assert_eq!(fx("select 1; listen x").pins, pin::LISTEN);
         assert_eq!(fx("select $q$ ; listen x $q$").pins, 0);
+        // A call spelled out inside a string or comment is not a call.
+        assert_eq!(fx("insert into log values ('pg_advisory_lock(1)')").pins, 0);
+        assert_eq!(fx("select 1 /* pg_advisory_lock(1) */").pins, 0);
+        assert_eq!(
+            fx("select \"pg_advisory_lock\"(1)").pins,
+            pin::ADVISORY_LOCK
+        );
     }
 }
