@@ -90,9 +90,10 @@ impl<'a> Relay<'a> {
         params: ClientParams,
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
+        let config = shared.config();
         Relay {
-            max_message: shared.config().max_message_size as usize,
-            config: shared.config(),
+            max_message: config.max_message_size as usize,
+            config,
             shared,
             entry,
             client,
@@ -127,13 +128,13 @@ impl<'a> Relay<'a> {
     }
 
     async fn relay(&mut self) -> Result<(), ClientError> {
-        let config = self.config.clone();
-        let idle_timeout = config.client_idle_timeout;
-        let idle_tx_timeout = config.idle_transaction_timeout;
-        let query_timeout = config.query_timeout;
         let mut shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
         let mut killed = pin!(self.info.kill.clone().cancelled_owned());
         loop {
+            // From the config in force (checkout re-reads it), so RELOAD reaches here.
+            let idle_timeout = self.config.client_idle_timeout;
+            let idle_tx_timeout = self.config.idle_transaction_timeout;
+            let query_timeout = self.config.query_timeout;
             if self.server.is_none() {
                 loop {
                     match self.idle_decision()? {
@@ -281,19 +282,23 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// Releases the server (transaction mode) if the transaction is over: every Query
-    /// and Sync answered, no extended-protocol batch open, nothing half relayed, no
-    /// session feature pinning the client. Unreported settings a statement may have
-    /// changed are read back first.
+    /// At an idle point (every Query and Sync answered, no extended-protocol batch
+    /// open, nothing half relayed): first sets reset startup settings back (both
+    /// modes), then in transaction mode reads back unreported settings a statement may
+    /// have changed and releases the server unless a session feature pins the client.
+    /// Returns true if the server was released.
     fn try_release(&mut self) -> bool {
         let Some(server) = self.server.as_ref() else {
             return false;
         };
-        if !(self.transaction_mode && self.conv.is_idle() && server.rbuf.is_empty()) {
+        if !(self.conv.is_idle() && server.rbuf.is_empty()) {
             return false;
         }
         if let Some(sql) = self.session.params.restore_query() {
             self.conv.refresh(&sql, true, &mut self.to_server);
+            return false;
+        }
+        if !self.transaction_mode {
             return false;
         }
         if self.session.params.extras_dirty {
@@ -480,12 +485,6 @@ impl<'a> Relay<'a> {
                 server.discard();
             }
             return Err(e);
-        }
-        if !self.transaction_mode && self.conv.is_idle() {
-            // Session mode: startup settings the client reset go back to their values.
-            if let Some(sql) = self.session.params.restore_query() {
-                self.conv.refresh(&sql, true, &mut self.to_server);
-            }
         }
         let released = self.try_release();
         if !released && !self.transaction_mode && scan.answered > 0 && self.conv.all_answered() {
