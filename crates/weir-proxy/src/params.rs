@@ -156,39 +156,35 @@ impl ClientParams {
             return None;
         }
         let mut sql = String::from("SELECT ");
-        for (i, name) in std::mem::take(&mut self.restore).iter().enumerate() {
-            let Some((_, value)) = self.startup.iter().find(|(n, _)| n == name) else {
-                continue;
-            };
-            push_set_config(&mut sql, i > 0, name, value);
+        let mut first = true;
+        for name in std::mem::take(&mut self.restore) {
+            if let Some((_, value)) = self.startup.iter().find(|(n, _)| *n == name) {
+                push_set_config(&mut sql, !first, &name, value);
+                first = false;
+            }
         }
-        Some(sql)
+        (!first).then_some(sql)
     }
 
     fn set_from_client(&mut self, name: &str, value: &str) {
         if !self.reported.set(name, value) {
-            if !self
-                .extra_names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
-            {
-                self.extra_names.push(name.into());
-            }
+            self.track(name);
             self.extras.set(name, Some(value));
         }
     }
 
     /// Starts tracking a setting the client changed, unless it already is.
     pub fn track(&mut self, name: &str) {
-        if replayed_index(name).is_some()
-            || self
-                .extra_names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
-        {
-            return;
+        if replayed_index(name).is_none() && !self.tracks(name) {
+            self.extra_names.push(name.into());
         }
-        self.extra_names.push(name.into());
+    }
+
+    /// `name` is one of the unreported settings tracked for this client.
+    fn tracks(&self, name: &str) -> bool {
+        self.extra_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 
     /// Whether any unreported setting is tracked (so a `SET` must trigger a re-read).
@@ -219,11 +215,7 @@ impl ClientParams {
         }
         // Left on the server by an earlier client, and not tracked for this one.
         for (name, _) in server.extras.changed() {
-            if !self
-                .extra_names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
-            {
+            if !self.tracks(name) {
                 resets.push(name);
             }
         }
@@ -273,9 +265,9 @@ fn push_set_config(sql: &mut String, comma: bool, name: &str, value: &str) {
     sql.push_str(", false)");
 }
 
-/// Appends `s` as a standard-conforming string literal (`E''` is never needed: a
-/// backslash is literal in `'...'` when `standard_conforming_strings` is on, and the
-/// proxy uses `E'...'` escapes only when the value has one).
+/// Appends `s` as a string literal that means the same whatever the session's
+/// `standard_conforming_strings`: plain `'...'` when `s` has no backslash, else
+/// `E'...'` with the backslashes escaped.
 fn push_literal(sql: &mut String, s: &str) {
     if s.contains('\\') {
         sql.push_str("E'");
