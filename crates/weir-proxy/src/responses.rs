@@ -75,11 +75,14 @@ impl Conversation {
             let body = &frame[HEADER_LEN..];
             let end = pos + frame_len;
             let mut relay = true;
-            match self.queue.front_mut() {
+            match self.queue.front() {
                 Some(Expect::HiddenQuery(kind)) => {
                     let kind = *kind;
+                    // A restore's ParameterStatus reaches the client, noted below like any.
                     relay = kind == HiddenQuery::Restore && tag == b'S';
-                    self.hidden_query_message(kind, tag, body, ctx);
+                    if !relay {
+                        self.hidden_query_message(kind, tag, body, ctx);
+                    }
                 }
                 Some(Expect::Hidden(kind, _)) if completes(*kind, tag) => {
                     relay = false;
