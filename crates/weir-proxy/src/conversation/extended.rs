@@ -10,7 +10,7 @@ use weir_wire::build::{put_cstr, put_frame};
 use weir_wire::frame::read_cstr;
 use weir_wire::frontend::{bind_names, target};
 
-use super::{refuse_feature, Conversation, Expect, Rewriter, Synthetic, Undo};
+use super::{refuse_feature, Conversation, Expect, NameChange, Rewriter, Synthetic, Undo};
 use crate::error::ClientError;
 use crate::features;
 use crate::prepared::{put_bind_renamed, put_describe_statement, Statement};
@@ -167,26 +167,10 @@ impl Conversation {
         let statement = ctx.registry.intern(after_name);
         ctx.client.statements.insert(name, statement.clone());
         let client_name = Some((Box::<[u8]>::from(name), None));
+        let on_server = ctx.server.statements.touch(&statement);
         w.edit_at(pos);
         w.skip_to(pos + frame_len);
-        if ctx.server.statements.touch(&statement) {
-            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
-            let undo = Undo {
-                client_name,
-                ..Undo::default()
-            };
-            self.push_synthetic(Synthetic::ParseComplete, undo, to_client);
-        } else {
-            let out = &mut *w.out;
-            self.prepare_on_server(&statement, ctx, out);
-            statement.put_parse(out);
-            let undo = Undo {
-                server_statement: Some(statement),
-                client_name,
-                ..Undo::default()
-            };
-            self.queue.push_back(Expect::Message(b'P', undo));
-        }
+        self.parse_as_server_statement(statement, on_server, client_name, ctx, w, to_client);
         Ok(())
     }
 
@@ -216,20 +200,38 @@ impl Conversation {
         self.unnamed_parsed = false;
         w.edit_at(pos);
         w.skip_to(pos + frame_len);
+        self.parse_as_server_statement(statement, on_server, None, ctx, w, to_client);
+        true
+    }
+
+    /// Stands in for a client's Parse (already cut from the output): answered by the
+    /// proxy when the server has `statement`, else sent under its server-side name.
+    /// `client_name` is the client-name change to undo if the server skips or fails it.
+    fn parse_as_server_statement(
+        &mut self,
+        statement: Arc<Statement>,
+        on_server: bool,
+        client_name: Option<NameChange>,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+        to_client: &mut BytesMut,
+    ) {
         if on_server {
             ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
-            self.push_synthetic(Synthetic::ParseComplete, Undo::default(), to_client);
+            let undo = Undo {
+                client_name,
+                ..Undo::default()
+            };
+            self.push_synthetic(Synthetic::ParseComplete, undo, to_client);
         } else {
-            let out = &mut *w.out;
-            self.prepare_on_server(&statement, ctx, out);
-            statement.put_parse(out);
+            self.send_parse(&statement, ctx, w.out);
             let undo = Undo {
                 server_statement: Some(statement),
+                client_name,
                 ..Undo::default()
             };
             self.queue.push_back(Expect::Message(b'P', undo));
         }
-        true
     }
 
     /// The statement a Bind or Describe names, made sure to exist on this server
@@ -294,8 +296,7 @@ impl Conversation {
             return;
         }
         let out = w.edit_at(pos);
-        self.prepare_on_server(statement, ctx, out);
-        statement.put_parse(out);
+        self.send_parse(statement, ctx, out);
         let undo = Undo {
             server_statement: Some(statement.clone()),
             ..Undo::default()
@@ -303,14 +304,11 @@ impl Conversation {
         self.queue.push_back(Expect::Hidden(b'P', undo));
     }
 
-    /// Records `statement` as prepared on the server, closing the least recently used
-    /// one first when the server connection is at `max_prepared_statements`.
-    fn prepare_on_server(
-        &mut self,
-        statement: &Arc<Statement>,
-        ctx: &mut Ctx<'_>,
-        out: &mut BytesMut,
-    ) {
+    /// Writes a Parse of `statement` under its server-side name and records it as
+    /// prepared on this server connection; first closes a stale copy of it, and the
+    /// least recently used statement when the connection is at `max_prepared_statements`.
+    /// The caller queues what the Parse's answer means.
+    fn send_parse(&mut self, statement: &Arc<Statement>, ctx: &mut Ctx<'_>, out: &mut BytesMut) {
         ctx.metrics.prepares.fetch_add(1, Relaxed);
         if let Some(i) = ctx.server.stale.iter().position(|s| s.id == statement.id) {
             // Its old copy, whose plan went stale, still holds the name on the server.
@@ -325,6 +323,7 @@ impl Conversation {
             evicted.put_close(out);
             self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
         }
+        statement.put_parse(out);
     }
 
     /// Sends, in place of a client's extended message, an unnamed statement that raises
