@@ -302,13 +302,14 @@ impl Conversation {
     ) {
         // A simple query ends the unnamed statement's life.
         self.unnamed_parsed = false;
-        if let Some(text) = query_text(body) {
+        let text = query_text(body);
+        if let Some(text) = text {
             ctx.client.note_query(text);
         }
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
             ctx.client.unnamed_mapped = None;
-            let effects = query_text(body).map(features::effects).unwrap_or_default();
+            let effects = text.map(features::effects).unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = refuse_feature(&effects, ctx) {
                     let out = w.edit_at(pos);
@@ -336,7 +337,7 @@ impl Conversation {
         } else if !ctx.client.params.startup.is_empty() {
             // Session mode replays startup settings with SET too: a RESET must go back
             // to them, not to the server's defaults.
-            let effects = query_text(body).map(features::effects).unwrap_or_default();
+            let effects = text.map(features::effects).unwrap_or_default();
             if effects.reset_all || !effects.resets.is_empty() {
                 ctx.client
                     .params
