@@ -105,6 +105,19 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres
     Ok(client)
 }
 
+/// The secret PostgreSQL stores for `user` (`pg_authid.rolpassword`): an md5 hash or a
+/// SCRAM verifier, as a PgBouncer `userlist.txt` copied from `pg_authid` holds it.
+pub fn stored_secret(user: &str) -> String {
+    shared_cluster()
+        .psql(
+            "postgres",
+            &format!("select rolpassword from pg_authid where rolname = '{user}'"),
+        )
+        .expect("read pg_authid")
+        .trim()
+        .to_owned()
+}
+
 /// Polls `check` every 50 ms until it is true or `deadline` passes; returns the last answer.
 pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + deadline;

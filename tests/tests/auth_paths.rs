@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use weir_config::Config;
 use weir_tests::{
-    connect, shared_cluster, start_proxy, APP_DB, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD,
-    SCRAM_USER,
+    connect, shared_cluster, start_proxy, stored_secret, APP_DB, MD5_PASSWORD, MD5_USER,
+    SCRAM_PASSWORD, SCRAM_USER,
 };
 
 /// A proxy config for the shared cluster's `app` database with the given extra TOML.
@@ -18,17 +18,6 @@ fn config(extra: &str) -> Config {
         pg.port()
     );
     Config::from_toml_str(&text, "test.toml").expect("valid test config")
-}
-
-fn stored_secret(user: &str) -> String {
-    shared_cluster()
-        .psql(
-            "postgres",
-            &format!("select rolpassword from pg_authid where rolname = '{user}'"),
-        )
-        .expect("read pg_authid")
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

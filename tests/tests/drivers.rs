@@ -17,7 +17,11 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use weir_config::PoolMode;
-use weir_tests::{app_config, shared_cluster, start_proxy, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
+use weir_tests::pg::run_psql;
+use weir_tests::{
+    app_config, shared_cluster, start_proxy, stored_secret, APP_DB, MD5_PASSWORD, MD5_USER,
+    SCRAM_PASSWORD, SCRAM_USER,
+};
 
 /// Server connections for all the suite's clients: fewer than the clients they open.
 const POOL_SIZE: u32 = 3;
@@ -200,4 +204,90 @@ async fn jdbc() {
 async fn sqlx() {
     let bin = drivers_out().join("sqlx-target/debug/pgweir-driver-sqlx");
     run_suite("sqlx", "sqlx", &bin, &[], &[]).await;
+}
+
+/// One PgBouncer `userlist.txt` copied from `pg_authid` mixes md5 hashes and SCRAM
+/// verifiers. Under `auth_type = "md5"` both users log in, with psql and psycopg: the md5
+/// user with md5, the SCRAM user with SCRAM (as PgBouncer and PostgreSQL's md5 method do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_auth_serves_a_userlist_mixing_md5_and_scram_secrets() {
+    let setup = {
+        let mut c = Command::new(repo().join("tests/drivers/setup.sh"));
+        c.arg("python");
+        c
+    };
+    let (status, text) = tokio::task::spawn_blocking(move || run_logged(setup, SETUP_TIMEOUT))
+        .await
+        .expect("setup task");
+    assert!(
+        status.success(),
+        "tests/drivers/setup.sh python: {status}\n{text}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (md5, scram) = (stored_secret(MD5_USER), stored_secret(SCRAM_USER));
+    assert!(md5.starts_with("md5") && scram.starts_with("SCRAM-SHA-256$"));
+    std::fs::write(
+        dir.path().join("userlist.txt"),
+        format!("\"{MD5_USER}\" \"{md5}\"\n\"{SCRAM_USER}\" \"{scram}\"\n"),
+    )
+    .expect("write userlist");
+    let toml = dir.path().join("proxy.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\nhttp_listen = \"\"\nauth_type = \"md5\"\n\
+             auth_file = \"userlist.txt\"\n[databases.{APP_DB}]\nhost = \"127.0.0.1\"\nport = {}\n",
+            shared_cluster().port()
+        ),
+    )
+    .expect("write config");
+    let config = weir_config::Config::load(&toml).expect("md5 auth loads md5 and SCRAM secrets");
+    let proxy = start_proxy(config).await;
+
+    let python = drivers_out().join("venv/bin/python");
+    for (user, password) in [(MD5_USER, MD5_PASSWORD), (SCRAM_USER, SCRAM_PASSWORD)] {
+        let url = proxy.url(user, password, APP_DB);
+        let psql_url = url.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run_psql(&psql_url, &["-At", "-c", "select current_user"])
+        })
+        .await
+        .expect("psql task");
+        assert!(
+            out.status.success(),
+            "psql as {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user);
+
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-c",
+            "import sys, psycopg\n\
+             with psycopg.connect(sys.argv[1]) as c:\n\
+             \x20   print(c.execute('select current_user').fetchone()[0])",
+            &url,
+        ]);
+        let (status, text) = tokio::task::spawn_blocking(move || run_logged(cmd, SUITE_TIMEOUT))
+            .await
+            .expect("psycopg task");
+        assert!(status.success(), "psycopg as {user}: {text}");
+        assert_eq!(text.trim(), user);
+
+        let wrong = proxy.url(user, "wrong", APP_DB);
+        let out = tokio::task::spawn_blocking(move || run_psql(&wrong, &["-At", "-c", "select 1"]))
+            .await
+            .expect("psql task");
+        assert!(
+            !out.status.success(),
+            "a wrong password is refused for {user}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    proxy.stop().await;
 }

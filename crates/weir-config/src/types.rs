@@ -153,20 +153,17 @@ impl Secret {
         }
     }
 
-    /// Whether a client can authenticate against this secret with `auth_type`.
+    /// Whether a client can authenticate against this secret with `auth_type`. Under
+    /// `md5` every kind works: a user whose secret is a SCRAM verifier logs in with SCRAM
+    /// instead, as PostgreSQL's and PgBouncer's md5 method do, so one auth file copied
+    /// from `pg_authid` may mix both kinds.
     ///
     /// # Errors
     /// A message saying which kinds of secret `auth_type` needs.
     pub fn check_usable_with(&self, auth_type: AuthType) -> Result<(), String> {
         match (auth_type, self) {
-            (AuthType::Trust, _)
-            | (AuthType::Md5, Secret::Plain(_) | Secret::Md5(_))
+            (AuthType::Trust | AuthType::Md5, _)
             | (AuthType::ScramSha256, Secret::Plain(_) | Secret::Scram(_)) => {}
-            (AuthType::Md5, Secret::Scram(_)) => {
-                return Err("a SCRAM secret cannot verify md5 authentication \
-                            (auth_type = \"md5\" needs a plain-text password or an md5 hash)"
-                    .to_owned())
-            }
             (AuthType::ScramSha256, Secret::Md5(_)) => {
                 return Err("an md5 hash cannot verify SCRAM authentication \
                             (auth_type = \"scram-sha-256\" needs a plain-text password or a SCRAM secret)"
@@ -283,12 +280,15 @@ mod tests {
         assert!(md5.check_usable_with(AuthType::Md5).is_ok());
         assert!(md5.check_usable_with(AuthType::ScramSha256).is_err());
         assert!(scram.check_usable_with(AuthType::ScramSha256).is_ok());
-        assert!(scram.check_usable_with(AuthType::Md5).is_err());
+        // md5 logs a user with a SCRAM secret in with SCRAM instead.
+        assert!(scram.check_usable_with(AuthType::Md5).is_ok());
         let broken = Secret::classify("SCRAM-SHA-256$x:salt$a:b".into());
-        assert!(broken
-            .check_usable_with(AuthType::ScramSha256)
-            .unwrap_err()
-            .contains("malformed"));
+        for auth in [AuthType::ScramSha256, AuthType::Md5] {
+            assert!(broken
+                .check_usable_with(auth)
+                .unwrap_err()
+                .contains("malformed"));
+        }
     }
 
     #[test]

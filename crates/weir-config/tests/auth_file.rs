@@ -158,6 +158,19 @@ fn incompatible_secret_in_file_names_its_line() {
 }
 
 #[test]
+fn md5_auth_takes_a_file_mixing_md5_and_scram_secrets() {
+    // One userlist.txt copied from pg_authid: some users md5, some SCRAM (PgBouncer's
+    // documented behaviour: under md5, a SCRAM secret logs its user in with SCRAM).
+    let (_dir, config) = setup(
+        "auth_type = \"md5\"",
+        &format!("\"a\" \"{MD5}\"\n\"b\" \"{SCRAM}\"\n\"c\" \"plain\"\n"),
+    );
+    let c = Config::load(&config).expect("md5 auth takes md5 and SCRAM secrets together");
+    assert_eq!(c.users["a"].password, Some(Secret::Md5(MD5.into())));
+    assert_eq!(c.users["b"].password, Some(Secret::Scram(SCRAM.into())));
+}
+
+#[test]
 fn malformed_auth_file_fails_load() {
     let (_dir, config) = setup("", "\"a\" \"pw\"\n\nbroken\n");
     let err = Config::load(&config).expect_err("bad line");
