@@ -317,3 +317,76 @@ async fn shutdown_command_drains_and_stops() {
         .expect("task");
     assert!(client.simple_query("SELECT 1").await.is_err());
 }
+
+/// Pitfall 20: a transaction is counted at each ReadyForQuery 'I', in both modes, so a
+/// session-mode client's 40 autocommit statements are 40 transactions (PgBouncer counts
+/// 40), not one per session; an explicit BEGIN..COMMIT block is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_counted_at_each_idle_ready_for_query_in_both_modes() {
+    for mode in [PoolMode::Session, PoolMode::Transaction] {
+        let pgweir = start(admin_config(mode, 2), None).await;
+        let xacts = |pgweir: &admin_support::Running| -> u64 {
+            table(&pgweir.admin_url(), "SHOW STATS")
+                .get("database", "app", "total_xact_count")
+                .and_then(|v| v.parse().ok())
+                .expect("app stats row")
+        };
+        let client = connect(&pgweir.app_url()).await.expect("app login");
+        client.simple_query("SELECT 1").await.expect("warm-up");
+        let before = xacts(&pgweir);
+        for i in 0..40 {
+            client
+                .simple_query(&format!("SELECT {i}"))
+                .await
+                .expect("autocommit statement");
+        }
+        client
+            .batch_execute("BEGIN; SELECT 1; SELECT 2; COMMIT")
+            .await
+            .expect("one explicit transaction");
+        let counted = xacts(&pgweir) - before;
+        assert_eq!(
+            counted, 41,
+            "{mode:?}: 40 autocommit statements and one block"
+        );
+        drop(client);
+        pgweir.stop().await;
+    }
+}
+
+/// A pin is visible: `SHOW CLIENTS` says which client is pinned and by what, and the
+/// column empties when the feature ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_names_what_pins_a_client() {
+    let pgweir = start(admin_config(PoolMode::Transaction, 3), None).await;
+    let client = connect(&pgweir.app_url()).await.expect("app login");
+    client
+        .batch_execute("LISTEN chan; CREATE TEMP TABLE keep (a int)")
+        .await
+        .expect("pin");
+    let pinned = || {
+        table(&pgweir.admin_url(), "SHOW CLIENTS")
+            .rows
+            .iter()
+            .filter_map(|r| r.last().cloned())
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || pinned()
+            == ["LISTEN, a temporary table"])
+        .await,
+        "{:?}",
+        pinned()
+    );
+    client
+        .batch_execute("UNLISTEN *; DISCARD TEMP")
+        .await
+        .expect("unpin");
+    assert!(
+        eventually(Duration::from_secs(5), || pinned().is_empty()).await,
+        "{:?}",
+        pinned()
+    );
+    pgweir.stop().await;
+}

@@ -320,3 +320,37 @@ async fn pgbench_prepared_and_cached_unnamed_in_transaction_mode() {
     .await;
     assert_eq!(out.trim(), "t", "server-side statements in use");
 }
+
+/// Pitfall 19: pgbench -M prepared with 15 clients on 2 threads over a pool of 10. Each
+/// thread prepares a client's statements with a blocking Parse+Sync while its other
+/// clients hold servers mid-transaction (TPC-B holds one across several round trips);
+/// a Parse the proxy has seen parse before is answered without a server, so nothing
+/// waits on the blocked thread. TPC-B-like and select-only, no failed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_tpcb_with_fewer_threads_than_clients_on_a_small_pool() {
+    let mut config = app_config(PoolMode::Transaction, 10);
+    // A deadlock shows as a wait timeout, not a hung test.
+    config.query_wait_timeout = std::time::Duration::from_secs(20);
+    let proxy = start_proxy(config).await;
+    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        describe_output(&init)
+    );
+    let out = pgbench(
+        &proxy,
+        &["-M", "prepared", "-c", "15", "-j", "2", "-T", "4"],
+    )
+    .await;
+    assert_bench_ok(&out, "prepared TPC-B, -c 15 -j 2");
+    let out = pgbench(
+        &proxy,
+        &[
+            "-n", "-S", "-M", "prepared", "-c", "15", "-j", "2", "-T", "3",
+        ],
+    )
+    .await;
+    assert_bench_ok(&out, "prepared select-only, -c 15 -j 2");
+    assert_pgbench_balances_agree().await;
+}

@@ -202,6 +202,7 @@ impl AdminBackend for Admin {
                     remote_pid: 0,
                     tls: String::new(),
                     application_name: login.map(|l| l.application_name).unwrap_or_default(),
+                    pinned: weir_proxy::features::pin::describe_all(c.pins()),
                 }
             })
             .collect()
@@ -253,6 +254,7 @@ impl AdminBackend for Admin {
                     remote_pid: s.label.backend_pid.unwrap_or(0),
                     tls: String::new(),
                     application_name: String::new(),
+                    pinned: String::new(),
                 });
             }
         }

@@ -38,6 +38,11 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             d.min_pool_size.to_string(),
         ),
         (
+            "max_pinned",
+            c.max_pinned.map(|n| n.to_string()).unwrap_or_default(),
+            String::new(),
+        ),
+        (
             "max_client_conn",
             c.max_client_conn.to_string(),
             d.max_client_conn.to_string(),

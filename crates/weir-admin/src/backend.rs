@@ -180,6 +180,10 @@ pub struct SocketRow {
     pub tls: String,
     /// `application_name` of the client.
     pub application_name: String,
+    /// Clients: the session features pinning it to its server connection in transaction
+    /// mode (e.g. `LISTEN, a temporary table`), empty if none; servers: empty. A
+    /// pgweir column after PgBouncer's.
+    pub pinned: String,
 }
 
 /// One `SHOW DATABASES` row (PgBouncer 1.18 columns, in order).

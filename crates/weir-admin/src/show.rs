@@ -149,6 +149,7 @@ fn sockets(rows: Vec<SocketRow>) -> Table {
         ("remote_pid", Int4),
         ("tls", Text),
         ("application_name", Text),
+        ("pinned", Text),
     ]);
     for s in rows {
         t.push(vec![
@@ -170,6 +171,7 @@ fn sockets(rows: Vec<SocketRow>) -> Table {
             s.remote_pid.into(),
             s.tls.into(),
             s.application_name.into(),
+            s.pinned.into(),
         ]);
     }
     t

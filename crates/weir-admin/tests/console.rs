@@ -61,8 +61,10 @@ async fn show_commands_have_pgbouncer_columns() {
     assert_eq!(cols.len(), 8);
 
     let (cols, rows) = table(&client, "SHOW CLIENTS").await;
-    assert_eq!(cols.len(), 18);
+    // PgBouncer 1.18's 18 columns, then pgweir's `pinned`.
+    assert_eq!(cols.len(), 19);
     assert_eq!(cols[17], "application_name");
+    assert_eq!(cols[18], "pinned");
     assert_eq!(rows[0][8].as_deref(), Some("2023-11-14 22:13:20 UTC"));
     assert_eq!(rows[0][9], None);
 

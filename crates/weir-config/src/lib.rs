@@ -54,6 +54,11 @@ pub struct Config {
     pub default_pool_size: u32,
     /// Server connections kept open per pool even when idle. Default 0.
     pub min_pool_size: u32,
+    /// Transaction mode: most clients per pool pinned to a server connection at once by
+    /// session features (LISTEN, temp tables, ...); a statement that would pin one more
+    /// fails with 53300. `None` (default) = the pool size - 1, so pins always leave a
+    /// server for everyone else.
+    pub max_pinned: Option<u32>,
     /// Most client connections at once. Default 10 000.
     pub max_client_conn: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
@@ -148,6 +153,7 @@ impl Default for Config {
             pool_mode: PoolMode::Transaction,
             default_pool_size: 20,
             min_pool_size: 0,
+            max_pinned: None,
             max_client_conn: 10_000,
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,
@@ -205,6 +211,8 @@ pub struct DatabaseConfig {
     pub pool_size: Option<u32>,
     /// Minimum pool size for this database; `None` = the global `min_pool_size`.
     pub min_pool_size: Option<u32>,
+    /// Most pinned clients per pool of this database; `None` = the global `max_pinned`.
+    pub max_pinned: Option<u32>,
     /// Pool mode for this database; `None` = the global `pool_mode`.
     pub pool_mode: Option<PoolMode>,
 }
@@ -220,6 +228,7 @@ impl Default for DatabaseConfig {
             password: None,
             pool_size: None,
             min_pool_size: None,
+            max_pinned: None,
             pool_mode: None,
         }
     }
@@ -235,6 +244,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("pool_size", &self.pool_size)
             .field("min_pool_size", &self.min_pool_size)
+            .field("max_pinned", &self.max_pinned)
             .field("pool_mode", &self.pool_mode)
             .finish()
     }
@@ -369,6 +379,16 @@ impl Config {
             .get(db)
             .and_then(|d| d.pool_size)
             .unwrap_or(self.default_pool_size)
+    }
+
+    /// Effective pin cap for each pool of database `db`: its `max_pinned`, else the
+    /// global one, else its pool size - 1.
+    pub fn max_pinned_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.max_pinned)
+            .or(self.max_pinned)
+            .unwrap_or_else(|| self.pool_size_for(db).saturating_sub(1))
     }
 
     /// Effective minimum pool size for database `db`: its `min_pool_size`, else the global one.

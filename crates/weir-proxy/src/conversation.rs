@@ -59,6 +59,8 @@ pub(crate) enum HiddenQuery {
     /// Setting startup values back after the client's `RESET`; the client sees the
     /// ParameterStatus messages, as it would from a direct connection's RESET.
     Restore,
+    /// Asking which session features outlived the transaction (settles the pins).
+    PinCheck,
 }
 
 /// An answer the proxy gives itself.
@@ -167,6 +169,14 @@ impl Rewriter<'_> {
 }
 
 impl Conversation {
+    /// Asks the server which session features remain ([`features::PIN_CHECK_SQL`])
+    /// before the server goes back to the pool; the answer settles the client's pins.
+    pub fn check_pins(&mut self, to_server: &mut BytesMut) {
+        put_query(to_server, features::PIN_CHECK_SQL);
+        self.queue
+            .push_back(Expect::HiddenQuery(HiddenQuery::PinCheck));
+    }
+
     /// Starts a conversation that first runs `sql` (the client's settings) and swallows
     /// its answers.
     pub fn replay(&mut self, sql: &str, to_server: &mut BytesMut) {
@@ -311,7 +321,7 @@ impl Conversation {
             ctx.client.unnamed_mapped = None;
             let effects = text.map(features::effects).unwrap_or_default();
             if !effects.is_none() {
-                if let Some(refusal) = refuse_feature(&effects, ctx) {
+                if let Some(refusal) = admit_features(&effects, ctx) {
                     let out = w.edit_at(pos);
                     put_query(out, &refusal);
                     w.skip_to(pos + frame_len);
@@ -348,10 +358,12 @@ impl Conversation {
         self.queue.push_back(Expect::Query);
     }
 
+    /// Acts on what a statement does to the session (its pins were admitted already).
     fn apply_effects(&mut self, effects: &Effects, ctx: &mut Ctx<'_>) {
-        if effects.pins != 0 || effects.unpins != 0 {
-            ctx.client
-                .update_pins(effects.pins, effects.unpins, ctx.metrics);
+        if effects.pins != 0 || effects.unpins & ctx.client.pins != 0 {
+            // Whether the feature really outlives the transaction (or really ended) is
+            // the server's to say, once the transaction is over.
+            ctx.client.pin_check = true;
         }
         for name in &effects.set_names {
             if let Ok(name) = std::str::from_utf8(name) {
@@ -430,17 +442,34 @@ impl Conversation {
     }
 }
 
-/// In `session_features = "error"` mode, the query that raises why a session feature is
-/// refused.
-fn refuse_feature(effects: &Effects, ctx: &Ctx<'_>) -> Option<String> {
-    if effects.pins == 0 || ctx.features != SessionFeatures::Error {
+/// Admits the session features a statement starts: pins the client to its server
+/// connection, or returns the query that raises why not, in the client's place. Refused
+/// in `session_features = "error"` mode (0A000), and when the pool already has
+/// `max_pinned` pinned clients (53300), so pins can never take every server.
+fn admit_features(effects: &Effects, ctx: &mut Ctx<'_>) -> Option<String> {
+    if effects.pins == 0 {
         return None;
     }
     let what = pin::describe(effects.pins);
+    if ctx.features == SessionFeatures::Error {
+        return Some(raise_query(
+            "0A000",
+            &format!("pgweir: {what} needs a session of its own, which transaction pooling does not give (session_features = \"error\")"),
+            Some("Use pool_mode = \"session\" for this database, or session_features = \"pin\" to keep the client on one server connection until the feature is released."),
+        ));
+    }
+    if ctx.client.pin(effects.pins, ctx.metrics, ctx.max_pinned) {
+        return None;
+    }
+    let cap = ctx.max_pinned;
+    let why = match cap {
+        0 => "this pool allows no pinned clients (max_pinned = 0)".to_owned(),
+        _ => format!("{cap} clients of this pool are pinned already (max_pinned = {cap})"),
+    };
     Some(raise_query(
-        "0A000",
-        &format!("pgweir: {what} needs a session of its own, which transaction pooling does not give (session_features = \"error\")"),
-        Some("Use pool_mode = \"session\" for this database, or session_features = \"pin\" to keep the client on one server connection until the feature is released."),
+        "53300",
+        &format!("pgweir: {what} would pin this client to a server connection, but {why}"),
+        Some("End session features when done (UNLISTEN *, DISCARD TEMP or ON COMMIT DROP, pg_advisory_unlock_all(), CLOSE ALL, DEALLOCATE ALL, RESET ROLE), raise max_pinned, or use pool_mode = \"session\" for this user or database."),
     ))
 }
 

@@ -1,7 +1,11 @@
 //! What a client's SQL does to its session, found with a cheap token check (no parser):
 //! features that need the whole session (LISTEN, session advisory locks, `WITH HOLD`
-//! cursors, temp tables, `SET SESSION AUTHORIZATION`/`ROLE`, SQL `PREPARE`), their
-//! releases, and statements that change settings or drop prepared statements.
+//! cursors, temp tables, `SET SESSION AUTHORIZATION`/`ROLE`, SQL `PREPARE`), statements
+//! that may end them, and statements that change settings or drop prepared statements.
+//!
+//! The token check only says when to look: whether a feature really outlives the
+//! transaction (a temp table `ON COMMIT DROP`, a `LISTEN` rolled back, one lock of two
+//! released) is asked of the server itself at the transaction's end ([`PIN_CHECK_SQL`]).
 
 use weir_wire::frontend::first_keyword;
 use weir_wire::sql::{Lexer, Token, TokenKind};
@@ -34,6 +38,42 @@ pub mod pin {
             _ => "SQL PREPARE",
         }
     }
+
+    /// Every feature in `bits`, named and comma-separated (`""` for none).
+    pub fn describe_all(bits: u8) -> String {
+        let mut out = String::new();
+        for bit in (0..6).map(|i| 1u8 << i).filter(|b| bits & b != 0) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(describe(bit));
+        }
+        out
+    }
+}
+
+/// Asks the server which session features are in use, one boolean column per bit of
+/// [`pin`] in bit order. Run outside any transaction, so what it finds outlives one:
+/// only holdable cursors survive a transaction, only session-level advisory locks, and
+/// the session's temp schema holds only what was not dropped at commit. The login role
+/// comes from `pg_stat_activity`, which `SET SESSION AUTHORIZATION` does not change.
+/// Schema-qualified so a client's `search_path` cannot redirect it (pitfall 10).
+pub const PIN_CHECK_SQL: &str = "SELECT \
+    EXISTS (SELECT FROM pg_catalog.pg_listening_channels()), \
+    EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()), \
+    EXISTS (SELECT FROM pg_catalog.pg_cursors), \
+    EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema()), \
+    pg_catalog.current_setting('role') <> 'none' OR SESSION_USER <> \
+        (SELECT usename FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()), \
+    EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
+
+/// The pin bits a [`PIN_CHECK_SQL`] answer's column values (`t`/`f`) stand for.
+pub fn pins_from_check<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> u8 {
+    values
+        .take(6)
+        .enumerate()
+        .filter(|(_, v)| *v == Some(b"t".as_slice()))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
 }
 
 /// What one query text does to the session.
@@ -41,7 +81,8 @@ pub mod pin {
 pub struct Effects {
     /// Session features it starts (bits of [`pin`]).
     pub pins: u8,
-    /// Session features it ends.
+    /// Session features it may end (`UNLISTEN`, `CLOSE`, `DROP`, an unlock, ...): the
+    /// server is asked at the transaction's end whether they did.
     pub unpins: u8,
     /// It may change a setting (`SET`, `RESET`, `set_config`, `DISCARD ALL`).
     pub settings: bool,
@@ -86,8 +127,11 @@ pub fn effects(sql: &[u8]) -> Effects {
         {
             call_effects(unquoted(&t), &mut tokens, &mut e);
         }
-        if statement.prev_is(b"WITH") && is_word(&t, b"HOLD") {
+        if statement.last_is(0, b"WITH") && is_word(&t, b"HOLD") {
             statement.with_hold = true;
+        }
+        if statement.last_is(1, b"ON") && statement.last_is(0, b"COMMIT") && is_word(&t, b"DROP") {
+            statement.on_commit_drop = true;
         }
         statement.push(t);
     }
@@ -99,12 +143,13 @@ pub fn effects(sql: &[u8]) -> Effects {
 }
 
 /// Statements start with these keywords when they matter to the session.
-const KEYWORDS: [&[u8]; 10] = [
+const KEYWORDS: [&[u8]; 11] = [
     b"LISTEN",
     b"UNLISTEN",
     b"DECLARE",
     b"CLOSE",
     b"CREATE",
+    b"DROP",
     b"DISCARD",
     b"SET",
     b"RESET",
@@ -131,7 +176,10 @@ fn worth_lexing(sql: &[u8]) -> bool {
 struct Statement<'a> {
     head: [Option<Token<'a>>; 6],
     len: usize,
+    /// The last two tokens, newest first (anywhere in the statement).
+    last: [Option<Token<'a>>; 2],
     with_hold: bool,
+    on_commit_drop: bool,
 }
 
 impl<'a> Statement<'a> {
@@ -140,15 +188,15 @@ impl<'a> Statement<'a> {
             *slot = Some(t);
         }
         self.len += 1;
+        self.last = [Some(t), self.last[0].take()];
     }
 
-    fn prev_is(&self, word: &[u8]) -> bool {
-        self.len > 0
-            && self
-                .head
-                .get(self.len - 1)
-                .and_then(|t| t.as_ref())
-                .is_some_and(|t| is_word(t, word))
+    /// Whether the token `back` places before the current one (0: the previous) is `word`.
+    fn last_is(&self, back: usize, word: &[u8]) -> bool {
+        self.last
+            .get(back)
+            .and_then(|t| t.as_ref())
+            .is_some_and(|t| is_word(t, word))
     }
 
     /// Token `i` of the statement, if it is among the first few.
@@ -178,22 +226,24 @@ impl<'a> Statement<'a> {
         if is(b"LISTEN") {
             e.pins |= pin::LISTEN;
         } else if is(b"UNLISTEN") {
-            if self.at(1).is_some_and(|t| t.text == b"*") {
-                e.unpins |= pin::LISTEN;
-            }
+            e.unpins |= pin::LISTEN;
         } else if is(b"DECLARE") {
             if self.with_hold {
                 e.pins |= pin::HOLD_CURSOR;
             }
         } else if is(b"CLOSE") {
-            if self.word_at(1, b"ALL") {
-                e.unpins |= pin::HOLD_CURSOR;
-            }
+            e.unpins |= pin::HOLD_CURSOR;
         } else if is(b"CREATE") {
             let temp = |i| self.word_at(i, b"TEMP") || self.word_at(i, b"TEMPORARY");
-            if temp(1) || ((self.word_at(1, b"GLOBAL") || self.word_at(1, b"LOCAL")) && temp(2)) {
+            let temporary =
+                temp(1) || ((self.word_at(1, b"GLOBAL") || self.word_at(1, b"LOCAL")) && temp(2));
+            // ON COMMIT DROP: gone at the end of its transaction (at once in autocommit).
+            if temporary && !self.on_commit_drop {
                 e.pins |= pin::TEMP_TABLE;
             }
+        } else if is(b"DROP") {
+            // Maybe a temp table; the check at the transaction's end tells.
+            e.unpins |= pin::TEMP_TABLE;
         } else if is(b"DISCARD") {
             if self.word_at(1, b"ALL") {
                 e.unpins |= pin::ALL;
@@ -213,6 +263,7 @@ impl<'a> Statement<'a> {
                 e.unpins |= pin::AUTHORIZATION;
             } else if self.word_at(1, b"ALL") {
                 e.reset_all = true;
+                e.unpins |= pin::AUTHORIZATION;
             } else if let Some(name) = self.setting_name(1) {
                 e.resets.push(name);
             }
@@ -222,9 +273,9 @@ impl<'a> Statement<'a> {
             }
         } else if is(b"DEALLOCATE") {
             let at = if self.word_at(1, b"PREPARE") { 2 } else { 1 };
+            e.unpins |= pin::SQL_PREPARE;
             if self.word_at(at, b"ALL") {
                 e.deallocate_all = true;
-                e.unpins |= pin::SQL_PREPARE;
             } else if self.len == at + 1 {
                 e.deallocate = self.at(at).and_then(identifier);
             }
@@ -241,7 +292,12 @@ impl<'a> Statement<'a> {
         let session = self.word_at(1, b"SESSION");
         let at = if session { 2 } else { 1 };
         if self.word_at(at, b"ROLE") || (session && self.word_at(at, b"AUTHORIZATION")) {
-            e.pins |= pin::AUTHORIZATION;
+            // SET ROLE NONE / SET SESSION AUTHORIZATION DEFAULT go back to the login role.
+            if self.word_at(at + 1, b"NONE") || self.word_at(at + 1, b"DEFAULT") {
+                e.unpins |= pin::AUTHORIZATION;
+            } else {
+                e.pins |= pin::AUTHORIZATION;
+            }
             return;
         }
         e.settings = true;
@@ -278,7 +334,8 @@ fn call_effects<'a>(name: &[u8], tokens: &mut std::iter::Peekable<Lexer<'a>>, e:
     ];
     if PINS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
         e.pins |= pin::ADVISORY_LOCK;
-    } else if name.eq_ignore_ascii_case(b"pg_advisory_unlock_all") {
+    } else if name.len() >= 18 && name[..18].eq_ignore_ascii_case(b"pg_advisory_unlock") {
+        // _all, or one lock (of maybe several): the check at the transaction's end tells.
         e.unpins |= pin::ADVISORY_LOCK;
     } else if name.eq_ignore_ascii_case(b"set_config") {
         e.settings = true;
@@ -329,6 +386,27 @@ fn unquoted<'a>(t: &Token<'a>) -> &'a [u8] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pin_check_answers_map_to_bits_in_order() {
+        let row = [
+            Some(&b"t"[..]),
+            Some(b"f"),
+            None,
+            Some(b"t"),
+            Some(b"f"),
+            Some(b"t"),
+        ];
+        assert_eq!(
+            pins_from_check(row.into_iter()),
+            pin::LISTEN | pin::TEMP_TABLE | pin::SQL_PREPARE
+        );
+        assert_eq!(
+            pin::describe_all(pin::LISTEN | pin::TEMP_TABLE),
+            "LISTEN, a temporary table"
+        );
+        assert_eq!(pin::describe_all(0), "");
+    }
+
     fn fx(sql: &str) -> Effects {
         effects(sql.as_bytes())
     }
@@ -337,7 +415,8 @@ mod tests {
     fn session_features_pin_and_unpin() {
         assert_eq!(fx("LISTEN chan").pins, pin::LISTEN);
         assert_eq!(fx("unlisten *").unpins, pin::LISTEN);
-        assert_eq!(fx("unlisten chan").unpins, 0);
+        // One channel of maybe several: the check at the transaction's end tells.
+        assert_eq!(fx("unlisten chan").unpins, pin::LISTEN);
         assert_eq!(fx("select pg_advisory_lock(1)").pins, pin::ADVISORY_LOCK);
         assert_eq!(
             fx("SELECT PG_TRY_ADVISORY_LOCK_SHARED (1, 2)").pins,
@@ -365,6 +444,32 @@ mod tests {
         assert_eq!(fx("reset role").unpins, pin::AUTHORIZATION);
         assert_eq!(fx("prepare q as select 1").pins, pin::SQL_PREPARE);
         assert_eq!(fx("prepare transaction 'x'").pins, 0);
+        assert_eq!(
+            fx("create temp table t (a int, b text) on commit drop").pins,
+            0,
+            "dropped at the end of its transaction: never outlives it"
+        );
+        assert_eq!(
+            fx("CREATE TEMPORARY TABLE t ON COMMIT DROP AS SELECT 1").pins,
+            0
+        );
+        assert_eq!(
+            fx("create temp table t (a int) on commit delete rows").pins,
+            pin::TEMP_TABLE
+        );
+        assert_eq!(fx("drop table t").unpins, pin::TEMP_TABLE);
+        assert_eq!(fx("close c").unpins, pin::HOLD_CURSOR);
+        assert_eq!(
+            fx("select pg_advisory_unlock(1)").unpins,
+            pin::ADVISORY_LOCK
+        );
+        assert_eq!(fx("set role none").pins, 0);
+        assert_eq!(fx("set role none").unpins, pin::AUTHORIZATION);
+        assert_eq!(
+            fx("set session authorization default").unpins,
+            pin::AUTHORIZATION
+        );
+        assert_eq!(fx("deallocate q").unpins, pin::SQL_PREPARE);
         let all = fx("DISCARD ALL");
         assert_eq!(all.unpins, pin::ALL);
         assert!(all.settings && all.deallocate_all);

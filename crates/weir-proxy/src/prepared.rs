@@ -5,7 +5,7 @@
 //! client, and a client may land on any connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,9 +23,24 @@ pub struct Statement {
     /// Times it was parsed as an unnamed statement while alive (`cache_unnamed_statements`
     /// serves it from a named one from the second time on).
     pub unnamed_parses: AtomicU32,
+    /// Some server parsed it without error: a client's Parse of it can be answered by
+    /// the proxy without a server (it is parsed lazily where the client then uses it).
+    parsed: AtomicBool,
 }
 
 impl Statement {
+    /// Notes that a server parsed it without error.
+    pub fn mark_parsed(&self) {
+        if !self.parsed.load(Relaxed) {
+            self.parsed.store(true, Relaxed);
+        }
+    }
+
+    /// Whether some server parsed it without error.
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.load(Relaxed)
+    }
+
     /// Appends a Parse of this statement under its server-side name.
     pub fn put_parse(&self, out: &mut BytesMut) {
         put_frame(out, b'P', |b| {
@@ -76,9 +91,21 @@ impl StatementRegistry {
             server_name: format!("_pgweir_{id}").into_bytes().into_boxed_slice(),
             body: body.clone(),
             unnamed_parses: AtomicU32::new(0),
+            parsed: AtomicBool::new(false),
         });
         map.insert(body, Arc::downgrade(&statement));
         statement
+    }
+}
+
+impl StatementRegistry {
+    /// The live statement for a Parse body, if some server already parsed it without
+    /// error; never creates one.
+    pub fn parsed(&self, body: &[u8]) -> Option<Arc<Statement>> {
+        let map = self.by_body.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(body)
+            .and_then(Weak::upgrade)
+            .filter(|s| s.is_parsed())
     }
 }
 

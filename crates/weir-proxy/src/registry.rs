@@ -49,6 +49,9 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// Backend pid of the server connection held now (0: none), for SHOW's `link`.
     server_pid: AtomicI32,
+    /// Session features pinning it to its server connection (bits of
+    /// [`crate::features::pin`]), for `SHOW CLIENTS`.
+    pins: AtomicU8,
     /// Microseconds since the Unix epoch of the last state change.
     changed_at_us: AtomicU64,
     login: Mutex<Option<LoginInfo>>,
@@ -80,6 +83,18 @@ impl ClientInfo {
     /// Notes the backend pid of the server connection this client holds (0: none).
     pub fn set_server_pid(&self, pid: i32) {
         self.server_pid.store(pid, Relaxed);
+    }
+
+    /// Notes the session features pinning the client (0: none).
+    pub fn set_pins(&self, pins: u8) {
+        if self.pins.load(Relaxed) != pins {
+            self.pins.store(pins, Relaxed);
+        }
+    }
+
+    /// Session features pinning the client to its server connection (0: none).
+    pub fn pins(&self) -> u8 {
+        self.pins.load(Relaxed)
     }
 
     /// Backend pid of the server connection held now, if any.
@@ -124,6 +139,7 @@ impl ClientRegistry {
             kill: CancellationToken::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             server_pid: AtomicI32::new(0),
+            pins: AtomicU8::new(0),
             changed_at_us: AtomicU64::new(now_us()),
             login: Mutex::new(None),
         });

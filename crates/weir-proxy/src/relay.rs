@@ -51,6 +51,8 @@ pub struct Relay<'a> {
     info: Arc<ClientInfo>,
     transaction_mode: bool,
     max_message: usize,
+    /// `max_pinned` for this pool, from the config in force (re-read at each checkout).
+    max_pinned: u32,
     server: Option<PooledConnection<ServerManager>>,
     /// The exchange on the server connection held now (fresh at each checkout).
     conv: Conversation,
@@ -66,7 +68,9 @@ pub struct Relay<'a> {
     discard_remaining: usize,
     /// Client bytes were written to the server since the relay loop last looked.
     sent_to_server: bool,
-    checkout_at: Instant,
+    /// When the client's current transaction started (its first message after the last
+    /// ReadyForQuery 'I'), for the transaction count and histogram.
+    xact_started: Option<Instant>,
     /// Counts not yet added to the pool's metrics (see `flush_counters`).
     counters: Counters,
 }
@@ -93,6 +97,7 @@ impl<'a> Relay<'a> {
         let config = shared.config();
         Relay {
             max_message: config.max_message_size as usize,
+            max_pinned: config.max_pinned_for(&entry.database),
             config,
             shared,
             entry,
@@ -112,7 +117,7 @@ impl<'a> Relay<'a> {
             query_started: None,
             discard_remaining: 0,
             sent_to_server: false,
-            checkout_at: Instant::now(),
+            xact_started: None,
             counters: Counters::default(),
         }
     }
@@ -137,7 +142,13 @@ impl<'a> Relay<'a> {
             let query_timeout = self.config.query_timeout;
             if self.server.is_none() {
                 loop {
-                    match self.idle_decision()? {
+                    let decision = self.idle_decision()?;
+                    if !self.to_client.is_empty() {
+                        // Answers the proxy gave without a server (a known Parse).
+                        self.client.write_all(&self.to_client).await?;
+                        self.to_client.clear();
+                    }
+                    match decision {
                         Idle::NeedServer => break,
                         Idle::Terminate => return Ok(()),
                         Idle::NeedMore => {}
@@ -268,6 +279,7 @@ impl<'a> Relay<'a> {
         self.info.set_state(ClientState::Waiting);
         let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
         self.config = self.shared.config();
+        self.max_pinned = self.config.max_pinned_for(&self.entry.database);
         self.info.set_state(ClientState::Active);
         self.info.set_server_pid(conn.cancel.pid);
         conn.clean = false;
@@ -278,7 +290,6 @@ impl<'a> Relay<'a> {
             self.conv.replay(&sql, &mut self.to_server);
         }
         self.server = Some(conn);
-        self.checkout_at = Instant::now();
         Ok(())
     }
 
@@ -309,6 +320,11 @@ impl<'a> Relay<'a> {
             self.conv.refresh(&sql, false, &mut self.to_server);
             return false;
         }
+        if self.session.pins != 0 && std::mem::take(&mut self.session.pin_check) {
+            self.conv.check_pins(&mut self.to_server);
+            return false;
+        }
+        self.info.set_pins(self.session.pins);
         if self.session.pins != 0 {
             return false;
         }
@@ -322,10 +338,6 @@ impl<'a> Relay<'a> {
             // A cancel on its way to this server could hit the next client's query:
             // close the connection instead of reusing it.
             server.clean = !self.cancel.slot().clear_target();
-            self.entry
-                .pool
-                .metrics()
-                .record_transaction(self.checkout_at.elapsed());
             drop(server);
             self.info.set_state(ClientState::Idle);
             self.info.set_server_pid(0);
@@ -350,6 +362,7 @@ impl<'a> Relay<'a> {
             &self.config,
             &self.entry,
             self.transaction_mode,
+            self.max_pinned,
         );
         let scan = self.conv.scan_client(
             &self.cbuf,
@@ -370,8 +383,12 @@ impl<'a> Relay<'a> {
             self.client.write_all(&self.to_client).await?;
             self.to_client.clear();
         }
-        if self.query_started.is_none() && !self.conv.all_answered() {
-            self.query_started = Some(Instant::now());
+        if !self.conv.all_answered()
+            && (self.query_started.is_none() || self.xact_started.is_none())
+        {
+            let now = Instant::now();
+            self.query_started.get_or_insert(now);
+            self.xact_started.get_or_insert(now);
         }
         Ok(scan.terminate)
     }
@@ -446,6 +463,7 @@ impl<'a> Relay<'a> {
             &self.config,
             &self.entry,
             self.transaction_mode,
+            self.max_pinned,
         );
         let scan = self
             .conv
@@ -455,6 +473,14 @@ impl<'a> Relay<'a> {
             })?;
         // Counted before the client hears the answer, so whatever it does next (such as
         // scraping /metrics) sees this query.
+        if scan.transactions > 0 {
+            count_transactions(
+                &mut self.xact_started,
+                &self.conv,
+                self.entry.pool.metrics(),
+                scan.transactions,
+            );
+        }
         if self.conv.all_answered() {
             if let Some(started) = self.query_started.take() {
                 let elapsed = started.elapsed();
@@ -537,10 +563,6 @@ impl<'a> Relay<'a> {
             .unwrap_or(false);
         if ok {
             server.clean = true;
-            self.entry
-                .pool
-                .metrics()
-                .record_transaction(self.checkout_at.elapsed());
         } else {
             server.discard();
         }
@@ -564,6 +586,7 @@ fn ctx<'b>(
     config: &'b Config,
     entry: &'b PoolEntry,
     transaction_mode: bool,
+    max_pinned: u32,
 ) -> Ctx<'b> {
     Ctx {
         client,
@@ -573,8 +596,26 @@ fn ctx<'b>(
         transaction_mode,
         max_prepared: config.max_prepared_statements as usize,
         features: config.session_features,
+        max_pinned,
         cache_unnamed: config.cache_unnamed_statements && config.max_prepared_statements > 0,
     }
+}
+
+/// The client finished `n` transactions (ReadyForQuery 'I'): each is counted, the first
+/// timed from its first message; pipelined ones after it ended in this same read.
+fn count_transactions(
+    started: &mut Option<Instant>,
+    conv: &Conversation,
+    metrics: &weir_pool::PoolMetrics,
+    n: u64,
+) {
+    let now = Instant::now();
+    metrics.record_transaction(started.map_or(Duration::ZERO, |t| now - t));
+    for _ in 1..n {
+        metrics.record_transaction(Duration::ZERO);
+    }
+    // Pipelined messages already sent belong to the next transaction.
+    *started = (!conv.all_answered()).then_some(now);
 }
 
 /// Sleeps until `deadline` (forever if none; the branch is disabled then anyway).

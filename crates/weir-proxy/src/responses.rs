@@ -10,6 +10,7 @@ use weir_wire::build::{put_frame, put_ready_for_query};
 use weir_wire::frame::{FrameError, Header, HEADER_LEN};
 
 use crate::conversation::{Conversation, Expect, HiddenQuery, Synthetic, Undo};
+use crate::features;
 use crate::session_state::Ctx;
 
 /// What scanning the server's bytes decided.
@@ -19,6 +20,9 @@ pub struct ServerScan {
     pub consumed: usize,
     /// ReadyForQuery messages among them that answered the client.
     pub answered: u64,
+    /// Those of them with status idle: transactions the client finished (PgBouncer
+    /// counts a transaction at each, in both pool modes).
+    pub transactions: u64,
     /// The client's share is in `to_client` (appended), not the server's buffer.
     pub edited: bool,
 }
@@ -52,6 +56,7 @@ impl Conversation {
     ) -> Result<ServerScan, FrameError> {
         let mut pos = self.scanner.skip_remaining(buf.len());
         let mut answered = 0;
+        let mut transactions = 0;
         let mut edited = false;
         let mut run_start = 0;
         while self.scanner.at_boundary() {
@@ -86,7 +91,9 @@ impl Conversation {
                 }
                 Some(Expect::Hidden(kind, _)) if completes(*kind, tag) => {
                     relay = false;
-                    self.queue.pop_front();
+                    if let Some(Expect::Hidden(_, undo)) = self.queue.pop_front() {
+                        note_parsed(tag, &undo);
+                    }
                 }
                 _ => {}
             }
@@ -96,6 +103,9 @@ impl Conversation {
                         answered += 1;
                         self.pending = self.pending.saturating_sub(1);
                         self.status = parse_ready_for_query(body).unwrap_or(b'E');
+                        if self.status == b'I' {
+                            transactions += 1;
+                        }
                         while let Some(done) = self.queue.pop_front() {
                             if matches!(done, Expect::Sync | Expect::Query) {
                                 break;
@@ -119,7 +129,9 @@ impl Conversation {
                     tag => {
                         if matches!(self.queue.front(), Some(Expect::Message(kind, _)) if completes(*kind, tag))
                         {
-                            self.queue.pop_front();
+                            if let Some(Expect::Message(_, undo)) = self.queue.pop_front() {
+                                note_parsed(tag, &undo);
+                            }
                         }
                     }
                 }
@@ -144,6 +156,7 @@ impl Conversation {
         Ok(ServerScan {
             consumed: pos,
             answered,
+            transactions,
             edited,
         })
     }
@@ -160,6 +173,10 @@ impl Conversation {
                     ctx.server.params.extras.set(name, value.as_deref());
                 }
             }
+            b'D' if kind == HiddenQuery::PinCheck => {
+                let pins = features::pins_from_check(data_row_values(body));
+                ctx.client.settle_pins(pins, ctx.metrics);
+            }
             b'E' => {
                 let e = ErrorFields::parse(body);
                 if e.is_fatal() {
@@ -171,6 +188,10 @@ impl Conversation {
                     }
                     HiddenQuery::Refresh | HiddenQuery::Restore => {
                         tracing::warn!(error = %e.message_lossy(), "could not read back session settings");
+                    }
+                    HiddenQuery::PinCheck => {
+                        // The pins stay as they are: holding a server is the safe side.
+                        tracing::warn!(error = %e.message_lossy(), "could not check which session features remain");
                     }
                 }
             }
@@ -231,6 +252,16 @@ impl Conversation {
                 }
             }
             self.queue.pop_front();
+        }
+    }
+}
+
+/// A ParseComplete for a statement parsed under its server-side name: the statement is
+/// known good, so later Parses of it can be answered without a server.
+fn note_parsed(tag: u8, undo: &Undo) {
+    if tag == b'1' {
+        if let Some(statement) = &undo.server_statement {
+            statement.mark_parsed();
         }
     }
 }

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
 
+use crate::features::pin;
 use crate::params::{ClientParams, ServerParamsState};
 use crate::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
 
@@ -22,6 +23,9 @@ pub struct ClientSession {
     /// Session features in use (bits of [`crate::features::pin`]): while non-zero, the
     /// client keeps its server connection.
     pub pins: u8,
+    /// A statement since the last check may have started or ended a session feature:
+    /// ask the server which remain before the server connection can be released.
+    pub pin_check: bool,
     /// The Parse body (after the empty name) of its last unnamed statement, so it can be
     /// parsed again on another server connection before a Bind or Describe that needs it.
     pub unnamed: Option<BytesMut>,
@@ -46,21 +50,58 @@ impl ClientSession {
 }
 
 impl ClientSession {
-    /// Adds and removes session-feature pins, keeping the pool's gauges right.
-    pub fn update_pins(&mut self, add: u8, remove: u8, metrics: &PoolMetrics) {
-        let before = self.pins;
-        self.pins = (self.pins | add) & !(remove & !add);
-        if before == 0 && self.pins != 0 {
+    /// Pins the client for the session features `bits`, unless that would make more
+    /// than `max_pinned` clients of the pool pinned (a client already pinned only adds
+    /// features). Returns false if the cap refused it.
+    pub fn pin(&mut self, bits: u8, metrics: &PoolMetrics, max_pinned: u32) -> bool {
+        if self.pins == 0 {
+            let reserved = metrics
+                .pinned_clients
+                .fetch_update(Relaxed, Relaxed, |n| {
+                    (n < u64::from(max_pinned)).then_some(n + 1)
+                })
+                .is_ok();
+            if !reserved {
+                return false;
+            }
+            metrics.pins.fetch_add(1, Relaxed);
+            tracing::info!(
+                feature = %pin::describe_all(bits),
+                "client pinned to its server connection"
+            );
+        }
+        self.pins |= bits;
+        true
+    }
+
+    /// Sets the features in use to what the server says remain (`bits`), releasing the
+    /// pin when none do.
+    pub fn settle_pins(&mut self, bits: u8, metrics: &PoolMetrics) {
+        let before = std::mem::replace(&mut self.pins, bits);
+        if before != 0 && bits == 0 {
+            metrics.pinned_clients.fetch_sub(1, Relaxed);
+            tracing::info!(
+                ended = %pin::describe_all(before),
+                "client unpinned: its session features ended"
+            );
+        } else if before == 0 && bits != 0 {
+            // State the token check missed: it binds the client to this server all the
+            // same, cap or not.
             metrics.pinned_clients.fetch_add(1, Relaxed);
             metrics.pins.fetch_add(1, Relaxed);
-        } else if before != 0 && self.pins == 0 {
-            metrics.pinned_clients.fetch_sub(1, Relaxed);
+            tracing::info!(
+                feature = %pin::describe_all(bits),
+                "client pinned to its server connection"
+            );
         }
     }
 
     /// The client left: a pin no longer counts.
     pub fn leave(&mut self, metrics: &PoolMetrics) {
-        self.update_pins(0, u8::MAX, metrics);
+        if self.pins != 0 {
+            metrics.pinned_clients.fetch_sub(1, Relaxed);
+            self.pins = 0;
+        }
     }
 }
 
@@ -100,6 +141,8 @@ pub struct Ctx<'a> {
     pub max_prepared: usize,
     /// `session_features`.
     pub features: SessionFeatures,
+    /// Most clients of the pool pinned at once (`max_pinned`).
+    pub max_pinned: u32,
     /// `cache_unnamed_statements` (and mapping on).
     pub cache_unnamed: bool,
 }

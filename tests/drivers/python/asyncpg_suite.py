@@ -135,6 +135,28 @@ async def prepared_across_transactions():
         check(any(len(s) >= 2 for s in pids.values()), "a client's statements moved servers")
 
 
+async def temp_tables_leave_the_pool_free():
+    """Long-lived pooled connections that each created an ON COMMIT DROP temp table
+    hold no server afterwards: a fresh connection still answers in under a second
+    (pgweir's pool is smaller than this Pool, so one pin per connection would starve it)."""
+    async with asyncpg.create_pool(URL, min_size=4, max_size=4) as pool:
+        conns = [await pool.acquire() for _ in range(4)]
+        for c in conns:
+            async with c.transaction():
+                await c.execute("CREATE TEMP TABLE scratch (v int) ON COMMIT DROP")
+                await c.execute("INSERT INTO scratch VALUES (1)")
+        other = await asyncpg.connect(URL)
+        try:
+            t = time.monotonic()
+            check(await other.fetchval("SELECT 1") == 1, "answer")
+            took = time.monotonic() - t
+            check(took < 1.0, f"a fresh client waited {took:.2f} s for a server")
+        finally:
+            await other.close()
+        for c in conns:
+            await pool.release(c)
+
+
 async def copy():
     c = await asyncpg.connect(URL)
     try:
@@ -192,7 +214,7 @@ async def main():
     started = time.monotonic()
     failed = []
     for step in (schema, transactions, errors_and_recovery, prepared_across_transactions,
-                 copy, session_settings):
+                 temp_tables_leave_the_pool_free, copy, session_settings):
         t = time.monotonic()
         try:
             await asyncio.wait_for(step(), 30)

@@ -114,6 +114,7 @@ impl AdminBackend for Fake {
             remote_pid: 0,
             tls: "".into(),
             application_name: "psql".into(),
+            pinned: "".into(),
         }]
     }
     fn servers(&self) -> Vec<SocketRow> {

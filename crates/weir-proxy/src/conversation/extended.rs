@@ -10,7 +10,7 @@ use weir_wire::build::{put_cstr, put_frame};
 use weir_wire::frame::read_cstr;
 use weir_wire::frontend::{bind_names, target};
 
-use super::{refuse_feature, Conversation, Expect, NameChange, Rewriter, Synthetic, Undo};
+use super::{admit_features, Conversation, Expect, NameChange, Rewriter, Synthetic, Undo};
 use crate::error::ClientError;
 use crate::features;
 use crate::prepared::{put_bind_renamed, put_describe_statement, Statement};
@@ -124,7 +124,7 @@ impl Conversation {
         ctx.client.note_query(query);
         let effects = features::effects(query);
         if !effects.is_none() {
-            if let Some(refusal) = refuse_feature(&effects, ctx) {
+            if let Some(refusal) = admit_features(&effects, ctx) {
                 // Raised by the server, so the transaction fails exactly as PostgreSQL's would.
                 let out = w.edit_at(pos);
                 self.raise_in_batch(&refusal, out);

@@ -122,6 +122,7 @@ fn ctx<'a>(
         transaction_mode: true,
         max_prepared: 100,
         features: SessionFeatures::Pin,
+        max_pinned: 1,
         cache_unnamed,
     }
 }

@@ -1,12 +1,17 @@
 //! What a client that holds no server connection has sent: a message that needs one,
-//! Terminate, or messages PostgreSQL itself would ignore there.
+//! Terminate, messages PostgreSQL itself would ignore there, or a Parse the proxy can
+//! answer itself.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Buf;
-use weir_wire::frame::Header;
+use weir_wire::build::{put_frame, put_ready_for_query};
+use weir_wire::frame::{read_cstr, Header, HEADER_LEN};
 
 use super::Relay;
 use crate::conversation::{frame_error, invalid_message_type};
 use crate::error::ClientError;
+use crate::features;
 
 /// What an idle client's buffered bytes need.
 pub(super) enum Idle {
@@ -40,6 +45,7 @@ impl Relay<'_> {
             match tag {
                 b'X' => return Ok(Idle::Terminate),
                 b'd' | b'c' | b'f' | b'H' => {}
+                b'P' if self.answer_known_parse() => continue,
                 b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
                     // Refuse a bad length before it costs a server connection.
                     Header::peek(&self.cbuf, self.max_message).map_err(frame_error)?;
@@ -64,5 +70,54 @@ impl Relay<'_> {
             }
             tracing::debug!(tag = %(tag as char), "dropped a message that needs no server");
         }
+    }
+
+    /// Transaction mode, outside a transaction: a named Parse followed by Sync or Flush
+    /// of a statement some server already parsed without error is answered here
+    /// (ParseComplete, then ReadyForQuery 'I' for a Sync) and parsed lazily on whichever
+    /// server the client then uses it. A libpq client that prepares synchronously
+    /// (pgbench -M prepared) would otherwise wait for a server held by clients its own
+    /// blocked thread drives, and a small pool deadlocks (pitfall 19). Returns true if
+    /// it answered and consumed both messages.
+    fn answer_known_parse(&mut self) -> bool {
+        if !self.transaction_mode || self.config.max_prepared_statements == 0 {
+            return false;
+        }
+        let Ok(Some(parse)) = Header::peek(&self.cbuf, self.max_message) else {
+            return false;
+        };
+        let parse_len = parse.frame_len();
+        let Some(next) = self.cbuf.get(parse_len..) else {
+            return false;
+        };
+        let Ok(Some(after)) = Header::peek(next, self.max_message) else {
+            return false;
+        };
+        if !matches!(after.tag, b'S' | b'H') || after.frame_len() != HEADER_LEN {
+            return false;
+        }
+        let Some((name, body)) = read_cstr(&self.cbuf[HEADER_LEN..parse_len]) else {
+            return false;
+        };
+        if name.is_empty() || self.session.statements.get(name).is_some() {
+            // The unnamed statement lives on a server; a taken name is the server's
+            // error to raise (42P05), as PostgreSQL words it.
+            return false;
+        }
+        let query = read_cstr(body).map(|(q, _)| q).unwrap_or_default();
+        if !features::effects(query).is_none() {
+            return false;
+        }
+        let Some(statement) = self.shared.statements.parsed(body) else {
+            return false;
+        };
+        self.session.statements.insert(name, statement);
+        self.entry.pool.metrics().prepare_hits.fetch_add(1, Relaxed);
+        put_frame(&mut self.to_client, b'1', |_| {});
+        if after.tag == b'S' {
+            put_ready_for_query(&mut self.to_client, b'I');
+        }
+        self.cbuf.advance(parse_len + HEADER_LEN);
+        true
     }
 }
