@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the real-driver suites under tests/drivers/ need, for the parts
-# named on the command line (default: all of them):
-#   python  a venv at target/drivers/venv with psycopg 3, psycopg_pool, asyncpg
-#   node    target/drivers/node/node_modules with pg (npm ci from package-lock.json)
-#   java    Debian's libpostgresql-jdbc-java (/usr/share/java/postgresql.jar)
-#   sqlx    the tests/drivers/sqlx binary, built into target/drivers/sqlx-target
+# Installs what the tests that run outside programs need: the real-driver suites
+# under tests/drivers/ and the exporter test, for the parts named on the command
+# line (default: the driver suites, python node java sqlx):
+#   python    a venv at target/drivers/venv with psycopg 3, psycopg_pool, asyncpg
+#   node      target/drivers/node/node_modules with pg (npm ci from package-lock.json)
+#   java      Debian's libpostgresql-jdbc-java (/usr/share/java/postgresql.jar)
+#   sqlx      the tests/drivers/sqlx binary, built into target/drivers/sqlx-target
+#   exporter  Debian's prometheus-pgbouncer-exporter (tests/tests/exporter.rs)
 # Idempotent and cheap when everything is there; tests run it in parallel, so
 # the whole run holds a lock under target/drivers.
 set -euo pipefail
@@ -23,14 +25,25 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=(sudo)
 fi
 
+apt_get() {
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get -y -qq -o DPkg::Lock::Timeout=120 "$@" >/dev/null
+}
+
+# Installs from the package lists as they are, so a machine whose lists are fine
+# does not wait on the network; lists that are missing (a fresh container has
+# none) or stale make the install fail, and then they are refreshed once.
 apt_updated=
 apt_install() {
     if [[ -z $apt_updated ]]; then
-        "${SUDO[@]}" apt-get update -qq
+        if apt_get install --no-install-recommends "$@" 2>/dev/null; then
+            return
+        fi
+        log "apt-get install $* failed; apt-get update and try again"
+        apt_get update
         apt_updated=1
     fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=120 "$@" >/dev/null
+    apt_get install --no-install-recommends "$@"
 }
 
 # A stamp holds a hash of the inputs of an install: same hash, nothing to do.
@@ -78,6 +91,13 @@ setup_java() {
     fi
 }
 
+setup_exporter() {
+    if ! command -v prometheus-pgbouncer-exporter >/dev/null; then
+        log "installing prometheus-pgbouncer-exporter"
+        apt_install prometheus-pgbouncer-exporter
+    fi
+}
+
 setup_sqlx() {
     # cargo itself knows when the binary is up to date.
     CARGO_TARGET_DIR=$OUT/sqlx-target cargo build --quiet --locked \
@@ -90,9 +110,9 @@ if [[ ${#parts[@]} -eq 0 ]]; then
 fi
 for part in "${parts[@]}"; do
     case $part in
-        python | node | java | sqlx) "setup_$part" ;;
+        python | node | java | sqlx | exporter) "setup_$part" ;;
         *)
-            echo "drivers/setup.sh: unknown part '$part' (python, node, java, sqlx)" >&2
+            echo "drivers/setup.sh: unknown part '$part' (python, node, java, sqlx, exporter)" >&2
             exit 2
             ;;
     esac

@@ -7,21 +7,29 @@
 //! (Against 1.18 itself the exporter 1.7 dies on its missing `total_requests`
 //! column unless told to skip every database; pgweir's `SHOW STATS` keeps that
 //! legacy column after PgBouncer's fifteen, so the exporter works unfiltered.)
+//!
+//! The exporter is installed on first use by `tests/drivers/setup.sh exporter` (a
+//! no-op once it is there; `.ci/run` installs it up front), as the driver suites
+//! install theirs.
 
 mod admin_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use admin_support::{admin_config, start};
+use pgweir::cluster::run_bounded;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weir_config::PoolMode;
 use weir_tests::{connect, SCRAM_PASSWORD, SCRAM_USER};
 
 const EXPORTER: &str = "prometheus-pgbouncer-exporter";
+/// How long installing the exporter may take (an `apt-get update` and a few packages).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Every family the exporter exported against PgBouncer 1.18.
 const FAMILIES: [&str; 20] = [
@@ -82,6 +90,25 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Installs the exporter unless it is there (`tests/drivers/setup.sh exporter`).
+async fn install_exporter() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("drivers/setup.sh");
+    let mut cmd = Command::new(&script);
+    cmd.arg("exporter");
+    let out = tokio::task::spawn_blocking(move || run_bounded(&mut cmd, None, SETUP_TIMEOUT))
+        .await
+        .expect("setup task")
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.output.status.success() && !out.timed_out,
+        "tests/drivers/setup.sh exporter: {}{}\n{}{}",
+        out.output.status,
+        if out.timed_out { " (timed out)" } else { "" },
+        String::from_utf8_lossy(&out.output.stdout),
+        String::from_utf8_lossy(&out.output.stderr)
+    );
+}
+
 struct Exporter(Child);
 
 impl Drop for Exporter {
@@ -93,6 +120,7 @@ impl Drop for Exporter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debian_pgbouncer_exporter_works_unchanged_against_pgweir() {
+    install_exporter().await;
     let pgweir = start(admin_config(PoolMode::Transaction, 4), None).await;
     let client = connect(&pgweir.app_url()).await.expect("app login");
     client.simple_query("SELECT 1").await.expect("traffic");
@@ -107,9 +135,7 @@ async fn debian_pgbouncer_exporter_works_unchanged_against_pgweir() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {EXPORTER} ({e}); install it: apt-get install -y {EXPORTER}")
-        });
+        .unwrap_or_else(|e| panic!("cannot run {EXPORTER}, though setup.sh installed it: {e}"));
     let mut exporter = Exporter(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(15);

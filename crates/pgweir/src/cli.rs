@@ -70,7 +70,8 @@ fn parse_http_listen(s: &str) -> Result<HttpListen, String> {
 pub enum Command {
     /// Validate the configuration, print what is wrong, exit 1 on error.
     Check,
-    /// Start a throwaway PostgreSQL and pgweir in front of it, and print a DATABASE_URL.
+    /// Start a throwaway PostgreSQL and pgweir in front of it, and print a DATABASE_URL
+    /// and the HTTP URLs (on free ports when the default ones are in use).
     Demo,
 }
 

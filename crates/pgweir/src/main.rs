@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use pgweir::admin::Loader;
 use pgweir::cli::{Cli, Command};
+use pgweir::serve::Started;
 use pgweir::{demo, logging, serve, signals};
 use weir_config::{Config, LogFormat};
 
@@ -47,9 +48,9 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
 fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     logging::init(cli.log_format.unwrap_or(LogFormat::Text));
     let (cluster, config) = demo::prepare(&cli.overrides())?;
-    let listen = config.listen;
-    let banner = demo::banner(listen, &cluster);
-    let result = run_proxy(config, cli.workers, Some(banner), None);
+    // Built once bound: the demo may have asked for port 0.
+    let banner = |started: &Started| demo::banner(started.addr, started.http_addr, &cluster);
+    let result = run_proxy(config, cli.workers, Some(&banner), None);
     drop(cluster);
     result
 }
@@ -67,10 +68,13 @@ fn serve(config: Config, cli: &Cli) -> anyhow::Result<()> {
     run_proxy(config, cli.workers, None, loader)
 }
 
+/// What to print on stdout once the listeners are bound (the demo's banner).
+type Banner<'a> = &'a dyn Fn(&Started) -> String;
+
 fn run_proxy(
     config: Config,
     workers: Option<usize>,
-    banner: Option<String>,
+    banner: Option<Banner<'_>>,
     loader: Option<Loader>,
 ) -> anyhow::Result<()> {
     let workers = workers.unwrap_or_else(default_workers).max(1);
@@ -91,7 +95,7 @@ fn run_proxy(
     runtime.block_on(async move {
         let started = serve::start(config, loader).await?;
         if let Some(banner) = banner {
-            println!("{banner}");
+            println!("{}", banner(&started));
         }
         tokio::spawn(signals::on_signals(started.admin.clone()));
         started.run().await

@@ -3,10 +3,12 @@
 //! and `pgweir demo` from banner to Ctrl-C, after which its PostgreSQL must be gone.
 //!
 //! Every child runs under a [`Proc`] guard that stops it when a test fails, and every
-//! wait has a deadline.
+//! wait has a deadline. Every child that listens is given ports picked free at run
+//! time, for clients and for HTTP: the defaults (6432, 9930) may be taken by a pgweir
+//! the user runs, or by another test.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -64,14 +66,31 @@ fn describe(out: &Output) -> String {
     )
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+/// Two distinct 127.0.0.1 addresses whose ports were free a moment ago (both held
+/// while picking, so the kernel cannot hand out one port twice).
+fn two_free_addrs() -> (SocketAddr, SocketAddr) {
+    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let (a, b) = (bind(), bind());
+    let addr = |l: &TcpListener| l.local_addr().expect("local addr");
+    (addr(&a), addr(&b))
 }
 
 fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// The status of an HTTP/1.0 `GET path` on `addr`, or `None` if there is no answer
+/// within a few seconds.
+fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let timeout = Duration::from_secs(5);
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut head = String::new();
+    BufReader::new(s.take(4096)).read_line(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Runs psql from `bin_dir` against `url` with `-c sql`, bounded; PG* variables of the
@@ -314,13 +333,26 @@ mod cluster {
             port: None,
         })
         .expect("start PostgreSQL");
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (listen, http) = two_free_addrs();
         let upstream = cluster.url("app", "secret", "app");
         let mut proxy = Proc::spawn(
-            pgweir_command(&["--listen", &listen.to_string(), "--upstream", &upstream]),
+            pgweir_command(&[
+                "--listen",
+                &listen.to_string(),
+                "--http-listen",
+                &http.to_string(),
+                "--upstream",
+                &upstream,
+            ]),
             Stdio::null(),
         );
         proxy.wait_listening(listen, Duration::from_secs(30));
+        assert_eq!(
+            http_status(http, "/healthz"),
+            Some(200),
+            "no /healthz on {http}:\n{}",
+            proxy.log()
+        );
 
         let url = format!("postgres://app@{listen}/app");
         let out = psql(cluster.bin_dir(), &url, "select 1", Some("secret"));
@@ -338,24 +370,31 @@ mod cluster {
         let status = status.unwrap_or_else(|| panic!("still running 15 s after SIGTERM:\n{log}"));
         assert!(status.success(), "exit after SIGTERM: {status}\n{log}");
         assert!(!accepts(listen), "{listen} still accepts after exit");
+        assert!(!accepts(http), "{http} still accepts after exit");
     }
 
-    /// What the demo printed before its DATABASE_URL line: (URL, PostgreSQL port).
-    fn read_banner(
-        lines: &mpsc::Receiver<String>,
-        proc: &mut Proc,
-        timeout: Duration,
-    ) -> (String, u16) {
+    /// What the demo's banner says.
+    struct Banner {
+        /// The `DATABASE_URL` it prints.
+        url: String,
+        /// The port of its PostgreSQL.
+        pg_port: u16,
+        /// The HTTP endpoint its metrics URL names, if it prints one.
+        http: Option<SocketAddr>,
+    }
+
+    /// Reads the demo's banner up to its last line ("Press Ctrl-C ...").
+    fn read_banner(lines: &mpsc::Receiver<String>, proc: &mut Proc, timeout: Duration) -> Banner {
         let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        let mut pg_port = None;
+        let mut seen: Vec<String> = Vec::new();
+        let (mut url, mut pg_port, mut http) = (None, None, None);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => line,
                 Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => continue,
                 Err(e) => panic!(
-                    "no DATABASE_URL from pgweir demo ({e}; exit: {:?}); stdout so far:\n{}\n--- stderr ---\n{}",
+                    "no complete banner from pgweir demo ({e}; exit: {:?}); stdout so far:\n{}\n--- stderr ---\n{}",
                     proc.child.try_wait(),
                     seen.join("\n"),
                     proc.log()
@@ -365,11 +404,21 @@ mod cluster {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 pg_port = digits.parse().ok();
             }
-            if let Some((_, url)) = line.split_once("DATABASE_URL=") {
-                let pg_port = pg_port.unwrap_or_else(|| {
-                    panic!("the banner names no PostgreSQL port:\n{}", seen.join("\n"))
-                });
-                return (url.trim().to_owned(), pg_port);
+            if let Some((_, rest)) = line.split_once("DATABASE_URL=") {
+                url = Some(rest.trim().to_owned());
+            }
+            if let Some((_, rest)) = line.split_once("metrics: http://") {
+                http = rest.strip_suffix("/metrics").and_then(|a| a.parse().ok());
+            }
+            if line.starts_with("Press Ctrl-C") {
+                let banner = seen.join("\n");
+                return Banner {
+                    url: url.unwrap_or_else(|| panic!("no DATABASE_URL in the banner:\n{banner}")),
+                    pg_port: pg_port.unwrap_or_else(|| {
+                        panic!("the banner names no PostgreSQL port:\n{banner}")
+                    }),
+                    http,
+                };
             }
             seen.push(line);
         }
@@ -377,9 +426,15 @@ mod cluster {
 
     #[test]
     fn demo_serves_psql_and_cleans_up_on_sigint() {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let (listen, http) = two_free_addrs();
         let mut demo = Proc::spawn(
-            pgweir_command(&["demo", "--listen", &listen.to_string()]),
+            pgweir_command(&[
+                "demo",
+                "--listen",
+                &listen.to_string(),
+                "--http-listen",
+                &http.to_string(),
+            ]),
             Stdio::piped(),
         );
         let stdout = demo.child.stdout.take().expect("piped stdout");
@@ -394,11 +449,16 @@ mod cluster {
             }
         });
 
-        let (url, pg_port) = read_banner(&lines, &mut demo, Duration::from_secs(60));
+        let Banner {
+            url,
+            pg_port,
+            http: shown_http,
+        } = read_banner(&lines, &mut demo, Duration::from_secs(60));
         assert!(
             url.contains(&format!("@{listen}/")),
             "demo ignored --listen {listen}: {url}"
         );
+        assert_eq!(shown_http, Some(http), "the banner's metrics URL");
         let pg_addr = SocketAddr::from(([127, 0, 0, 1], pg_port));
         assert!(
             accepts(pg_addr),
@@ -414,6 +474,14 @@ mod cluster {
             demo.log()
         );
         assert_eq!(text(&out.stdout).trim(), "1");
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(
+                http_status(http, path),
+                Some(200),
+                "GET {path} on {http}:\n{}",
+                demo.log()
+            );
+        }
 
         assert!(demo.signal(libc::SIGINT), "the demo exited before SIGINT");
         let status = demo.wait_for_exit(Duration::from_secs(20));
@@ -435,5 +503,6 @@ mod cluster {
             !accepts(listen),
             "{listen} still accepts after the demo exited"
         );
+        assert!(!accepts(http), "{http} still accepts after the demo exited");
     }
 }
