@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use weir_admin::backend::{
-    ConfigRow, DatabaseRow, ListsRow, MemRow, PoolCounters, PoolLatency, PoolRow, QueryRow,
-    Readiness, SocketRow, StateRow, StatsTotals, UserRow,
+    BreakerRow, ConfigRow, DatabaseRow, ListsRow, MemRow, PoolCounters, PoolLatency, PoolRow,
+    QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
 };
 use weir_admin::{AdminBackend, AdminCommand, BoxFuture, Role, StatsAverager};
 use weir_config::Config;
@@ -435,6 +435,28 @@ impl AdminBackend for Admin {
 
     fn queries(&self, limit: usize) -> Vec<QueryRow> {
         self.handle.shared().queries.top(limit)
+    }
+
+    fn breakers(&self) -> Vec<BreakerRow> {
+        let now = tokio::time::Instant::now();
+        self.handle
+            .upstreams()
+            .iter()
+            .map(|u| {
+                let b = u.breaker.snapshot(now);
+                BreakerRow {
+                    upstream: u.addr.clone(),
+                    state: b.state.as_str(),
+                    since: b.since,
+                    failures: b.failures,
+                    trips: b.trips,
+                    last_error: b.last_error,
+                    next_probe_ms: b
+                        .next_probe_in
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                }
+            })
+            .collect()
     }
 
     fn readiness(&self) -> Readiness {

@@ -81,6 +81,21 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             secs(d.server_connect_timeout),
         ),
         (
+            "breaker_failures",
+            c.breaker_failures.to_string(),
+            d.breaker_failures.to_string(),
+        ),
+        (
+            "breaker_error_ratio",
+            c.breaker_error_ratio.to_string(),
+            d.breaker_error_ratio.to_string(),
+        ),
+        (
+            "breaker_probe_max",
+            secs(c.breaker_probe_max),
+            secs(d.breaker_probe_max),
+        ),
+        (
             "server_login_retry",
             secs(c.server_login_retry),
             secs(d.server_login_retry),

@@ -56,6 +56,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn queries(&self, limit: usize) -> Vec<QueryRow>;
     /// What `/readyz` reports.
     fn readiness(&self) -> Readiness;
+    /// Every upstream's circuit breaker (`SHOW BREAKERS`, `/metrics`).
+    fn breakers(&self) -> Vec<BreakerRow> {
+        Vec::new()
+    }
     /// Carries out an admin command. Resolves when the command has taken effect
     /// (`PAUSE` after in-flight transactions finished, `WAIT_CLOSE` after servers closed).
     ///
@@ -140,6 +144,25 @@ impl PoolRow {
         self.maxwait = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX);
         self.maxwait_us = wait.subsec_micros();
     }
+}
+
+/// One `SHOW BREAKERS` row: an upstream (host:port) and its circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerRow {
+    /// `host:port`.
+    pub upstream: String,
+    /// `closed`, `open` or `half-open`.
+    pub state: &'static str,
+    /// When it entered that state.
+    pub since: SystemTime,
+    /// Consecutive connect failures counted now.
+    pub failures: u32,
+    /// Times it opened.
+    pub trips: u64,
+    /// The last failure seen (empty: none).
+    pub last_error: String,
+    /// Milliseconds until the next probe (open only).
+    pub next_probe_ms: Option<u64>,
 }
 
 /// One `SHOW CLIENTS` or `SHOW SERVERS` row (PgBouncer 1.18 columns, in order).

@@ -284,6 +284,37 @@ impl prometheus_client::collector::Collector for Scrape {
             &errors,
         )?;
 
+        let breakers = b.breakers();
+        let state: Series<'_, i64> = breakers
+            .iter()
+            .map(|r| {
+                let v = match r.state {
+                    "open" => 1,
+                    "half-open" => 2,
+                    _ => 0,
+                };
+                (vec![("upstream", r.upstream.as_str())], v)
+            })
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "breaker_state",
+            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open",
+            None,
+            &state,
+        )?;
+        let trips: Series<'_, u64> = breakers
+            .iter()
+            .map(|r| (vec![("upstream", r.upstream.as_str())], r.trips))
+            .collect();
+        counter_family(
+            &mut encoder,
+            "breaker_trips",
+            "Times an upstream's circuit breaker opened",
+            None,
+            &trips,
+        )?;
+
         let latency = b.latency();
         for (name, help, pick) in [
             ("query_duration", "Query execution time", 0usize),

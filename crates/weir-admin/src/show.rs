@@ -30,7 +30,7 @@ pub const QUERIES_LIMIT: usize = 50;
 pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
 \tSHOW LISTS|MEM|STATE\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
-\tSHOW LATENCY|QUERIES\n\
+\tSHOW LATENCY|QUERIES|BREAKERS\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
@@ -78,6 +78,7 @@ pub fn show(backend: &dyn AdminBackend, what: &str) -> Option<Table> {
         }
         "latency" => latency(backend),
         "queries" => queries(backend),
+        "breakers" => breakers(backend),
         other => {
             let (name, value) = FAKE_PARAMS.iter().find(|(n, _)| *n == other)?;
             let mut t = Table::new(&[(name, Text)]);
@@ -498,6 +499,30 @@ fn queries(backend: &dyn AdminBackend) -> Table {
             q.total_time_us.into(),
             q.mean_us.into(),
             q.p99_us.into(),
+        ]);
+    }
+    t
+}
+
+fn breakers(backend: &dyn AdminBackend) -> Table {
+    let mut t = Table::new(&[
+        ("upstream", Text),
+        ("state", Text),
+        ("since", Text),
+        ("failures", Int4),
+        ("trips", Int8),
+        ("last_error", Text),
+        ("next_probe_ms", Int8),
+    ]);
+    for b in backend.breakers() {
+        t.push(vec![
+            b.upstream.into(),
+            b.state.into(),
+            format_time(b.since).into(),
+            b.failures.into(),
+            b.trips.into(),
+            b.last_error.into(),
+            b.next_probe_ms.map_or(Val::Null, Val::from),
         ]);
     }
     t

@@ -78,9 +78,23 @@ pub struct Config {
     /// Deadline for connecting and logging in to a server; must be > 0. Default 15s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub server_connect_timeout: Duration,
-    /// After a failed server login, how long new clients fail fast before the next attempt. Default 15s.
+    /// After a server refused a pool's login (password, database), how long that pool's
+    /// clients fail fast before the next attempt. Default 15s. An unreachable or unwell
+    /// server is handled by the upstream's circuit breaker instead (`breaker_*`).
     #[serde(deserialize_with = "duration::deserialize")]
     pub server_login_retry: Duration,
+    /// Consecutive connect/login failures to one upstream (host:port) that open its
+    /// circuit breaker: checkouts then fail at once with 57P03 until a probe connect
+    /// gets through. 0 = never by count. Default 3.
+    pub breaker_failures: u32,
+    /// Share of "server unwell" query errors (08, 53, 57P0x, 58, XX000; never a client's
+    /// own) among an upstream's queries in a 10 s window (at least 20 such errors) that
+    /// opens its breaker; 0 = never. Default 0.5.
+    pub breaker_error_ratio: f64,
+    /// Longest interval between probes of an open breaker (they start at 50 ms and
+    /// double). Default 400ms, so a database that comes back is noticed within half a second.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub breaker_probe_max: Duration,
     /// Longest a client waits for a server connection; 0 = forever. Default 120s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub query_wait_timeout: Duration,
@@ -162,6 +176,9 @@ impl Default for Config {
             max_message_size: 1 << 30,
             server_connect_timeout: Duration::from_secs(15),
             server_login_retry: Duration::from_secs(15),
+            breaker_failures: 3,
+            breaker_error_ratio: 0.5,
+            breaker_probe_max: Duration::from_millis(400),
             query_wait_timeout: Duration::from_secs(120),
             client_login_timeout: Duration::from_secs(60),
             client_idle_timeout: Duration::ZERO,

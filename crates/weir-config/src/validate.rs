@@ -65,6 +65,18 @@ impl Config {
         if self.max_client_conn == 0 {
             return Err(Problem::new(&["max_client_conn"], "must be at least 1"));
         }
+        if !(0.0..=1.0).contains(&self.breaker_error_ratio) {
+            return Err(Problem::new(
+                &["breaker_error_ratio"],
+                "must be between 0 (off) and 1",
+            ));
+        }
+        if self.breaker_probe_max < std::time::Duration::from_millis(50) {
+            return Err(Problem::new(
+                &["breaker_probe_max"],
+                "must be at least 50ms (the first probe interval)",
+            ));
+        }
         if self.default_pool_size == 0 {
             return Err(Problem::new(
                 &["default_pool_size"],

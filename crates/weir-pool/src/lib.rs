@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod breaker;
 mod control;
 mod guard;
 mod maintenance;
@@ -56,6 +57,13 @@ pub trait ManageConnection: Send + Sync + 'static {
     /// May this connection serve another client (idle, no transaction, nothing
     /// pending)? Checked at every checkin.
     fn is_reusable(&self, conn: &Self::Connection) -> bool;
+
+    /// Whether a failed connect (`None`: it timed out) should make the pool fail fast
+    /// for `login_retry` (default: every failure). A manager whose failures something
+    /// else already guards against (an upstream's circuit breaker) says no for those.
+    fn backs_off(&self, _error: Option<&Self::Error>) -> bool {
+        true
+    }
 
     /// Cheap non-blocking liveness probe of an IDLE connection: false if the peer
     /// closed it or it has unexpected bytes to read (an idle pooled connection

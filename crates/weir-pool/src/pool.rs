@@ -442,6 +442,7 @@ impl<M: ManageConnection> Inner<M> {
         let result = tokio::time::timeout(connect_timeout, Box::pin(self.manager.connect())).await;
         slot.armed = false;
         let now = Instant::now();
+        let backs_off;
         let err = match result {
             Ok(Ok(raw)) => {
                 self.metrics.connects.fetch_add(1, Relaxed);
@@ -467,14 +468,22 @@ impl<M: ManageConnection> Inner<M> {
                 }
                 return Ok(conn);
             }
-            Ok(Err(e)) => PoolError::Connect(e),
-            Err(_elapsed) => PoolError::ConnectTimeout(connect_timeout),
+            Ok(Err(e)) => {
+                backs_off = self.manager.backs_off(Some(&e));
+                PoolError::Connect(e)
+            }
+            Err(_elapsed) => {
+                backs_off = self.manager.backs_off(None);
+                PoolError::ConnectTimeout(connect_timeout)
+            }
         };
         self.metrics.connect_errors.fetch_add(1, Relaxed);
         tracing::debug!(error = %err, "server connect failed");
         let route = {
             let mut st = self.lock();
-            st.last_connect_failure = Some(now);
+            if backs_off {
+                st.last_connect_failure = Some(now);
+            }
             st.route(Grant::Slot)
         };
         self.finish(route);

@@ -27,6 +27,22 @@ pub enum ClientError {
     /// The pool could not give a server connection: server down or refusing.
     #[error("server connection unavailable: {0}")]
     ServerUnavailable(String),
+    /// The server refused the pool's login with its own error (`28P01`, `3D000`,
+    /// `53300`, `57P03`, ...): relayed as PostgreSQL sent it.
+    #[error("{message}")]
+    ServerSaid {
+        /// The server's SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+        /// The server's detail line.
+        detail: Option<String>,
+        /// The server's hint.
+        hint: Option<String>,
+    },
+    /// The upstream's circuit breaker is open: failed at once, nothing attempted.
+    #[error("{0}")]
+    BreakerOpen(String),
     /// No server connection became free within `query_wait_timeout`.
     #[error("query_wait_timeout: no server connection became free within {0:?}")]
     WaitTimeout(std::time::Duration),
@@ -79,11 +95,16 @@ pub enum ClientError {
 /// SQLSTATE 55000 `object_not_in_prerequisite_state`, PostgreSQL's code for a database
 /// that does not accept connections.
 const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+/// SQLSTATE 57P03 `cannot_connect_now`.
+const CANNOT_CONNECT_NOW: &str = "57P03";
 
 impl ClientError {
     /// The SQLSTATE to report, or `None` when the client cannot be told anything.
-    pub fn sqlstate(&self) -> Option<&'static str> {
+    pub fn sqlstate(&self) -> Option<&str> {
         Some(match self {
+            ClientError::ServerSaid { code, .. } => code,
+            // cannot_connect_now: drivers treat it as retryable.
+            ClientError::BreakerOpen(_) => CANNOT_CONNECT_NOW,
             ClientError::Io(_) => return None,
             ClientError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::PasswordFailed(_) => sqlstate::INVALID_PASSWORD,
@@ -109,9 +130,21 @@ impl ClientError {
         })
     }
 
-    /// A hint telling the user what to do, where there is one.
-    pub fn hint(&self) -> Option<&'static str> {
+    /// Detail for the client, where there is one (the server's own).
+    pub fn detail(&self) -> Option<&str> {
         match self {
+            ClientError::ServerSaid { detail, .. } => detail.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// A hint telling the user what to do, where there is one.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ClientError::ServerSaid { hint, .. } => hint.as_deref(),
+            ClientError::BreakerOpen(_) => Some(
+                "The database is down or unreachable; pgweir fails fast and retries it on its own. Retry later.",
+            ),
             ClientError::Unsupported { hint, .. } => Some(hint),
             ClientError::WaitTimeout(_) => Some(
                 "The database is saturated; raise pool_size or query_wait_timeout, or retry later.",

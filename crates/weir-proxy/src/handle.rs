@@ -67,6 +67,11 @@ impl ProxyHandle {
         self.shared.config()
     }
 
+    /// Every upstream (host:port) with its circuit breaker.
+    pub fn upstreams(&self) -> Vec<Arc<crate::upstream::Upstream>> {
+        self.shared.pools.upstreams().all()
+    }
+
     /// Every pool, one per (database, user).
     pub fn pools(&self) -> Vec<Arc<PoolEntry>> {
         self.shared.pools.all()

@@ -25,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod session_state;
 mod statement;
+pub mod upstream;
 
 pub use admin_hook::{AdminConsole, AdminRole};
 pub use error::{ClientError, ProxyError};

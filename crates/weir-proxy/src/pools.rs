@@ -13,8 +13,13 @@ use weir_config::{Config, PoolMode};
 use weir_pool::{ConnLabel, ManageConnection, Pool, PoolSettings};
 use weir_wire::auth::scram::ScramSecret;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use weir_pool::breaker::{Admit, Breaker, BreakerSettings};
+
 use crate::client_auth::Credentials;
-use crate::server::{ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
+use crate::server::{Fault, ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
+use crate::upstream::{log_transition, Upstream, Upstreams};
 
 /// How often each pool's maintenance runs (warm-up, reaping, liveness).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,12 +35,25 @@ pub struct ServerManager {
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
     params: RwLock<Option<ServerParams>>,
+    /// The upstream `target` points at, with its breaker (replaced with the target).
+    upstream: RwLock<Arc<Upstream>>,
+    /// `server_connect_timeout` in ms: a connect dropped this late timed out (the pool
+    /// applies the timeout by dropping the connect), which the breaker must hear.
+    connect_timeout_ms: AtomicU64,
 }
 
 impl ServerManager {
     /// Where and as whom this pool's connections log in.
     pub fn target(&self) -> ServerTarget {
         self.target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The upstream this pool's connections go to.
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -72,19 +90,47 @@ impl ManageConnection for ServerManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let upstream = self.upstream();
+        let started = tokio::time::Instant::now();
+        let probe = match upstream.breaker.admit(started) {
+            Admit::Go => false,
+            Admit::Probe => true,
+            Admit::Refuse(retry_in) => {
+                return Err(ServerError::BreakerOpen {
+                    upstream: upstream.addr.clone(),
+                    retry_in,
+                    last_error: upstream.breaker.snapshot(started).last_error,
+                })
+            }
+        };
+        let mut outcome = ConnectOutcome {
+            upstream: &upstream,
+            started,
+            timeout: Duration::from_millis(self.connect_timeout_ms.load(Relaxed)),
+            probe,
+            resolved: false,
+        };
         // Waiting here counts against server_connect_timeout, like any slow connect.
         let db_permit = match &self.db_group {
             Some(group) => Some(group.acquire().await),
             None => None,
         };
         let target = self.target();
-        let mut conn = ServerConn::connect(&target, &credential).await?;
+        let result = ServerConn::connect(&target, &credential).await;
+        outcome.resolve(result.as_ref().err());
+        let mut conn = result?;
         conn.db_permit = db_permit;
         let mut params = self.params.write().unwrap_or_else(|e| e.into_inner());
         if params.is_none() {
             *params = Some(conn.params.clone());
         }
         Ok(conn)
+    }
+
+    fn backs_off(&self, e: Option<&ServerError>) -> bool {
+        // Unreachable upstreams (and timeouts) are the breaker's; a refused login is
+        // this pool's.
+        e.is_some_and(|e| e.fault() == Fault::ServerSaid)
     }
 
     fn is_reusable(&self, conn: &ServerConn) -> bool {
@@ -123,6 +169,56 @@ pub struct Pools {
     db_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
     /// `PAUSE`/`DISABLE` state per database, and for all (`PAUSE` without a name).
     pub(crate) flags: Mutex<crate::control::Flags>,
+    /// Every upstream (host:port) and its circuit breaker.
+    upstreams: Upstreams,
+}
+
+/// Tells an upstream's breaker how one connect went, also when the pool drops the
+/// connect at `server_connect_timeout` (a silent upstream) or its caller leaves.
+struct ConnectOutcome<'a> {
+    upstream: &'a Upstream,
+    started: tokio::time::Instant,
+    timeout: Duration,
+    probe: bool,
+    resolved: bool,
+}
+
+impl ConnectOutcome<'_> {
+    fn resolve(&mut self, error: Option<&ServerError>) {
+        self.resolved = true;
+        let breaker: &Breaker = &self.upstream.breaker;
+        let before = breaker.state();
+        let why = match error {
+            // A refused login still proves the upstream up.
+            None => None,
+            Some(e) if e.fault() != Fault::Unreachable => None,
+            Some(e) => Some(e.to_string()),
+        };
+        match &why {
+            None => breaker.on_success(),
+            Some(why) => breaker.on_failure(tokio::time::Instant::now(), why),
+        }
+        log_transition(self.upstream, before, why.as_deref().unwrap_or(""));
+    }
+}
+
+impl Drop for ConnectOutcome<'_> {
+    fn drop(&mut self) {
+        if self.resolved {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let breaker = &self.upstream.breaker;
+        let before = breaker.state();
+        // The pool drops a connect at its timeout: a silent upstream.
+        let why = "timed out connecting (server_connect_timeout)";
+        if now.saturating_duration_since(self.started) + Duration::from_millis(20) >= self.timeout {
+            breaker.on_failure(now, why);
+        } else if self.probe {
+            breaker.probe_abandoned(now);
+        }
+        log_transition(self.upstream, before, why);
+    }
 }
 
 /// The pools of one database under `max_db_connections`.
@@ -162,11 +258,17 @@ impl Pools {
     /// An empty set of pools for `config`.
     pub fn new(config: Arc<Config>) -> Self {
         Pools {
-            config: RwLock::new(config),
             map: RwLock::new(HashMap::new()),
             db_groups: Mutex::new(HashMap::new()),
             flags: Mutex::new(crate::control::Flags::default()),
+            upstreams: Upstreams::new(breaker_settings(&config)),
+            config: RwLock::new(config),
         }
+    }
+
+    /// Every upstream and its breaker (`SHOW BREAKERS`, `/metrics`).
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     /// The configuration the pools follow now.
@@ -210,9 +312,11 @@ impl Pools {
         });
         let manager = ServerManager {
             db_group: db_group.clone(),
+            upstream: RwLock::new(self.upstreams.get(&target.host, target.port)),
             target: RwLock::new(target),
             credential: RwLock::new(credential),
             params: RwLock::new(None),
+            connect_timeout_ms: AtomicU64::new(millis(config.server_connect_timeout)),
         };
         let pool = Pool::new(manager, settings_for(&config, database));
         if self.is_paused(database) {
@@ -245,6 +349,7 @@ impl Pools {
     /// their next transaction). Nothing is dropped mid-transaction.
     pub fn apply_config(&self, config: Arc<Config>, credentials: &Credentials) {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        self.upstreams.update_settings(breaker_settings(&config));
         let mut removed = Vec::new();
         {
             let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
@@ -276,7 +381,16 @@ impl Pools {
                         *current = target;
                         changed
                     };
+                    manager
+                        .connect_timeout_ms
+                        .store(millis(config.server_connect_timeout), Relaxed);
                     if changed {
+                        let target = manager.target();
+                        *manager
+                            .upstream
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner) =
+                            self.upstreams.get(&target.host, target.port);
                         tracing::info!(db = %db, user = %user, "upstream changed: reconnecting the pool");
                         *manager
                             .params
@@ -319,6 +433,36 @@ impl Pools {
             entry.pool.close();
         }
     }
+}
+
+/// Probes an open breaker's upstream in the background with one real connect and login
+/// of `pool` (bounded by `server_connect_timeout`); its outcome opens or closes the
+/// breaker, and the connection is closed. Only one probe runs at a time per upstream
+/// (the breaker admits one); extra calls return at once.
+pub fn spawn_probe(pool: Pool<ServerManager>) {
+    tokio::spawn(async move {
+        let manager = pool.manager();
+        let limit = Duration::from_millis(manager.connect_timeout_ms.load(Relaxed));
+        match tokio::time::timeout(limit, manager.connect()).await {
+            Ok(Ok(conn)) => drop(conn),
+            Ok(Err(e)) => tracing::debug!(error = %e, "breaker probe failed"),
+            Err(_) => tracing::debug!("breaker probe timed out"),
+        }
+    });
+}
+
+/// Breaker settings from the configuration.
+pub fn breaker_settings(c: &Config) -> BreakerSettings {
+    BreakerSettings {
+        failures: c.breaker_failures,
+        error_ratio: c.breaker_error_ratio,
+        probe_max: c.breaker_probe_max,
+        ..BreakerSettings::default()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Pool settings for a database from the configuration.

@@ -24,8 +24,9 @@ use crate::error::ClientError;
 use crate::params::ClientParams;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::{ClientInfo, ClientState};
-use crate::session::{pool_error, Shared};
+use crate::session::{checkout, Shared};
 use crate::session_state::{ClientSession, Ctx, ServerSession};
+use crate::upstream::Upstream;
 
 mod idle;
 
@@ -53,6 +54,8 @@ pub struct Relay<'a> {
     max_message: usize,
     /// `max_pinned` for this pool, from the config in force (re-read at each checkout).
     max_pinned: u32,
+    /// The upstream of the server held (its breaker hears how queries end).
+    upstream: Arc<Upstream>,
     server: Option<PooledConnection<ServerManager>>,
     /// The exchange on the server connection held now (fresh at each checkout).
     conv: Conversation,
@@ -98,6 +101,7 @@ impl<'a> Relay<'a> {
         Relay {
             max_message: config.max_message_size as usize,
             max_pinned: config.max_pinned_for(&entry.database),
+            upstream: entry.pool.manager().upstream(),
             config,
             shared,
             entry,
@@ -277,9 +281,10 @@ impl<'a> Relay<'a> {
 
     async fn checkout(&mut self) -> Result<(), ClientError> {
         self.info.set_state(ClientState::Waiting);
-        let mut conn = self.entry.pool.get().await.map_err(pool_error)?;
+        let mut conn = checkout(&self.entry).await?;
         self.config = self.shared.config();
         self.max_pinned = self.config.max_pinned_for(&self.entry.database);
+        self.upstream = self.entry.pool.manager().upstream();
         self.info.set_state(ClientState::Active);
         self.info.set_server_pid(conn.cancel.pid);
         conn.clean = false;
@@ -363,6 +368,7 @@ impl<'a> Relay<'a> {
             &self.entry,
             self.transaction_mode,
             self.max_pinned,
+            &self.upstream.breaker,
         );
         let scan = self.conv.scan_client(
             &self.cbuf,
@@ -464,6 +470,7 @@ impl<'a> Relay<'a> {
             &self.entry,
             self.transaction_mode,
             self.max_pinned,
+            &self.upstream.breaker,
         );
         let scan = self
             .conv
@@ -485,6 +492,7 @@ impl<'a> Relay<'a> {
             if let Some(started) = self.query_started.take() {
                 let elapsed = started.elapsed();
                 self.entry.pool.metrics().record_query(elapsed);
+                self.upstream.breaker.record_ok();
                 if self.session.sampled {
                     self.session.sampled = false;
                     self.shared.queries.record(&self.session.sample, elapsed);
@@ -578,7 +586,9 @@ enum Source {
     Buffered,
 }
 
-/// The conversation's view of both sessions, borrowed field by field.
+/// The conversation's view of both sessions, borrowed field by field (the relay's
+/// fields are split so the two sessions can be borrowed mutably beside the rest).
+#[allow(clippy::too_many_arguments)]
 fn ctx<'b>(
     client: &'b mut ClientSession,
     server: &'b mut ServerSession,
@@ -587,6 +597,7 @@ fn ctx<'b>(
     entry: &'b PoolEntry,
     transaction_mode: bool,
     max_pinned: u32,
+    breaker: &'b weir_pool::breaker::Breaker,
 ) -> Ctx<'b> {
     Ctx {
         client,
@@ -597,6 +608,7 @@ fn ctx<'b>(
         max_prepared: config.max_prepared_statements as usize,
         features: config.session_features,
         max_pinned,
+        breaker,
         cache_unnamed: config.cache_unnamed_statements && config.max_prepared_statements > 0,
     }
 }

@@ -117,7 +117,14 @@ impl Conversation {
                         if error.is_fatal() {
                             self.server_fatal = true;
                         }
-                        ctx.metrics.record_error(error.code.unwrap_or(b"XX000"));
+                        let code = error.code.unwrap_or(b"XX000");
+                        ctx.metrics.record_error(code);
+                        if weir_pool::breaker::is_unwell(code) {
+                            ctx.breaker.record_unwell(
+                                tokio::time::Instant::now(),
+                                &format!("server error {}", String::from_utf8_lossy(code)),
+                            );
+                        }
                         if matches!(
                             self.queue.front(),
                             Some(Expect::Message(..) | Expect::Hidden(..))

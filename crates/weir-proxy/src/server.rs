@@ -76,10 +76,24 @@ pub enum ServerError {
     /// PostgreSQL answered the login with an error (bad password, no such database...).
     #[error("server login failed: {message}")]
     Rejected {
-        /// SQLSTATE reported by the server, if any.
+        /// SQLSTATE reported by the server (`XX000` if it sent none).
         code: String,
         /// The server's message.
         message: String,
+        /// The server's detail line, if any.
+        detail: Option<String>,
+        /// The server's hint, if any.
+        hint: Option<String>,
+    },
+    /// The upstream's circuit breaker is open: no connect was attempted.
+    #[error("pgweir: upstream {upstream} is unavailable (circuit breaker open: {last_error}); next attempt in {} ms", retry_in.as_millis())]
+    BreakerOpen {
+        /// host:port.
+        upstream: String,
+        /// Until the next probe.
+        retry_in: std::time::Duration,
+        /// The failure that opened it.
+        last_error: String,
     },
     /// The server asked for an authentication method or secret we cannot provide.
     #[error("cannot log in to the server: {0}")]
@@ -87,6 +101,38 @@ pub enum ServerError {
     /// The server sent something that is not the PostgreSQL protocol.
     #[error("server protocol error during login: {0}")]
     Protocol(String),
+}
+
+/// Whose fault a failed server connect was, as the breaker and the client see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The upstream could not be reached or is unwell (refused, timed out, starting up,
+    /// out of connections): counts toward its breaker.
+    Unreachable,
+    /// The server answered, refusing this pool's login (password, database, role): the
+    /// upstream is up; the error is relayed to the client as the server said it.
+    ServerSaid,
+    /// A limit of the proxy itself (the breaker is open).
+    ProxyLimit,
+}
+
+impl ServerError {
+    /// Whose fault it was; see [`Fault`].
+    pub fn fault(&self) -> Fault {
+        match self {
+            ServerError::Io { .. } | ServerError::Protocol(_) => Fault::Unreachable,
+            // A role's or database's own CONNECTION LIMIT is this pool's business, not
+            // the upstream's health ("too many connections for role ...").
+            ServerError::Rejected { code, message, .. }
+                if weir_pool::breaker::is_unwell(code.as_bytes())
+                    && !(code == "53300" && message.contains(" for ")) =>
+            {
+                Fault::Unreachable
+            }
+            ServerError::Rejected { .. } | ServerError::Auth(_) => Fault::ServerSaid,
+            ServerError::BreakerOpen { .. } => Fault::ProxyLimit,
+        }
+    }
 }
 
 impl From<AuthError> for ServerError {
@@ -254,9 +300,13 @@ impl ServerConn {
                 }
                 b'E' => {
                     let e = ErrorFields::parse(frame.body());
+                    let text =
+                        |f: Option<&[u8]>| f.map(|v| String::from_utf8_lossy(v).into_owned());
                     return Err(ServerError::Rejected {
                         code: String::from_utf8_lossy(e.code.unwrap_or(b"XX000")).into_owned(),
                         message: e.message_lossy(),
+                        detail: text(e.detail),
+                        hint: text(e.hint),
                     });
                 }
                 b'Z' => break,

@@ -263,7 +263,7 @@ async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
             severity: Severity::Fatal,
             code,
             message: &message,
-            detail: None,
+            detail: e.detail(),
             hint: e.hint(),
         },
     );
@@ -363,7 +363,7 @@ async fn login(
     let params = match entry.pool.manager().server_params() {
         Some(p) => p,
         None => {
-            let conn = entry.pool.get().await.map_err(pool_error)?;
+            let conn = checkout(&entry).await?;
             conn.params.clone()
         }
     };
@@ -451,10 +451,50 @@ fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
     }
 }
 
+/// Checks out a server connection for `entry`: fails at once with 57P03 while its
+/// upstream's breaker is open (no wait, no connect; a due probe starts in the
+/// background), else asks the pool.
+///
+/// # Errors
+/// The breaker is open, or see [`pool_error`].
+pub async fn checkout(
+    entry: &PoolEntry,
+) -> Result<weir_pool::PooledConnection<crate::pools::ServerManager>, ClientError> {
+    let upstream = entry.pool.manager().upstream();
+    if let Some(refusal) = upstream.breaker.check(tokio::time::Instant::now()) {
+        if refusal.probe_due {
+            crate::pools::spawn_probe(entry.pool.clone());
+        }
+        return Err(ClientError::BreakerOpen(
+            ServerError::BreakerOpen {
+                upstream: upstream.addr.clone(),
+                retry_in: refusal.retry_in,
+                last_error: refusal.last_error,
+            }
+            .to_string(),
+        ));
+    }
+    entry.pool.get().await.map_err(pool_error)
+}
+
 /// Maps a checkout failure to what the client is told.
 pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
     match e {
         PoolError::Timeout(d) => ClientError::WaitTimeout(d),
+        PoolError::Connect(ServerError::Rejected {
+            code,
+            message,
+            detail,
+            hint,
+        }) => ClientError::ServerSaid {
+            code,
+            message,
+            detail,
+            hint,
+        },
+        PoolError::Connect(e @ ServerError::BreakerOpen { .. }) => {
+            ClientError::BreakerOpen(e.to_string())
+        }
         PoolError::Connect(e) => ClientError::ServerUnavailable(e.to_string()),
         PoolError::ConnectTimeout(d) => ClientError::ServerUnavailable(format!(
             "timed out connecting to the server after {d:?}"

@@ -143,6 +143,8 @@ pub struct Ctx<'a> {
     pub features: SessionFeatures,
     /// Most clients of the pool pinned at once (`max_pinned`).
     pub max_pinned: u32,
+    /// The upstream's circuit breaker, told of "server unwell" errors.
+    pub breaker: &'a weir_pool::breaker::Breaker,
     /// `cache_unnamed_statements` (and mapping on).
     pub cache_unnamed: bool,
 }

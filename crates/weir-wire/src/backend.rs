@@ -14,6 +14,10 @@ pub struct ErrorFields<'a> {
     pub code: Option<&'a [u8]>,
     /// `M`: primary message.
     pub message: Option<&'a [u8]>,
+    /// `D`: detail.
+    pub detail: Option<&'a [u8]>,
+    /// `H`: hint.
+    pub hint: Option<&'a [u8]>,
 }
 
 impl<'a> ErrorFields<'a> {
@@ -32,6 +36,8 @@ impl<'a> ErrorFields<'a> {
                 b'S' if out.severity.is_none() => out.severity = Some(value),
                 b'C' => out.code = Some(value),
                 b'M' => out.message = Some(value),
+                b'D' => out.detail = Some(value),
+                b'H' => out.hint = Some(value),
                 _ => {}
             }
             body = rest;

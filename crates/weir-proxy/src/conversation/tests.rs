@@ -106,6 +106,12 @@ impl Harness {
     }
 }
 
+/// A breaker that lives as long as the tests.
+fn breaker() -> &'static weir_pool::breaker::Breaker {
+    static BREAKER: std::sync::OnceLock<weir_pool::breaker::Breaker> = std::sync::OnceLock::new();
+    BREAKER.get_or_init(|| weir_pool::breaker::Breaker::new(Default::default()))
+}
+
 /// The conversation's view of the harness, transaction mode.
 fn ctx<'a>(
     client: &'a mut ClientSession,
@@ -123,6 +129,7 @@ fn ctx<'a>(
         max_prepared: 100,
         features: SessionFeatures::Pin,
         max_pinned: 1,
+        breaker: breaker(),
         cache_unnamed,
     }
 }
