@@ -1,5 +1,5 @@
 //! Command line: flags (each also settable as `PGWEIR_<NAME>`, overriding the config
-//! file) and the `check` and `demo` subcommands.
+//! file) and the `check`, `demo`, `import` and `metrics-doc` subcommands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +72,16 @@ pub enum Command {
     Check,
     /// Start a throwaway PostgreSQL and pgweir in front of it, and print a DATABASE_URL.
     Demo,
+    /// Translate a PgBouncer configuration into proxy.toml (on stdout); what does not
+    /// carry over is listed on stderr with the reason.
+    Import {
+        /// The pgbouncer.ini to read (its %include files are read too).
+        ini: PathBuf,
+        /// A userlist.txt to use instead of the ini's auth_file.
+        userlist: Option<PathBuf>,
+    },
+    /// Print the metric families of /metrics (name, type, help) as a Markdown table.
+    MetricsDoc,
 }
 
 impl Cli {

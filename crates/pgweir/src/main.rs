@@ -17,6 +17,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check) => check(&cli),
         Some(Command::Demo) => run_demo(&cli),
+        Some(Command::Import {
+            ref ini,
+            ref userlist,
+        }) => import(ini, userlist.as_deref()),
+        Some(Command::MetricsDoc) => {
+            print!("{}", weir_admin::metrics_doc::render());
+            Ok(())
+        }
         None => cli
             .load_config()
             .context("invalid configuration")
@@ -41,6 +49,16 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
         databases.join(", "),
         config.users.len()
     );
+    Ok(())
+}
+
+/// `pgweir import`: proxy.toml on stdout, one line per note on stderr.
+fn import(ini: &std::path::Path, userlist: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let imported = pgweir::import::import(ini, userlist)?;
+    print!("{}", imported.toml);
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 
