@@ -1,5 +1,5 @@
 //! Command line: flags (each also settable as `PGWEIR_<NAME>`, overriding the config
-//! file) and the `check`, `demo`, `import` and `metrics-doc` subcommands.
+//! file) and the `check`, `demo`, `import`, `metrics-doc` and `healthcheck` subcommands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +82,9 @@ pub enum Command {
     },
     /// Print the metric families of /metrics (name, type, help) as a Markdown table.
     MetricsDoc,
+    /// GET /healthz on --http-listen (PGWEIR_HTTP_LISTEN, default 127.0.0.1:9930; an
+    /// unspecified address is probed on loopback); exit 0 on 200 (container HEALTHCHECK).
+    Healthcheck,
 }
 
 impl Cli {

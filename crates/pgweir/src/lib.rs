@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config_rows;
 pub mod demo;
+pub mod healthcheck;
 pub mod import;
 pub mod logging;
 pub mod serve;

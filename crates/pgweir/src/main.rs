@@ -21,6 +21,7 @@ fn main() -> ExitCode {
             ref ini,
             ref userlist,
         }) => import(ini, userlist.as_deref()),
+        Some(Command::Healthcheck) => healthcheck(&cli),
         Some(Command::MetricsDoc) => {
             print!("{}", weir_admin::metrics_doc::render());
             Ok(())
@@ -59,6 +60,18 @@ fn import(ini: &std::path::Path, userlist: Option<&std::path::Path>) -> anyhow::
     for note in &imported.notes {
         eprintln!("{note}");
     }
+    Ok(())
+}
+
+/// `pgweir healthcheck`: the container's HEALTHCHECK, without curl in the image.
+fn healthcheck(cli: &Cli) -> anyhow::Result<()> {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], weir_config::DEFAULT_HTTP_PORT));
+    let listen = match cli.http_listen {
+        Some(pgweir::cli::HttpListen(Some(addr))) => addr,
+        Some(pgweir::cli::HttpListen(None)) => anyhow::bail!("the HTTP endpoint is off"),
+        None => default,
+    };
+    pgweir::healthcheck::probe(listen, "/healthz", std::time::Duration::from_secs(3))?;
     Ok(())
 }
 
