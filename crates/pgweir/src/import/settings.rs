@@ -248,9 +248,18 @@ fn durations(s: &mut Settings<'_>, out: &mut Out, notes: &mut Notes) {
 /// `listen_addr` + `listen_port` → `listen`.
 fn listen(s: &mut Settings<'_>, out: &mut Out, notes: &mut Notes) {
     let port_entry = s.take("listen_port");
-    let port = port_entry
-        .and_then(|e| e.value.trim().parse::<u16>().ok())
-        .unwrap_or(6432);
+    let port = match port_entry.map(|e| (e, e.value.trim().parse::<u16>())) {
+        None => 6432,
+        Some((_, Ok(p))) if p > 0 => p,
+        Some((e, _)) => {
+            notes.push(
+                &e.at,
+                NoteKind::Unsupported,
+                format!("listen_port = {}: not a port number; using 6432", e.value),
+            );
+            6432
+        }
+    };
     let mut comment = port_entry.map(from).unwrap_or_default();
     let addr = s.take("listen_addr");
     let ip: IpAddr = match addr.map(|e| (e, e.value.trim())) {
