@@ -1,5 +1,5 @@
 //! Command line: flags (each also settable as `PGWEIR_<NAME>`, overriding the config
-//! file) and the `check` and `demo` subcommands.
+//! file) and the `check`, `demo`, `import`, `metrics-doc` and `healthcheck` subcommands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +73,19 @@ pub enum Command {
     /// Start a throwaway PostgreSQL and pgweir in front of it, and print a DATABASE_URL
     /// and the HTTP URLs (on free ports when the default ones are in use).
     Demo,
+    /// Translate a PgBouncer configuration into proxy.toml (on stdout); what does not
+    /// carry over is listed on stderr with the reason.
+    Import {
+        /// The pgbouncer.ini to read (its %include files are read too).
+        ini: PathBuf,
+        /// A userlist.txt to use instead of the ini's auth_file.
+        userlist: Option<PathBuf>,
+    },
+    /// Print the metric families of /metrics (name, type, help) as a Markdown table.
+    MetricsDoc,
+    /// GET /healthz on --http-listen (PGWEIR_HTTP_LISTEN, default 127.0.0.1:9930; an
+    /// unspecified address is probed on loopback); exit 0 on 200 (container HEALTHCHECK).
+    Healthcheck,
 }
 
 impl Cli {

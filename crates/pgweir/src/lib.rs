@@ -1,4 +1,4 @@
-//! The pgweir binary's library side: command line, the `demo` subcommand, the admin
+//! The pgweir binary's library side: command line, the `demo` and `import` subcommands, the admin
 //! glue (console and HTTP over the proxy), and the throwaway PostgreSQL cluster it
 //! (and the tests) use.
 
@@ -7,6 +7,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config_rows;
 pub mod demo;
+pub mod healthcheck;
+pub mod import;
 pub mod logging;
 pub mod serve;
 pub mod signals;

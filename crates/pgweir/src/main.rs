@@ -18,6 +18,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check) => check(&cli),
         Some(Command::Demo) => run_demo(&cli),
+        Some(Command::Import {
+            ref ini,
+            ref userlist,
+        }) => import(ini, userlist.as_deref()),
+        Some(Command::Healthcheck) => healthcheck(&cli),
+        Some(Command::MetricsDoc) => {
+            print!("{}", weir_admin::metrics_doc::render());
+            Ok(())
+        }
         None => cli
             .load_config()
             .context("invalid configuration")
@@ -42,6 +51,28 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
         databases.join(", "),
         config.users.len()
     );
+    Ok(())
+}
+
+/// `pgweir import`: proxy.toml on stdout, one line per note on stderr.
+fn import(ini: &std::path::Path, userlist: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let imported = pgweir::import::import(ini, userlist)?;
+    print!("{}", imported.toml);
+    for note in &imported.notes {
+        eprintln!("{note}");
+    }
+    Ok(())
+}
+
+/// `pgweir healthcheck`: the container's HEALTHCHECK, without curl in the image.
+fn healthcheck(cli: &Cli) -> anyhow::Result<()> {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], weir_config::DEFAULT_HTTP_PORT));
+    let listen = match cli.http_listen {
+        Some(pgweir::cli::HttpListen(Some(addr))) => addr,
+        Some(pgweir::cli::HttpListen(None)) => anyhow::bail!("the HTTP endpoint is off"),
+        None => default,
+    };
+    pgweir::healthcheck::probe(listen, "/healthz", std::time::Duration::from_secs(3))?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod extended;
 pub mod http;
 pub mod metrics;
+pub mod metrics_doc;
 pub mod result;
 pub mod show;
 pub mod stats;

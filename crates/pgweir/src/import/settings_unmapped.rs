@@ -1,0 +1,146 @@
+//! Why each `[pgbouncer]` setting without a `proxy.toml` key is not needed or not
+//! supported. Covers PgBouncer 1.18 (Debian 12's) and the settings added up to 1.23;
+//! anything else is reported as unknown.
+
+use super::NoteKind::{self, Ignored, Unsupported};
+
+/// The verdict on a setting pgweir has no key for.
+pub(super) fn classify(key: &str, value: &str) -> (NoteKind, String) {
+    let (kind, why): (NoteKind, &str) = match key {
+        "logfile" | "syslog" | "syslog_ident" | "syslog_facility" => (
+            Ignored,
+            "pgweir logs to stderr (text or JSON, log_format); the container runtime or \
+             systemd collects it",
+        ),
+        "pidfile" => (
+            Ignored,
+            "pgweir does not daemonize; run it under a supervisor",
+        ),
+        "user" => (
+            Ignored,
+            "pgweir does not switch users; run it as the user it should be (the container \
+             image runs as a non-root user)",
+        ),
+        "verbose" => (
+            Ignored,
+            "log levels come from RUST_LOG (e.g. RUST_LOG=debug)",
+        ),
+        "conffile" | "service_name" | "job_name" => (Ignored, "Windows service settings"),
+        "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" if value.is_empty() => {
+            (Ignored, "Unix sockets were off")
+        }
+        "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" => (
+            Unsupported,
+            "pgweir listens on TCP only; clients that used the socket connect to `listen`",
+        ),
+        "pkt_buf" | "sbuf_loopcnt" | "listen_backlog" | "tcp_defer_accept"
+        | "tcp_socket_buffer" | "so_reuseport" => (
+            Ignored,
+            "pgweir sizes its buffers and socket options itself (one read per wakeup, \
+             buffers shrink when idle)",
+        ),
+        "tcp_keepalive" | "tcp_keepcnt" | "tcp_keepidle" | "tcp_keepintvl" | "tcp_user_timeout" => {
+            (
+                Unsupported,
+                "pgweir does not set TCP keepalive options; the kernel's defaults apply",
+            )
+        }
+        "dns_max_ttl" | "dns_nxdomain_ttl" | "dns_zone_check_period" | "resolv_conf" => (
+            Ignored,
+            "pgweir resolves host names with the system resolver at each server connect",
+        ),
+        "ignore_startup_parameters" => (
+            Ignored,
+            "pgweir accepts every startup parameter (extra_float_digits, options, ...) and \
+             replays the client's settings on each server connection",
+        ),
+        "server_check_delay" | "server_check_query" => (
+            Ignored,
+            "pgweir checks an idle server connection without a query: one that turns \
+             readable while idle is dead or out of sync and is closed",
+        ),
+        "log_stats" => (Ignored, "the stats line is on; its period is stats_period"),
+        "autodb_idle_timeout" => (Ignored, "pgweir creates no databases on the fly (no `*`)"),
+        "suspend_timeout" => (
+            Ignored,
+            "pgweir has no online restart (-R/SUSPEND); SIGTERM drains instead",
+        ),
+        "disable_pqexec" => (
+            Unsupported,
+            "pgweir always accepts several statements in one simple query",
+        ),
+        "application_name_add_host" => (
+            Unsupported,
+            "pgweir does not rewrite application_name; SHOW CLIENTS shows the address",
+        ),
+        "server_round_robin" => (
+            Unsupported,
+            "pgweir reuses idle server connections in its own order",
+        ),
+        "server_fast_close" => (
+            Unsupported,
+            "RECONNECT closes a server connection when its transaction (or session) ends",
+        ),
+        "server_reset_query_always" => (
+            Unsupported,
+            "pgweir resets in session mode only; in transaction mode it replays each \
+             client's settings instead",
+        ),
+        "reserve_pool_size" | "reserve_pool_timeout" => (
+            Unsupported,
+            "pgweir has no reserve pool; raise default_pool_size (waits show in \
+             pgweir_wait_duration_seconds)",
+        ),
+        "max_user_connections" | "max_db_client_connections" | "max_user_client_connections" => (
+            Unsupported,
+            "pgweir limits connections per database and in total only",
+        ),
+        "auth_user" | "auth_query" | "auth_dbname" => (
+            Unsupported,
+            "pgweir reads secrets from auth_file or [users] only; export them (e.g. with \
+             PgBouncer's mkauth.py) into a userlist and pass it to pgweir import",
+        ),
+        "auth_hba_file" | "auth_ident_file" => (
+            Unsupported,
+            "pgweir has no HBA rules; one auth_type applies to every client",
+        ),
+        "client_tls_sslmode" | "server_tls_sslmode"
+            if matches!(value, "" | "disable" | "allow" | "prefer") =>
+        {
+            (
+                Ignored,
+                "pgweir speaks without TLS, which this mode allows (TLS is not yet supported)",
+            )
+        }
+        k if k.starts_with("client_tls") || k.starts_with("server_tls") => (
+            Unsupported,
+            "TLS is not supported yet; terminate TLS in front of pgweir or keep the hop \
+             inside the pod",
+        ),
+        "peer_id" => (Unsupported, "pgweir has no peering for cancel requests"),
+        "cancel_wait_timeout" | "query_wait_notify" => (
+            Unsupported,
+            "no such timer in pgweir; cancel requests are forwarded at once",
+        ),
+        _ => (
+            Unsupported,
+            "not a PgBouncer setting pgweir knows (1.18 to 1.23); check the spelling",
+        ),
+    };
+    (kind, why.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_modes_without_tls_are_harmless_and_others_are_not() {
+        assert_eq!(classify("server_tls_sslmode", "prefer").0, Ignored);
+        assert_eq!(classify("client_tls_sslmode", "require").0, Unsupported);
+        assert_eq!(classify("client_tls_key_file", "/x").0, Unsupported);
+        assert_eq!(classify("unix_socket_dir", "").0, Ignored);
+        assert_eq!(classify("unix_socket_dir", "/tmp").0, Unsupported);
+        assert!(classify("no_such_thing", "1").1.contains("spelling"));
+    }
+}
