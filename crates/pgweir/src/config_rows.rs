@@ -43,6 +43,11 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             String::new(),
         ),
         (
+            "max_queue",
+            c.max_queue.to_string(),
+            d.max_queue.to_string(),
+        ),
+        (
             "max_client_conn",
             c.max_client_conn.to_string(),
             d.max_client_conn.to_string(),

@@ -358,6 +358,8 @@ pub struct PoolCounters {
     pub checkouts: u64,
     /// Checkouts that gave up after `wait_timeout`.
     pub wait_timeouts: u64,
+    /// Checkouts shed under overload.
+    pub shed: u64,
     /// Server connections opened.
     pub connects: u64,
     /// Server connect attempts that failed.
@@ -390,6 +392,7 @@ impl PoolCounters {
             bytes_sent: m.bytes_from_server.load(Relaxed),
             checkouts: m.checkouts.load(Relaxed),
             wait_timeouts: m.wait_timeouts.load(Relaxed),
+            shed: m.shed.load(Relaxed),
             connects: m.connects.load(Relaxed),
             connect_errors: m.connect_errors.load(Relaxed),
             closed: m.closed.load(Relaxed),

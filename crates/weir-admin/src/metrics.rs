@@ -196,7 +196,7 @@ impl prometheus_client::collector::Collector for Scrape {
 
         let counters = b.pool_counters();
         type Field = fn(&PoolCounters) -> u64;
-        let families: [(&str, &str, Option<Unit>, Field); 12] = [
+        let families: [(&str, &str, Option<Unit>, Field); 13] = [
             ("transactions", "Transactions finished", None, |c| {
                 c.transactions
             }),
@@ -221,6 +221,12 @@ impl prometheus_client::collector::Collector for Scrape {
                 "Clients that gave up waiting for a server connection",
                 None,
                 |c| c.wait_timeouts,
+            ),
+            (
+                "shed",
+                "Clients turned away at once with 53300 under overload (max_queue, or an expected wait over budget)",
+                None,
+                |c| c.shed,
             ),
             ("server_connects", "Server connections opened", None, |c| {
                 c.connects

@@ -59,6 +59,10 @@ pub struct Config {
     /// fails with 53300. `None` (default) = the pool size - 1, so pins always leave a
     /// server for everyone else.
     pub max_pinned: Option<u32>,
+    /// Most clients per pool waiting for a server connection at once; one more is shed
+    /// at once with 53300 instead of everyone timing out together. 0 = unlimited
+    /// (default). Waiters whose expected wait exceeds `query_wait_timeout` are shed too.
+    pub max_queue: u32,
     /// Most client connections at once. Default 10 000.
     pub max_client_conn: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
@@ -168,6 +172,7 @@ impl Default for Config {
             default_pool_size: 20,
             min_pool_size: 0,
             max_pinned: None,
+            max_queue: 0,
             max_client_conn: 10_000,
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,
@@ -230,6 +235,8 @@ pub struct DatabaseConfig {
     pub min_pool_size: Option<u32>,
     /// Most pinned clients per pool of this database; `None` = the global `max_pinned`.
     pub max_pinned: Option<u32>,
+    /// Most waiting clients per pool of this database; `None` = the global `max_queue`.
+    pub max_queue: Option<u32>,
     /// Pool mode for this database; `None` = the global `pool_mode`.
     pub pool_mode: Option<PoolMode>,
 }
@@ -246,6 +253,7 @@ impl Default for DatabaseConfig {
             pool_size: None,
             min_pool_size: None,
             max_pinned: None,
+            max_queue: None,
             pool_mode: None,
         }
     }
@@ -262,6 +270,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("pool_size", &self.pool_size)
             .field("min_pool_size", &self.min_pool_size)
             .field("max_pinned", &self.max_pinned)
+            .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
             .finish()
     }
@@ -396,6 +405,14 @@ impl Config {
             .get(db)
             .and_then(|d| d.pool_size)
             .unwrap_or(self.default_pool_size)
+    }
+
+    /// Effective `max_queue` for each pool of database `db`.
+    pub fn max_queue_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.max_queue)
+            .unwrap_or(self.max_queue)
     }
 
     /// Effective pin cap for each pool of database `db`: its `max_pinned`, else the

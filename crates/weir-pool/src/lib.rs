@@ -29,6 +29,7 @@ mod metrics;
 mod pool;
 pub mod query_stats;
 mod queue;
+mod request;
 mod servers;
 mod state;
 
@@ -38,6 +39,7 @@ use std::time::Duration;
 pub use guard::PooledConnection;
 pub use metrics::PoolMetrics;
 pub use pool::Pool;
+pub use request::{Checkout, Class};
 pub use servers::{ConnLabel, ServerInfo, ServerState};
 
 /// What the pool needs to know about a connection type: how to open one and
@@ -96,6 +98,9 @@ pub struct PoolSettings {
     pub max_lifetime: Option<Duration>,
     /// After a failed connect, maintenance waits this long before trying again.
     pub login_retry: Duration,
+    /// Most checkouts waiting at once; one more is shed (or sheds a less important
+    /// waiter). 0 = unlimited.
+    pub max_queue: usize,
 }
 
 /// Why a checkout failed.
@@ -118,6 +123,13 @@ pub enum PoolError<E> {
     /// The pool was closed with [`Pool::close`].
     #[error("pool is closed")]
     Closed,
+    /// Shed under overload: the queue was full (`max_queue`), or the expected wait was
+    /// longer than the checkout's budget.
+    #[error("{reason}")]
+    Shed {
+        /// Why, for the client's message.
+        reason: String,
+    },
 }
 
 /// A point-in-time view of a pool, for `SHOW POOLS`, metrics and the scaling engine.

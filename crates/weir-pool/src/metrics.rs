@@ -34,6 +34,8 @@ pub struct PoolMetrics {
     pub checkouts: AtomicU64,
     /// Checkouts that gave up after `wait_timeout`.
     pub wait_timeouts: AtomicU64,
+    /// Checkouts shed under overload (queue full, or expected wait over budget).
+    pub shed: AtomicU64,
     /// Connections opened.
     pub connects: AtomicU64,
     /// Connect attempts that failed or timed out.
@@ -78,6 +80,7 @@ impl PoolMetrics {
         Self {
             checkouts: AtomicU64::new(0),
             wait_timeouts: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -169,6 +172,7 @@ impl fmt::Debug for PoolMetrics {
         f.debug_struct("PoolMetrics")
             .field("checkouts", &self.checkouts)
             .field("wait_timeouts", &self.wait_timeouts)
+            .field("shed", &self.shed)
             .field("connects", &self.connects)
             .field("connect_errors", &self.connect_errors)
             .field("closed", &self.closed)

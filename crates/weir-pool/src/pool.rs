@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::guard::PooledConnection;
 use crate::metrics::PoolMetrics;
 use crate::queue::WaiterId;
+use crate::request::Checkout;
 use crate::servers::{ServerRegistry, ServerState};
 use crate::state::{Conn, Grant, Route, State};
 use crate::{ManageConnection, PoolError, PoolSettings, PoolStats};
@@ -107,8 +108,17 @@ impl<M: ManageConnection> Pool<M> {
     /// [`PoolError::Connect`] / [`PoolError::ConnectTimeout`] if this caller's
     /// connect failed, [`PoolError::Closed`] once the pool is closed.
     pub async fn get(&self) -> Result<PooledConnection<M>, M> {
+        self.checkout(&Checkout::default()).await
+    }
+
+    /// [`Pool::get`] for a request: its class orders the wait queue (and who is shed
+    /// first), its budget bounds the expected wait.
+    ///
+    /// # Errors
+    /// As [`Pool::get`], and [`PoolError::Shed`] under overload.
+    pub async fn checkout(&self, req: &Checkout) -> Result<PooledConnection<M>, M> {
         let start = Instant::now();
-        let conn = self.inner.acquire(start).await?;
+        let conn = self.inner.acquire(start, req).await?;
         conn.ticket.meta.set_state(ServerState::Active);
         let metrics = &self.inner.metrics;
         metrics.checkouts.fetch_add(1, Relaxed);
@@ -289,6 +299,7 @@ impl<M: ManageConnection> Inner<M> {
         conn.ticket.meta.set_state(ServerState::Idle);
         let route = {
             let mut st = self.lock();
+            st.note_release(now);
             let expired = st
                 .settings
                 .max_lifetime
@@ -302,7 +313,7 @@ impl<M: ManageConnection> Inner<M> {
         self.finish(route);
     }
 
-    async fn acquire(&self, start: Instant) -> Result<Conn<M::Connection>, M> {
+    async fn acquire(&self, start: Instant, req: &Checkout) -> Result<Conn<M::Connection>, M> {
         // Set after dropping a dead idle connection whose slot we still hold.
         let mut dropped_dead = false;
         loop {
@@ -316,7 +327,7 @@ impl<M: ManageConnection> Inner<M> {
                     return Err(PoolError::Closed);
                 }
                 if st.paused {
-                    let id = st.paused_waiters.push(start, ());
+                    let id = st.paused_waiters.push(req.class, start, ());
                     Step::Paused(self.gate.subscribe(), st.settings.wait_timeout, id)
                 } else if let Some(conn) = st.idle.pop_back() {
                     st.active += 1;
@@ -336,10 +347,24 @@ impl<M: ManageConnection> Inner<M> {
                         Some(backoff) if st.total() == 0 => {
                             return Err(PoolError::LoginRetry(backoff));
                         }
-                        // Full, or backing off a failed login with connections open: wait.
+                        // Full, or backing off a failed login with connections open: wait,
+                        // unless the wait is known to be hopeless.
                         _ => {
+                            let shed = match st.admit_waiter(req) {
+                                Ok(shed) => shed,
+                                Err(reason) => {
+                                    drop(st);
+                                    self.metrics.shed.fetch_add(1, Relaxed);
+                                    return Err(PoolError::Shed { reason });
+                                }
+                            };
+                            if let Some((tx, reason)) = shed {
+                                // A less important waiter makes room: it gives up now.
+                                self.metrics.shed.fetch_add(1, Relaxed);
+                                let _ = tx.send(Grant::Shed(reason));
+                            }
                             let (tx, rx) = oneshot::channel();
-                            let id = st.waiters.push(start, tx);
+                            let id = st.waiters.push(req.class, start, tx);
                             Step::Wait {
                                 id,
                                 rx,
@@ -387,6 +412,7 @@ impl<M: ManageConnection> Inner<M> {
                     return match self.wait(id, rx, wait_timeout).await? {
                         Grant::Conn(conn) => Ok(conn),
                         Grant::Slot => self.open(connect_timeout).await,
+                        Grant::Shed(reason) => Err(PoolError::Shed { reason }),
                     };
                 }
             }

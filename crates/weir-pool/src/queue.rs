@@ -1,16 +1,21 @@
-//! The wait queue: checkouts that found no idle connection and no free slot.
-//!
-//! Callers only push, pop, remove and count, so the FIFO here can later become a
-//! priority queue with load shedding without touching them. Each entry records
-//! when it was queued, for `PoolStats::max_wait`.
+//! The wait queue: checkouts that found no idle connection and no free slot, served
+//! by (class with aging, arrival): a more important class goes first, but every
+//! [`AGING_STEP`] a waiter has waited counts as one class up, so nobody starves; within
+//! a class, first come first served. Callers only push, pop, remove and count.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::request::{Class, CLASSES};
+
+/// Waiting this long counts as one class more important.
+pub(crate) const AGING_STEP: Duration = Duration::from_millis(500);
+
 /// Identifies one queued waiter, to remove it when it times out or is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct WaiterId(u64);
+pub(crate) struct WaiterId(u64, Class);
 
 struct Entry<T> {
     id: u64,
@@ -18,10 +23,11 @@ struct Entry<T> {
     item: T,
 }
 
-/// First-in first-out wait queue.
+/// One queue per class; ids grow with arrival.
 pub(crate) struct WaitQueue<T> {
-    // Ids grow from front to back, so `remove` can binary-search.
-    entries: VecDeque<Entry<T>>,
+    // Ids grow from front to back in each, so `remove` can binary-search.
+    classes: [VecDeque<Entry<T>>; CLASSES],
+    len: usize,
     next_id: u64,
 }
 
@@ -29,44 +35,93 @@ impl<T> WaitQueue<T> {
     /// An empty queue.
     pub(crate) fn new() -> Self {
         Self {
-            entries: VecDeque::new(),
+            classes: std::array::from_fn(|_| VecDeque::new()),
+            len: 0,
             next_id: 0,
         }
     }
 
-    /// Queue `item`, waiting since `since`, behind everything already queued.
-    pub(crate) fn push(&mut self, since: Instant, item: T) -> WaiterId {
+    /// Queue `item` of `class`, waiting since `since`.
+    pub(crate) fn push(&mut self, class: Class, since: Instant, item: T) -> WaiterId {
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.push_back(Entry { id, since, item });
-        WaiterId(id)
+        self.classes[class as usize].push_back(Entry { id, since, item });
+        self.len += 1;
+        WaiterId(id, class)
+    }
+
+    /// The class whose front waiter goes next: lowest (class - aging), then arrival.
+    fn next_class(&self, now: Instant) -> Option<usize> {
+        let step = AGING_STEP.as_micros() as i128;
+        self.classes
+            .iter()
+            .enumerate()
+            .filter_map(|(c, q)| {
+                let e = q.front()?;
+                let waited = now.saturating_duration_since(e.since).as_micros() as i128;
+                Some(((c as i128) * step - waited, e.id, c))
+            })
+            .min()
+            .map(|(_, _, c)| c)
     }
 
     /// Take the waiter that should be served next.
     pub(crate) fn pop(&mut self) -> Option<T> {
-        self.entries.pop_front().map(|e| e.item)
+        let class = self.next_class(Instant::now())?;
+        self.len -= 1;
+        self.classes[class].pop_front().map(|e| e.item)
+    }
+
+    /// Take the waiter that would be served last (to shed it for a more important one):
+    /// the newest of the least important class.
+    pub(crate) fn pop_last(&mut self) -> Option<(Class, T)> {
+        let class = (0..CLASSES).rev().find(|&c| !self.classes[c].is_empty())?;
+        self.len -= 1;
+        self.classes[class]
+            .pop_back()
+            .map(|e| (Class::from_index(class), e.item))
+    }
+
+    /// The least important class waiting, if any.
+    pub(crate) fn last_class(&self) -> Option<Class> {
+        (0..CLASSES)
+            .rev()
+            .find(|&c| !self.classes[c].is_empty())
+            .map(Class::from_index)
+    }
+
+    /// Waiters that would be served before a new one of `class`, ignoring aging.
+    pub(crate) fn ahead_of(&self, class: Class) -> usize {
+        self.classes[..=class as usize]
+            .iter()
+            .map(VecDeque::len)
+            .sum()
     }
 
     /// Take a specific waiter out (it gave up); `None` if it was already popped.
     pub(crate) fn remove(&mut self, id: WaiterId) -> Option<T> {
-        let at = self.entries.binary_search_by_key(&id.0, |e| e.id).ok()?;
-        self.entries.remove(at).map(|e| e.item)
+        let q = &mut self.classes[id.1 as usize];
+        let at = q.binary_search_by_key(&id.0, |e| e.id).ok()?;
+        self.len -= 1;
+        q.remove(at).map(|e| e.item)
     }
 
     /// Number of waiters.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether nobody waits.
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// When the longest current waiter was queued.
     pub(crate) fn oldest(&self) -> Option<Instant> {
-        // FIFO: the front waited longest.
-        self.entries.front().map(|e| e.since)
+        self.classes
+            .iter()
+            .filter_map(|q| q.front().map(|e| e.since))
+            .min()
     }
 }
 
@@ -75,11 +130,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fifo_order() {
+    fn fifo_within_a_class() {
         let now = Instant::now();
         let mut q = WaitQueue::new();
         for i in 0..5 {
-            q.push(now, i);
+            q.push(Class::Normal, now, i);
         }
         assert_eq!(q.len(), 5);
         let popped: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
@@ -88,18 +143,39 @@ mod tests {
     }
 
     #[test]
-    fn remove_middle_keeps_order() {
+    fn more_important_classes_first_but_aging_prevents_starvation() {
+        let now = Instant::now();
+        let mut q = WaitQueue::new();
+        q.push(Class::Low, now, "low");
+        q.push(Class::Normal, now, "normal");
+        q.push(Class::Critical, now, "critical");
+        assert_eq!(q.pop(), Some("critical"));
+        assert_eq!(q.pop(), Some("normal"));
+        assert_eq!(q.pop(), Some("low"));
+        // A low waiter queued long enough ago goes before a fresh normal one.
+        let long_ago = now.checked_sub(AGING_STEP * 3).unwrap_or(now);
+        q.push(Class::Normal, now, "fresh normal");
+        q.push(Class::Low, long_ago, "old low");
+        if long_ago < now {
+            assert_eq!(q.pop(), Some("old low"));
+        }
+    }
+
+    #[test]
+    fn remove_and_shed_the_last() {
         let t0 = Instant::now();
         let mut q = WaitQueue::new();
-        let a = q.push(t0, 'a');
-        let b = q.push(t0 + std::time::Duration::from_secs(1), 'b');
-        let c = q.push(t0, 'c');
+        let a = q.push(Class::Normal, t0, 'a');
+        let b = q.push(Class::High, t0 + Duration::from_secs(1), 'b');
+        let c = q.push(Class::Normal, t0, 'c');
+        assert_eq!(q.ahead_of(Class::High), 1);
+        assert_eq!(q.ahead_of(Class::Normal), 3);
+        assert_eq!(q.last_class(), Some(Class::Normal));
+        assert_eq!(q.pop_last(), Some((Class::Normal, 'c')));
+        assert_eq!(q.remove(c), None);
         assert_eq!(q.remove(b), Some('b'));
-        assert_eq!(q.remove(b), None);
         assert_eq!(q.oldest(), Some(t0));
-        assert_eq!(q.pop(), Some('a'));
-        assert_eq!(q.remove(a), None);
-        assert_eq!(q.remove(c), Some('c'));
+        assert_eq!(q.remove(a), Some('a'));
         assert!(q.is_empty());
         assert_eq!(q.oldest(), None);
     }

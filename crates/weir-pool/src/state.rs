@@ -38,7 +38,12 @@ pub(crate) enum Grant<C> {
     Conn(Conn<C>),
     /// Permission to open a new connection (counted in `connecting`).
     Slot,
+    /// Shed to make room for a more important waiter: give up with this reason.
+    Shed(String),
 }
+
+/// Release intervals averaged before the expected wait is trusted.
+const RELEASE_SAMPLES: u32 = 8;
 
 /// The sending half a waiter is woken through.
 pub(crate) type Waiter<C> = oneshot::Sender<Grant<C>>;
@@ -74,6 +79,10 @@ pub(crate) struct State<C> {
     pub(crate) generation: u64,
     /// When the last connect failed, if the latest attempt failed (for `login_retry`).
     pub(crate) last_connect_failure: Option<Instant>,
+    /// Moving average of the time between releases while clients wait (µs).
+    release_interval_us: f64,
+    release_samples: u32,
+    last_release: Option<Instant>,
 }
 
 impl<C> State<C> {
@@ -91,7 +100,35 @@ impl<C> State<C> {
             paused: false,
             generation: 0,
             last_connect_failure: None,
+            release_interval_us: 0.0,
+            release_samples: 0,
+            last_release: None,
         }
+    }
+
+    /// A connection came back at `now`: while clients wait, the time since the last
+    /// one is a sample of how fast the pool frees connections.
+    pub(crate) fn note_release(&mut self, now: Instant) {
+        if let Some(last) = self.last_release.filter(|_| !self.waiters.is_empty()) {
+            let sample = now.saturating_duration_since(last).as_micros() as f64;
+            self.release_interval_us = if self.release_samples == 0 {
+                sample
+            } else {
+                0.8 * self.release_interval_us + 0.2 * sample
+            };
+            self.release_samples = self.release_samples.saturating_add(1);
+        }
+        self.last_release = Some(now);
+    }
+
+    /// How long a waiter with `ahead` waiters before it can expect to wait, once enough
+    /// releases were seen under load.
+    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<std::time::Duration> {
+        (self.release_samples >= RELEASE_SAMPLES).then(|| {
+            std::time::Duration::from_micros(
+                (self.release_interval_us * (ahead as f64 + 1.0)) as u64,
+            )
+        })
     }
 
     /// Open connections plus connects in flight.
@@ -143,6 +180,8 @@ impl<C> State<C> {
                 self.connecting -= 1;
                 Route::Done
             }
+            // Its waiter is gone already: nothing to do.
+            Grant::Shed(_) => Route::Done,
         }
     }
 
@@ -151,6 +190,42 @@ impl<C> State<C> {
     pub(crate) fn free_slot(&mut self) -> Route<C> {
         self.connecting += 1;
         self.route(Grant::Slot)
+    }
+
+    /// Whether a checkout of `req` may join the queue. `Ok(Some(..))`: yes, and this
+    /// less important waiter is shed to make room (send it the reason). `Err`: shed
+    /// the newcomer (the reason is the client's message).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn admit_waiter(
+        &mut self,
+        req: &crate::request::Checkout,
+    ) -> Result<Option<(Waiter<C>, String)>, String> {
+        let budget = req.budget.or(self.settings.wait_timeout);
+        if let (Some(budget), Some(expected)) =
+            (budget, self.expected_wait(self.waiters.ahead_of(req.class)))
+        {
+            if expected > budget {
+                return Err(format!(
+                    "pgweir: shed under overload: the expected wait for a server connection ({} ms) is longer than this client may wait ({} ms); retry later",
+                    expected.as_millis(),
+                    budget.as_millis()
+                ));
+            }
+        }
+        let limit = self.settings.max_queue;
+        if limit == 0 || self.waiters.len() < limit {
+            return Ok(None);
+        }
+        let reason = format!(
+            "pgweir: shed under overload: {} clients already wait for a server connection (max_queue = {limit}); retry later",
+            self.waiters.len()
+        );
+        match self.waiters.last_class() {
+            Some(last) if last > req.class => {
+                Ok(self.waiters.pop_last().map(|(_, tx)| (tx, reason)))
+            }
+            _ => Err(reason),
+        }
     }
 
     /// Grant slots to waiters while there is room (after a grow or a close).

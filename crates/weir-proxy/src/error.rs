@@ -43,6 +43,9 @@ pub enum ClientError {
     /// The upstream's circuit breaker is open: failed at once, nothing attempted.
     #[error("{0}")]
     BreakerOpen(String),
+    /// Shed under overload (`max_queue`, or a hopeless expected wait).
+    #[error("{0}")]
+    Shed(String),
     /// No server connection became free within `query_wait_timeout`.
     #[error("query_wait_timeout: no server connection became free within {0:?}")]
     WaitTimeout(std::time::Duration),
@@ -105,6 +108,7 @@ impl ClientError {
             ClientError::ServerSaid { code, .. } => code,
             // cannot_connect_now: drivers treat it as retryable.
             ClientError::BreakerOpen(_) => CANNOT_CONNECT_NOW,
+            ClientError::Shed(_) => sqlstate::TOO_MANY_CONNECTIONS,
             ClientError::Io(_) => return None,
             ClientError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::PasswordFailed(_) => sqlstate::INVALID_PASSWORD,
@@ -144,6 +148,9 @@ impl ClientError {
             ClientError::ServerSaid { hint, .. } => hint.as_deref(),
             ClientError::BreakerOpen(_) => Some(
                 "The database is down or unreachable; pgweir fails fast and retries it on its own. Retry later.",
+            ),
+            ClientError::Shed(_) => Some(
+                "The database is saturated: pgweir turned this request away at once rather than let every client time out. Retry with backoff, or raise max_queue / pool_size.",
             ),
             ClientError::Unsupported { hint, .. } => Some(hint),
             ClientError::WaitTimeout(_) => Some(

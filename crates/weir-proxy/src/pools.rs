@@ -477,6 +477,7 @@ fn settings_for(c: &Config, database: &str) -> PoolSettings {
         // PgBouncer: server_lifetime = 0 means each connection is used only once.
         max_lifetime: Some(c.server_lifetime),
         login_retry: c.server_login_retry,
+        max_queue: c.max_queue_for(database) as usize,
     }
 }
 

@@ -153,6 +153,11 @@ impl<'a> Relay<'a> {
                         self.to_client.clear();
                     }
                     match decision {
+                        // A drain lets running transactions finish but starts no new
+                        // one, even when the query raced the shutdown signal here.
+                        Idle::NeedServer if self.shared.shutdown.is_cancelled() => {
+                            return Err(ClientError::Shutdown)
+                        }
                         Idle::NeedServer => break,
                         Idle::Terminate => return Ok(()),
                         Idle::NeedMore => {}

@@ -474,7 +474,11 @@ pub async fn checkout(
             .to_string(),
         ));
     }
-    entry.pool.get().await.map_err(pool_error)
+    entry
+        .pool
+        .checkout(&weir_pool::Checkout::default())
+        .await
+        .map_err(pool_error)
 }
 
 /// Maps a checkout failure to what the client is told.
@@ -501,5 +505,6 @@ pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
         )),
         PoolError::LoginRetry(_) => ClientError::ServerUnavailable(e.to_string()),
         PoolError::Closed => ClientError::Shutdown,
+        PoolError::Shed { reason } => ClientError::Shed(reason),
     }
 }

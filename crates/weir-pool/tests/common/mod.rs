@@ -122,6 +122,7 @@ pub fn settings(max_size: u32) -> PoolSettings {
         idle_timeout: None,
         max_lifetime: None,
         login_retry: Duration::from_secs(1),
+        max_queue: 0,
     }
 }
 
