@@ -59,6 +59,8 @@ async fn a_stopped_server_fails_fast_with_57p03_and_a_restart_is_noticed_at_once
     let proxy = start_proxy(config).await;
     let url = proxy.app_url();
     assert!(attempt(&url).await.0.is_ok(), "served before the outage");
+    // A client connected before the outage keeps its connection through it.
+    let (kept, kept_task) = connect_with_task(&url).await.expect("login");
 
     tokio::task::block_in_place(|| pg.stop()).unwrap_or_else(|e| panic!("stop: {e}"));
     // The first failures are the connects' own (08006); then the breaker is open.
@@ -91,6 +93,25 @@ async fn a_stopped_server_fails_fast_with_57p03_and_a_restart_is_noticed_at_once
         slowest < Duration::from_millis(500),
         "slowest refusal {slowest:?}"
     );
+    // The kept client's requests fail as plain ERRORs (simple and extended protocol),
+    // and its session goes on.
+    for _ in 0..3 {
+        let e = simple(&kept, "select 1").await.expect_err("down");
+        assert_eq!(code(&e), CANNOT_CONNECT_NOW, "{}", describe(&e));
+        assert_eq!(e.as_db_error().map(|d| d.severity()), Some("ERROR"));
+        let e = kept
+            .query_typed(
+                "select $1::int",
+                &[(&7i32, tokio_postgres::types::Type::INT4)],
+            )
+            .await
+            .expect_err("down");
+        assert_eq!(code(&e), CANNOT_CONNECT_NOW, "{}", describe(&e));
+    }
+    assert!(
+        !kept_task.is_finished(),
+        "the kept connection is still open"
+    );
 
     tokio::task::block_in_place(|| pg.restart()).unwrap_or_else(|e| panic!("restart: {e}"));
     let back = Instant::now();
@@ -109,6 +130,18 @@ async fn a_stopped_server_fails_fast_with_57p03_and_a_restart_is_noticed_at_once
         took < Duration::from_secs(2),
         "served {took:?} after the restart"
     );
+    assert!(
+        simple(&kept, "select 1").await.is_ok(),
+        "the kept client is served"
+    );
+    let rows = kept
+        .query_typed(
+            "select $1::int",
+            &[(&7i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .expect("extended protocol on the kept client");
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
     proxy.stop().await;
 }
 
@@ -211,7 +244,10 @@ async fn server_login_errors_reach_the_client_as_the_server_said_them() {
         .0
         .expect_err("no such database");
     assert_eq!(c, "3D000", "{m}");
-    assert!(m.contains("no_such_db") && m.contains("does not exist"), "{m}");
+    assert!(
+        m.contains("no_such_db") && m.contains("does not exist"),
+        "{m}"
+    );
 
     // A role at its CONNECTION LIMIT: the server's 53300, which is the role's limit,
     // not the upstream's health.

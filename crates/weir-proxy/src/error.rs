@@ -102,6 +102,18 @@ const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 const CANNOT_CONNECT_NOW: &str = "57P03";
 
 impl ClientError {
+    /// The pool turned a request away (breaker open, shed, server down or refusing the
+    /// pool's login): the request fails, the session need not.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ClientError::BreakerOpen(_)
+                | ClientError::Shed(_)
+                | ClientError::ServerUnavailable(_)
+                | ClientError::ServerSaid { .. }
+        )
+    }
+
     /// The SQLSTATE to report, or `None` when the client cannot be told anything.
     pub fn sqlstate(&self) -> Option<&str> {
         Some(match self {

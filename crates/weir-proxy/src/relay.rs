@@ -69,6 +69,10 @@ pub struct Relay<'a> {
     query_started: Option<Instant>,
     /// Bytes of a stray CopyData message (no server held) still to drop.
     discard_remaining: usize,
+    /// A checkout was refused inside an extended-protocol batch: the client's messages
+    /// are dropped up to its Sync, which gets ReadyForQuery (as PostgreSQL skips after
+    /// an error).
+    skip_to_sync: bool,
     /// Client bytes were written to the server since the relay loop last looked.
     sent_to_server: bool,
     /// When the client's current transaction started (its first message after the last
@@ -120,6 +124,7 @@ impl<'a> Relay<'a> {
             to_client: BytesMut::new(),
             query_started: None,
             discard_remaining: 0,
+            skip_to_sync: false,
             sent_to_server: false,
             xact_started: None,
             counters: Counters::default(),
@@ -185,7 +190,14 @@ impl<'a> Relay<'a> {
                 }
                 // Boxed: a checkout that waits holds a large future; inline it would size
                 // the future every idle session keeps (one small allocation per checkout).
-                Box::pin(self.checkout()).await?;
+                match Box::pin(self.checkout()).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_refusal() => {
+                        self.refuse_request(&e).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
 
             if self.forward_client().await? {

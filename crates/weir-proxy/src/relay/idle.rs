@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Buf;
-use weir_wire::build::{put_frame, put_ready_for_query};
+use tokio::io::AsyncWriteExt;
+use weir_wire::build::{self, put_frame, put_ready_for_query, Severity};
 use weir_wire::frame::{read_cstr, Header, HEADER_LEN};
 
 use super::Relay;
@@ -42,6 +43,22 @@ impl Relay<'_> {
             let Some(&tag) = self.cbuf.first() else {
                 return Ok(Idle::NeedMore);
             };
+            if self.skip_to_sync && tag != b'X' {
+                // After a refused checkout, PostgreSQL-style: drop until Sync.
+                let header = match Header::peek(&self.cbuf, self.max_message) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => return Ok(Idle::NeedMore),
+                    Err(e) => return Err(frame_error(e)),
+                };
+                if tag == b'S' {
+                    self.skip_to_sync = false;
+                    put_ready_for_query(&mut self.to_client, b'I');
+                }
+                let n = header.frame_len().min(self.cbuf.len());
+                self.cbuf.advance(n);
+                self.discard_remaining = header.frame_len() - n;
+                continue;
+            }
             match tag {
                 b'X' => return Ok(Idle::Terminate),
                 b'd' | b'c' | b'f' | b'H' => {}
@@ -70,6 +87,44 @@ impl Relay<'_> {
             }
             tracing::debug!(tag = %(tag as char), "dropped a message that needs no server");
         }
+    }
+
+    /// The pool refused this client a server connection for its next request (breaker
+    /// open, shed, the server down or refusing the login): the request fails with that
+    /// error as an ERROR, like any failed statement, and the session goes on, so a
+    /// client retries on the connection it has instead of logging in again. A Query or
+    /// FunctionCall is dropped and answered with ReadyForQuery; an extended-protocol
+    /// batch is skipped up to its Sync.
+    pub(super) async fn refuse_request(&mut self, e: &ClientError) -> Result<(), ClientError> {
+        self.info.set_state(crate::registry::ClientState::Idle);
+        let code = e.sqlstate().unwrap_or("08006");
+        tracing::debug!(sqlstate = code, error = %e, "request refused at checkout");
+        let message = e.to_string();
+        build::put_error(
+            &mut self.to_client,
+            &build::ErrorMessage {
+                severity: Severity::Error,
+                code,
+                message: &message,
+                detail: e.detail(),
+                hint: e.hint(),
+            },
+        );
+        let frame_len = Header::peek(&self.cbuf, self.max_message)
+            .map_err(frame_error)?
+            .map(|h| h.frame_len());
+        match (self.cbuf.first(), frame_len) {
+            (Some(b'Q' | b'F'), Some(len)) => {
+                let n = len.min(self.cbuf.len());
+                self.cbuf.advance(n);
+                self.discard_remaining = len - n;
+                put_ready_for_query(&mut self.to_client, b'I');
+            }
+            _ => self.skip_to_sync = true,
+        }
+        self.client.write_all(&self.to_client).await?;
+        self.to_client.clear();
+        Ok(())
     }
 
     /// Transaction mode, outside a transaction: a named Parse followed by Sync or Flush
