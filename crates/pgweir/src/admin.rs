@@ -437,6 +437,14 @@ impl AdminBackend for Admin {
         self.handle.shared().queries.top(limit)
     }
 
+    fn admin_token(&self) -> Option<String> {
+        self.handle
+            .config()
+            .admin_token
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+    }
+
     fn breakers(&self) -> Vec<BreakerRow> {
         let now = tokio::time::Instant::now();
         self.handle

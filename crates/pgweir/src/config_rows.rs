@@ -42,6 +42,7 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.max_pinned.map(|n| n.to_string()).unwrap_or_default(),
             String::new(),
         ),
+        ("mode", c.mode.to_string(), d.mode.to_string()),
         (
             "max_queue",
             c.max_queue.to_string(),

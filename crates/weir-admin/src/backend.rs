@@ -56,6 +56,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn queries(&self, limit: usize) -> Vec<QueryRow>;
     /// What `/readyz` reports.
     fn readiness(&self) -> Readiness;
+    /// The bearer token the HTTP API's changing endpoints require (`None`: they are off).
+    fn admin_token(&self) -> Option<String> {
+        None
+    }
     /// Every upstream's circuit breaker (`SHOW BREAKERS`, `/metrics`).
     fn breakers(&self) -> Vec<BreakerRow> {
         Vec::new()

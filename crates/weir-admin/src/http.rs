@@ -3,7 +3,8 @@
 //! upstream reachable; 503 with the reason otherwise, so Kubernetes stops routing
 //! at once on SIGTERM) and the JSON API `/api/v1/pools` and `/api/v1/stats`.
 //!
-//! HTTP/1.1 only, one task per connection, `GET` and `HEAD` only.
+//! HTTP/1.1 only, one task per connection, `GET` and `HEAD`, plus
+//! `POST /api/v1/database/advanced/mode/{mode}` with the admin token.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,7 +53,14 @@ pub async fn serve_http(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let backend = Arc::clone(&backend);
-                async move { Ok::<_, Infallible>(handle(&req, backend)) }
+                async move {
+                    let response = if req.method() == Method::POST {
+                        post(&req, backend).await
+                    } else {
+                        handle(&req, backend)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -93,6 +101,62 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
             format!("could not encode: {e}\n"),
         ),
     }
+}
+
+/// Where the operation mode is set: `POST /api/v1/database/advanced/mode/{mode}`.
+const MODE_PATH: &str = "/api/v1/database/advanced/mode/";
+
+/// Answers a `POST`: only the mode endpoint, with `Authorization: Bearer <admin_token>`.
+pub async fn post(
+    req: &Request<Incoming>,
+    backend: Arc<dyn AdminBackend>,
+) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let Some(mode) = req.uri().path().strip_prefix(MODE_PATH) else {
+        // Every other path is read-only.
+        return route(req.method(), req.uri().path(), backend);
+    };
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match backend.admin_token() {
+        None => {
+            return response(
+                StatusCode::FORBIDDEN,
+                TEXT,
+                "the HTTP admin API is off: set admin_token in the configuration\n",
+            )
+        }
+        Some(expected)
+            if token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) => {}
+        Some(_) => {
+            let mut r = response(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                "a valid bearer token is required\n",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    let cmd = crate::backend::AdminCommand::Set {
+        key: "mode".to_owned(),
+        value: mode.to_owned(),
+    };
+    match backend.command(cmd).await {
+        Ok(()) => json(&serde_json::json!({ "mode": mode })),
+        Err(e) => response(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
+    }
+}
+
+/// Compares without an early exit, so the time taken does not tell how much matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Answers one request (also used directly by tests).

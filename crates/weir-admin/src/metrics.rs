@@ -290,6 +290,18 @@ impl prometheus_client::collector::Collector for Scrape {
             &errors,
         )?;
 
+        let mode = crate::show::current_mode(b);
+        let modes: Series<'_, i64> = ["normal", "high_performance", "resource_saver", "emergency"]
+            .into_iter()
+            .map(|m| (vec![("mode", m)], i64::from(m == mode)))
+            .collect();
+        gauge_family(
+            &mut encoder,
+            "mode",
+            "Operation mode in force (1 for the current one)",
+            None,
+            &modes,
+        )?;
         let breakers = b.breakers();
         let state: Series<'_, i64> = breakers
             .iter()

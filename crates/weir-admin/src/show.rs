@@ -30,7 +30,7 @@ pub const QUERIES_LIMIT: usize = 50;
 pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
 \tSHOW LISTS|MEM|STATE\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
-\tSHOW LATENCY|QUERIES|BREAKERS\n\
+\tSHOW LATENCY|QUERIES|BREAKERS|MODE\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
@@ -79,6 +79,7 @@ pub fn show(backend: &dyn AdminBackend, what: &str) -> Option<Table> {
         "latency" => latency(backend),
         "queries" => queries(backend),
         "breakers" => breakers(backend),
+        "mode" => mode(backend),
         other => {
             let (name, value) = FAKE_PARAMS.iter().find(|(n, _)| *n == other)?;
             let mut t = Table::new(&[(name, Text)]);
@@ -502,6 +503,21 @@ fn queries(backend: &dyn AdminBackend) -> Table {
         ]);
     }
     t
+}
+
+fn mode(backend: &dyn AdminBackend) -> Table {
+    let mut t = Table::new(&[("mode", Text)]);
+    t.push(vec![current_mode(backend).into()]);
+    t
+}
+
+/// The operation mode in force, from the configuration rows.
+pub fn current_mode(backend: &dyn AdminBackend) -> String {
+    backend
+        .config()
+        .into_iter()
+        .find(|r| r.key == "mode")
+        .map_or_else(|| "normal".to_owned(), |r| r.value)
 }
 
 fn breakers(backend: &dyn AdminBackend) -> Table {

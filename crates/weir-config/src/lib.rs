@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use types::{AuthType, LogFormat, ParseSettingError, PoolMode, Secret, SessionFeatures};
+pub use types::{AuthType, LogFormat, Mode, ParseSettingError, PoolMode, Secret, SessionFeatures};
 
 use locate::{dotted, line_at, SpanTree};
 
@@ -59,6 +59,12 @@ pub struct Config {
     /// fails with 53300. `None` (default) = the pool size - 1, so pins always leave a
     /// server for everyone else.
     pub max_pinned: Option<u32>,
+    /// Operation mode (`normal`, `high_performance`, `resource_saver`, `emergency`);
+    /// changeable at runtime with `SET mode = '...'` or over HTTP. Default `normal`.
+    pub mode: Mode,
+    /// Bearer token for the HTTP API's changing endpoints (`POST /api/v1/...`); unset =
+    /// those endpoints are off. Hidden from `Debug` and `SHOW CONFIG`.
+    pub admin_token: Option<Secret>,
     /// Most clients per pool waiting for a server connection at once; one more is shed
     /// at once with 53300 instead of everyone timing out together. 0 = unlimited
     /// (default). Waiters whose expected wait exceeds `query_wait_timeout` are shed too.
@@ -173,6 +179,8 @@ impl Default for Config {
             min_pool_size: 0,
             max_pinned: None,
             max_queue: 0,
+            mode: Mode::Normal,
+            admin_token: None,
             max_client_conn: 10_000,
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,

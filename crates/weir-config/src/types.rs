@@ -102,6 +102,21 @@ setting_enum! {
 }
 
 setting_enum! {
+    /// The operation mode: how the pools, shedding and the breakers lean.
+    Mode, "mode", "normal, high_performance, resource_saver, emergency" {
+        /// The configuration as written.
+        Normal => "normal",
+        /// Pools kept warm at their upper bound; lax shedding (twice the wait budget).
+        HighPerformance => "high_performance",
+        /// Half-size pools, no warm minimum, idle servers closed after 30 s.
+        ResourceSaver => "resource_saver",
+        /// New work that cannot be served at once is shed (critical and high work still
+        /// waits); breakers open on the first failure.
+        Emergency => "emergency",
+    }
+}
+
+setting_enum! {
     /// How log lines are written.
     LogFormat, "log_format", "text, json" {
         /// Human-readable lines.

@@ -187,6 +187,11 @@ impl<M: ManageConnection> Pool<M> {
         true
     }
 
+    /// The current `wait_timeout`.
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        self.inner.lock().settings.wait_timeout
+    }
+
     /// A cheap snapshot of the pool's counts.
     pub fn stats(&self) -> PoolStats {
         let (mut stats, oldest) = {

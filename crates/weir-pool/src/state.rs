@@ -201,6 +201,12 @@ impl<C> State<C> {
         req: &crate::request::Checkout,
     ) -> Result<Option<(Waiter<C>, String)>, String> {
         let budget = req.budget.or(self.settings.wait_timeout);
+        if budget.is_some_and(|b| b.is_zero()) {
+            return Err(
+                "pgweir: shed under overload: no server connection is free and this request may not wait for one; retry later"
+                    .to_owned(),
+            );
+        }
         if let (Some(budget), Some(expected)) =
             (budget, self.expected_wait(self.waiters.ahead_of(req.class)))
         {

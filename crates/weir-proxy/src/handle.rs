@@ -34,6 +34,7 @@ pub const SETTABLE: &[&str] = &[
     "log_pooler_errors",
     "max_client_conn",
     "min_pool_size",
+    "mode",
     "pool_mode",
     "query_timeout",
     "query_wait_timeout",
@@ -182,6 +183,11 @@ impl ProxyHandle {
             "log_disconnections" => c.log_disconnections = flag(value)?,
             "log_pooler_errors" => c.log_pooler_errors = flag(value)?,
             "pool_mode" => c.pool_mode = value.parse::<PoolMode>().map_err(|e| e.to_string())?,
+            "mode" => {
+                c.mode = value
+                    .parse::<weir_config::Mode>()
+                    .map_err(|e| e.to_string())?
+            }
             "server_reset_query" => c.server_reset_query = value.to_owned(),
             other if config_keys().contains(&other) => {
                 return Err(format!(

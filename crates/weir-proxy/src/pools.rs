@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use weir_config::{Config, PoolMode};
+use weir_config::{Config, Mode, PoolMode};
 use weir_pool::{ConnLabel, ManageConnection, Pool, PoolSettings};
 use weir_wire::auth::scram::ScramSecret;
 
@@ -23,6 +23,8 @@ use crate::upstream::{log_transition, Upstream, Upstreams};
 
 /// How often each pool's maintenance runs (warm-up, reaping, liveness).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// `resource_saver`: idle server connections are closed after at most this long.
+const RESOURCE_SAVER_IDLE: Duration = Duration::from_secs(30);
 /// How often a connect blocked by `max_db_connections` looks for an idle connection to evict.
 const EVICT_RETRY: Duration = Duration::from_millis(50);
 
@@ -40,6 +42,8 @@ pub struct ServerManager {
     /// `server_connect_timeout` in ms: a connect dropped this late timed out (the pool
     /// applies the timeout by dropping the connect), which the breaker must hear.
     connect_timeout_ms: AtomicU64,
+    /// The operation mode in force (read at each checkout).
+    mode: RwLock<Mode>,
 }
 
 impl ServerManager {
@@ -49,6 +53,11 @@ impl ServerManager {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The operation mode in force.
+    pub fn mode(&self) -> Mode {
+        *self.mode.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The upstream this pool's connections go to.
@@ -317,6 +326,7 @@ impl Pools {
             credential: RwLock::new(credential),
             params: RwLock::new(None),
             connect_timeout_ms: AtomicU64::new(millis(config.server_connect_timeout)),
+            mode: RwLock::new(config.mode),
         };
         let pool = Pool::new(manager, settings_for(&config, database));
         if self.is_paused(database) {
@@ -348,7 +358,13 @@ impl Pools {
     /// logins; pools of removed databases are closed (their clients get 57P01 at
     /// their next transaction). Nothing is dropped mid-transaction.
     pub fn apply_config(&self, config: Arc<Config>, credentials: &Credentials) {
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config.clone();
+        let before = std::mem::replace(
+            &mut *self.config.write().unwrap_or_else(PoisonError::into_inner),
+            config.clone(),
+        );
+        if before.mode != config.mode {
+            tracing::warn!(from = %before.mode, to = %config.mode, "operation mode changed");
+        }
         self.upstreams.update_settings(breaker_settings(&config));
         let mut removed = Vec::new();
         {
@@ -384,6 +400,7 @@ impl Pools {
                     manager
                         .connect_timeout_ms
                         .store(millis(config.server_connect_timeout), Relaxed);
+                    *manager.mode.write().unwrap_or_else(PoisonError::into_inner) = config.mode;
                     if changed {
                         let target = manager.target();
                         *manager
@@ -451,13 +468,26 @@ pub fn spawn_probe(pool: Pool<ServerManager>) {
     });
 }
 
-/// Breaker settings from the configuration.
+/// Breaker settings from the configuration; `emergency` makes them most sensitive.
 pub fn breaker_settings(c: &Config) -> BreakerSettings {
-    BreakerSettings {
+    let normal = BreakerSettings {
         failures: c.breaker_failures,
         error_ratio: c.breaker_error_ratio,
         probe_max: c.breaker_probe_max,
         ..BreakerSettings::default()
+    };
+    match c.mode {
+        Mode::Emergency => BreakerSettings {
+            failures: normal.failures.min(1),
+            error_ratio: if normal.error_ratio > 0.0 {
+                normal.error_ratio.min(0.2)
+            } else {
+                0.0
+            },
+            min_errors: 5,
+            ..normal
+        },
+        _ => normal,
     }
 }
 
@@ -468,12 +498,26 @@ fn millis(d: Duration) -> u64 {
 /// Pool settings for a database from the configuration.
 fn settings_for(c: &Config, database: &str) -> PoolSettings {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let (mut max_size, mut min_size) = (c.pool_size_for(database), c.min_pool_size_for(database));
+    let mut idle_timeout = nonzero(c.server_idle_timeout);
+    match c.mode {
+        // The pool at its upper bound, kept warm.
+        Mode::HighPerformance => min_size = max_size,
+        // Small pools, idle servers closed soon.
+        Mode::ResourceSaver => {
+            max_size = max_size.div_ceil(2).max(1);
+            min_size = 0;
+            idle_timeout =
+                Some(idle_timeout.map_or(RESOURCE_SAVER_IDLE, |d| d.min(RESOURCE_SAVER_IDLE)));
+        }
+        Mode::Normal | Mode::Emergency => {}
+    }
     PoolSettings {
-        max_size: c.pool_size_for(database),
-        min_size: c.min_pool_size_for(database),
+        max_size,
+        min_size,
         wait_timeout: nonzero(c.query_wait_timeout),
         connect_timeout: c.server_connect_timeout,
-        idle_timeout: nonzero(c.server_idle_timeout),
+        idle_timeout,
         // PgBouncer: server_lifetime = 0 means each connection is used only once.
         max_lifetime: Some(c.server_lifetime),
         login_retry: c.server_login_retry,

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use weir_config::Config;
+use weir_config::{Config, Mode};
 use weir_pool::PoolError;
 use weir_wire::build::{self, Severity};
 use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
@@ -474,11 +474,28 @@ pub async fn checkout(
             .to_string(),
         ));
     }
+    let mode = entry.pool.manager().mode();
+    let budget = match mode {
+        // New work that cannot be served at once is shed; critical and high work (once
+        // clients carry classes) still waits.
+        Mode::Emergency => Some(Duration::ZERO),
+        Mode::HighPerformance => entry.pool.wait_timeout().map(|d| d * 2),
+        Mode::Normal | Mode::ResourceSaver => None,
+    };
+    let req = weir_pool::Checkout {
+        class: weir_pool::Class::Normal,
+        budget,
+    };
     entry
         .pool
-        .checkout(&weir_pool::Checkout::default())
+        .checkout(&req)
         .await
-        .map_err(pool_error)
+        .map_err(|e| match (e, mode) {
+            (PoolError::Shed { reason }, Mode::Emergency) => ClientError::Shed(format!(
+                "{reason} (mode = emergency: only critical and high work may wait)"
+            )),
+            (e, _) => pool_error(e),
+        })
 }
 
 /// Maps a checkout failure to what the client is told.
