@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Hot-path counts that do not drift with the machine's load: instructions per
+# transaction (valgrind --tool=callgrind, the proxy process only) and syscalls per
+# transaction (strace -c -f), for one or more pgweir binaries and PgBouncer, with the
+# same pgbench run through each (-S, 4 clients, a fixed number of transactions).
+# Timings from e2e.sh differ by up to 4x from day to day; these counts move only
+# when the code does.
+#
+# Usage: benches/hotpath.sh [pgweir-binary ...]    (default: target/release/pgweir)
+# Knobs: TXNS=4000 (transactions per run), MODES="simple extended", CLIENTS=4,
+#        PGBOUNCER=1 (0 skips it), PG_BIN as for e2e.sh.
+# Output: one markdown table on stdout; progress on stderr.
+set -euo pipefail
+
+LIB_NAME=hotpath
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+TXNS=${TXNS:-4000}
+MODES=${MODES:-"simple extended"}
+CLIENTS=${CLIENTS:-4}
+PGBOUNCER=${PGBOUNCER:-1}
+BINS=("$@")
+((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
+for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
+command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
+command -v strace >/dev/null || die "strace is missing (apt-get install strace)"
+
+PG_BIN=${PG_BIN:-}
+lib_find_tools
+((PGBOUNCER)) && ! command -v pgbouncer >/dev/null && ! [[ -x /usr/sbin/pgbouncer ]] && lib_install_pgbouncer
+PGBOUNCER_BIN=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+lib_make_workdir
+MAX_CONN=100 lib_start_postgres
+USER_NAME=bench PASSWORD=bench
+psql_super -d postgres -c "CREATE ROLE $USER_NAME LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER $USER_NAME"
+PGPASSWORD=$PASSWORD "$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U "$USER_NAME" bench >/dev/null 2>&1
+
+# run_pgbench PORT MODE: the fixed workload; prints transactions processed.
+run_pgbench() {
+    local per_client=$((TXNS / CLIENTS))
+    PGPASSWORD=$PASSWORD "$PG_BIN/pgbench" -n -S -M "$2" -c "$CLIENTS" -j 2 -t "$per_client" \
+        -h 127.0.0.1 -p "$1" -U "$USER_NAME" bench 2>&1 |
+        sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p'
+}
+
+# measure NAME PORT MODE PREFIX CMD...: starts CMD (the proxy) under callgrind (after
+# PREFIX, e.g. the setpriv that runs PgBouncer as postgres; "" for none) and counts
+# the measured run's instructions; then starts it plainly and attaches strace for the
+# measured run only. Prints "Ir/txn syscalls/txn".
+measure() {
+    local name=$1 port=$2 mode=$3 prefix=$4 pid txns ir calls spid out
+    shift 4
+    local pre=()
+    [[ -n $prefix ]] && read -r -a pre <<<"$prefix"
+    out=$WORK/cg.$name.$mode
+    "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.cg.log" 2>&1 &
+    pid=$!
+    KILL_PIDS+=("$pid")
+    wait_port "$port" "$pid" 60 || die "$name did not start under valgrind: $(tail -5 "$WORK/$name.cg.log")"
+    run_pgbench "$port" "$mode" >/dev/null # warm-up: logins, statements, pool
+    # Only the measured run's instructions: zero the counters first, dump after.
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    txns=$(run_pgbench "$port" "$mode")
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    stop_pid "$pid" 20
+    # The dump after the measured run is the newest part file.
+    ir=$(callgrind_annotate "$(ls -t "$out"* | head -1)" 2>/dev/null |
+        sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | head -1)
+
+    "${pre[@]}" "$@" >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    KILL_PIDS+=("$pid")
+    wait_port "$port" "$pid" 30 || die "$name did not start"
+    run_pgbench "$port" "$mode" >/dev/null
+    strace -f -c -p "$pid" -o "$WORK/$name.$mode.strace" 2>/dev/null &
+    spid=$!
+    sleep 1
+    local txns2
+    txns2=$(run_pgbench "$port" "$mode")
+    kill -INT "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null || true
+    stop_pid "$pid" 20
+    calls=$(awk '$NF == "total" {print $(NF-2)}' "$WORK/$name.$mode.strace")
+    printf '%s %s\n' "$(awk -v i="${ir:-0}" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
+        "$(awk -v c="${calls:-0}" -v t="${txns2:-1}" 'BEGIN {printf "%.2f", c / t}')"
+}
+
+log "pgweir binaries: ${BINS[*]}"
+printf '| proxy | protocol | instructions per txn (callgrind) | syscalls per txn (strace -c) |\n|---|---|---:|---:|\n'
+for mode in $MODES; do
+    for bin in "${BINS[@]}"; do
+        free_port PORT
+        free_port HTTP
+        read -r ir calls < <(measure "pgweir" "$PORT" "$mode" "" "$bin" --listen "127.0.0.1:$PORT" \
+            --http-listen "127.0.0.1:$HTTP" --pool-size 4 \
+            --upstream "postgres://$USER_NAME:$PASSWORD@127.0.0.1:$PG_PORT/bench")
+        printf '| pgweir `%s` | %s | %s | %s |\n' "$bin" "$mode" "$ir" "$calls"
+    done
+    if ((PGBOUNCER)); then
+        free_port PORT
+        cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = 4
+max_client_conn = 100
+logfile = $WORK/pgbouncer.log
+pidfile =
+EOF
+        printf '"%s" "%s"\n' "$USER_NAME" "$PASSWORD" >"$WORK/userlist.txt"
+        ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+        read -r ir calls < <(measure "pgbouncer" "$PORT" "$mode" "${AS_PG[*]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini")
+        printf '| PgBouncer | %s | %s | %s |\n' "$mode" "$ir" "$calls"
+    fi
+done
