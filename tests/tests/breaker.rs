@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use admin_support::{admin_config, start, table};
 use common::{closed_port, code, connect_with_task, describe, simple, superuser};
-use pgweir::cluster::{AuthMethod, ClusterOptions, ClusterUser, TempCluster};
 use weir_config::{DatabaseConfig, PoolMode};
 use weir_tests::{
     app_config, config_for, connect, shared_cluster, start_proxy, APP_DB, SCRAM_PASSWORD,
@@ -38,18 +37,7 @@ async fn attempt(url: &str) -> (Result<(), (String, String)>, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_fails_fast_with_57p03_and_a_restart_is_noticed_at_once() {
     // A private cluster: this test stops and starts it.
-    let mut pg = tokio::task::block_in_place(|| {
-        TempCluster::start(ClusterOptions {
-            users: vec![ClusterUser::new(
-                SCRAM_USER,
-                SCRAM_PASSWORD,
-                AuthMethod::Scram,
-            )],
-            databases: vec![(APP_DB.to_owned(), SCRAM_USER.to_owned())],
-            ..ClusterOptions::default()
-        })
-    })
-    .unwrap_or_else(|e| panic!("private cluster: {e}"));
+    let mut pg = common::private_cluster();
     let mut config = config_for(
         &pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB),
         PoolMode::Transaction,

@@ -49,6 +49,16 @@ async fn pgbench(proxy: &TestProxy, args: &[&str]) -> Output {
     .expect("pgbench thread")
 }
 
+/// `pgbench -i -s 1` through `proxy` (COPY through the proxy), asserted to succeed.
+async fn pgbench_init(proxy: &TestProxy) {
+    let init = pgbench(proxy, &["-i", "-q", "-s", "1"]).await;
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        describe_output(&init)
+    );
+}
+
 /// Asserts a pgbench run succeeded with no failed transaction and did real work.
 fn assert_bench_ok(out: &Output, what: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -245,12 +255,7 @@ async fn psql_copy_both_ways_in_both_modes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_simple_and_extended_in_transaction_mode() {
     let proxy = start_proxy(app_config(PoolMode::Transaction, 4)).await;
-    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pgbench_init(&proxy).await;
     let accounts = superuser_sql("select count(*) from pgbench_accounts").await;
     assert_eq!(accounts, "100000");
 
@@ -271,12 +276,7 @@ async fn pgbench_simple_and_extended_in_transaction_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_in_session_mode() {
     let proxy = start_proxy(app_config(PoolMode::Session, 4)).await;
-    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pgbench_init(&proxy).await;
     let out = pgbench(&proxy, &["-M", "prepared", "-c", "4", "-j", "2", "-T", "3"]).await;
     assert_bench_ok(&out, "prepared");
     assert_pgbench_balances_agree().await;
@@ -293,12 +293,7 @@ async fn pgbench_prepared_and_cached_unnamed_in_transaction_mode() {
     let mut config = app_config(PoolMode::Transaction, 4);
     config.cache_unnamed_statements = true;
     let proxy = start_proxy(config).await;
-    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pgbench_init(&proxy).await;
     let out = pgbench(
         &proxy,
         &[
@@ -332,12 +327,7 @@ async fn pgbench_prepared_tpcb_with_fewer_threads_than_clients_on_a_small_pool()
     // A deadlock shows as a wait timeout, not a hung test.
     config.query_wait_timeout = std::time::Duration::from_secs(20);
     let proxy = start_proxy(config).await;
-    let init = pgbench(&proxy, &["-i", "-q", "-s", "1"]).await;
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        describe_output(&init)
-    );
+    pgbench_init(&proxy).await;
     let out = pgbench(
         &proxy,
         &["-M", "prepared", "-c", "15", "-j", "2", "-T", "4"],

@@ -12,7 +12,6 @@ use common::{
     code, connect_with_task, connection_result, describe, eventually_async, must_connect, simple,
     superuser, value, wait_until_running,
 };
-use pgweir::cluster::{AuthMethod, ClusterOptions, ClusterUser, TempCluster};
 use weir_config::PoolMode;
 use weir_tests::{app_config, config_for, start_proxy, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
 
@@ -548,18 +547,7 @@ async fn cancel_gets_through_while_the_pool_is_saturated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_fails_clients_with_08006_then_the_pool_recovers() {
     // A private cluster: this test stops and restarts it.
-    let mut pg = tokio::task::block_in_place(|| {
-        TempCluster::start(ClusterOptions {
-            users: vec![ClusterUser::new(
-                SCRAM_USER,
-                SCRAM_PASSWORD,
-                AuthMethod::Scram,
-            )],
-            databases: vec![(APP_DB.to_owned(), SCRAM_USER.to_owned())],
-            ..ClusterOptions::default()
-        })
-    })
-    .unwrap_or_else(|e| panic!("private cluster: {e}"));
+    let mut pg = common::private_cluster();
     let mut config = config_for(
         &pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB),
         PoolMode::Transaction,

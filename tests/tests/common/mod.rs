@@ -162,3 +162,21 @@ pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
+
+/// A throwaway cluster of the test's own (for tests that stop and start it) with the
+/// SCRAM user and the test database.
+pub fn private_cluster() -> pgweir::cluster::TempCluster {
+    use pgweir::cluster::{AuthMethod, ClusterOptions, ClusterUser, TempCluster};
+    tokio::task::block_in_place(|| {
+        TempCluster::start(ClusterOptions {
+            users: vec![ClusterUser::new(
+                weir_tests::SCRAM_USER,
+                weir_tests::SCRAM_PASSWORD,
+                AuthMethod::Scram,
+            )],
+            databases: vec![(APP_DB.to_owned(), weir_tests::SCRAM_USER.to_owned())],
+            ..ClusterOptions::default()
+        })
+    })
+    .unwrap_or_else(|e| panic!("private cluster: {e}"))
+}
