@@ -45,29 +45,39 @@ run_pgbench() {
         sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p'
 }
 
-# measure NAME PORT MODE PREFIX CMD...: starts CMD (the proxy) under callgrind (after
-# PREFIX, e.g. the setpriv that runs PgBouncer as postgres; "" for none) and counts
-# the measured run's instructions; then starts it plainly and attaches strace for the
-# measured run only. Prints "Ir/txn syscalls/txn".
-measure() {
-    local name=$1 port=$2 mode=$3 prefix=$4 pid txns ir calls spid out
-    shift 4
+# callgrind_ir NAME PORT MODE MEASURE PREFIX CMD...: runs CMD under callgrind, the
+# warm-up workload through it and, if MEASURE is 1, the measured one too; prints the
+# program's total instructions and (measured runs) the transactions processed.
+callgrind_ir() {
+    local name=$1 port=$2 mode=$3 measure=$4 prefix=$5 pid out txns=0
+    shift 5
     local pre=()
     [[ -n $prefix ]] && read -r -a pre <<<"$prefix"
-    out=$WORK/cg.$name.$mode
+    out=$WORK/cg.$name.$mode.$measure
     "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.cg.log" 2>&1 &
     pid=$!
     KILL_PIDS+=("$pid")
     wait_port "$port" "$pid" 60 || die "$name did not start under valgrind: $(tail -5 "$WORK/$name.cg.log")"
     run_pgbench "$port" "$mode" >/dev/null # warm-up: logins, statements, pool
-    # Only the measured run's instructions: zero the counters first, dump after.
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    txns=$(run_pgbench "$port" "$mode")
-    callgrind_control -d "$pid" >/dev/null 2>&1
-    stop_pid "$pid" 20
-    # The dump after the measured run is the newest part file.
-    ir=$(callgrind_annotate "$(ls -t "$out"* | head -1)" 2>/dev/null |
-        sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | head -1)
+    if ((measure)); then txns=$(run_pgbench "$port" "$mode"); fi
+    stop_pid "$pid" 30
+    printf '%s %s\n' "$(callgrind_annotate "$out" 2>/dev/null |
+        sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | head -1)" "$txns"
+}
+
+# measure NAME PORT MODE PREFIX CMD...: instructions of the measured run (a run with
+# it minus one with the warm-up only, so start-up, logins and shutdown cancel out),
+# then syscalls of the measured run (strace attached after the warm-up). PREFIX runs
+# before CMD (the setpriv that runs PgBouncer as postgres; "" for none). Prints
+# "Ir/txn syscalls/txn".
+measure() {
+    local name=$1 port=$2 mode=$3 prefix=$4 pid spid base with txns calls
+    shift 4
+    local pre=()
+    [[ -n $prefix ]] && read -r -a pre <<<"$prefix"
+    read -r base _ < <(callgrind_ir "$name" "$port" "$mode" 0 "$prefix" "$@")
+    read -r with txns < <(callgrind_ir "$name" "$port" "$mode" 1 "$prefix" "$@")
+    local ir=$(( ${with:-0} - ${base:-0} ))
 
     "${pre[@]}" "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
@@ -82,8 +92,8 @@ measure() {
     kill -INT "$spid" 2>/dev/null
     wait "$spid" 2>/dev/null || true
     stop_pid "$pid" 20
-    calls=$(awk '$NF == "total" {print $(NF-2)}' "$WORK/$name.$mode.strace")
-    printf '%s %s\n' "$(awk -v i="${ir:-0}" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
+    calls=$(awk '$NF == "total" {print $4}' "$WORK/$name.$mode.strace")
+    printf '%s %s\n' "$(awk -v i="$ir" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
         "$(awk -v c="${calls:-0}" -v t="${txns2:-1}" 'BEGIN {printf "%.2f", c / t}')"
 }
 
