@@ -42,8 +42,6 @@ pub struct ServerManager {
     /// `server_connect_timeout` in ms: a connect dropped this late timed out (the pool
     /// applies the timeout by dropping the connect), which the breaker must hear.
     connect_timeout_ms: AtomicU64,
-    /// The operation mode in force (read at each checkout).
-    mode: RwLock<Mode>,
 }
 
 impl ServerManager {
@@ -53,11 +51,6 @@ impl ServerManager {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-
-    /// The operation mode in force.
-    pub fn mode(&self) -> Mode {
-        *self.mode.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The upstream this pool's connections go to.
@@ -326,7 +319,6 @@ impl Pools {
             credential: RwLock::new(credential),
             params: RwLock::new(None),
             connect_timeout_ms: AtomicU64::new(millis(config.server_connect_timeout)),
-            mode: RwLock::new(config.mode),
         };
         let pool = Pool::new(manager, settings_for(&config, database));
         if self.is_paused(database) {
@@ -400,7 +392,6 @@ impl Pools {
                     manager
                         .connect_timeout_ms
                         .store(millis(config.server_connect_timeout), Relaxed);
-                    *manager.mode.write().unwrap_or_else(PoisonError::into_inner) = config.mode;
                     if changed {
                         let target = manager.target();
                         *manager

@@ -298,10 +298,15 @@ impl<'a> Relay<'a> {
 
     async fn checkout(&mut self) -> Result<(), ClientError> {
         self.info.set_state(ClientState::Waiting);
-        let mut conn = checkout(&self.entry).await?;
-        self.config = self.shared.config();
-        self.max_pinned = self.config.max_pinned_for(&self.entry.database);
-        self.upstream = self.entry.pool.manager().upstream();
+        let config = self.shared.config();
+        if !Arc::ptr_eq(&config, &self.config) {
+            // RELOAD or SET: what derives from the config (a RELOAD may also have moved
+            // the pool to another upstream).
+            self.max_pinned = config.max_pinned_for(&self.entry.database);
+            self.upstream = self.entry.pool.manager().upstream();
+            self.config = config;
+        }
+        let mut conn = checkout(&self.entry, &self.upstream, self.config.mode).await?;
         self.info.set_state(ClientState::Active);
         self.info.set_server_pid(conn.cancel.pid);
         conn.clean = false;

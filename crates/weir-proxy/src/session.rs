@@ -32,6 +32,7 @@ use crate::prepared::StatementRegistry;
 use crate::registry::{ClientInfo, ClientRegistry, LoginInfo};
 use crate::relay::Relay;
 use crate::server::{send_cancel, ServerError};
+use crate::upstream::Upstream;
 
 /// How long an admin console session may finish its current reply after shutdown began.
 const CONSOLE_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
@@ -363,7 +364,8 @@ async fn login(
     let params = match entry.pool.manager().server_params() {
         Some(p) => p,
         None => {
-            let conn = checkout(&entry).await?;
+            let upstream = entry.pool.manager().upstream();
+            let conn = checkout(&entry, &upstream, shared.config().mode).await?;
             conn.params.clone()
         }
     };
@@ -459,8 +461,9 @@ fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
 /// The breaker is open, or see [`pool_error`].
 pub async fn checkout(
     entry: &PoolEntry,
+    upstream: &Upstream,
+    mode: Mode,
 ) -> Result<weir_pool::PooledConnection<crate::pools::ServerManager>, ClientError> {
-    let upstream = entry.pool.manager().upstream();
     if let Some(refusal) = upstream.breaker.check(tokio::time::Instant::now()) {
         if refusal.probe_due {
             crate::pools::spawn_probe(entry.pool.clone());
@@ -474,7 +477,6 @@ pub async fn checkout(
             .to_string(),
         ));
     }
-    let mode = entry.pool.manager().mode();
     let budget = match mode {
         // New work that cannot be served at once is shed; critical and high work (once
         // clients carry classes) still waits.
