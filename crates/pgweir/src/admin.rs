@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use weir_admin::backend::{
     BreakerRow, ConfigRow, DatabaseRow, ListsRow, MemRow, PoolCounters, PoolLatency, PoolRow,
-    QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
+    PriorityRow, QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
 };
 use weir_admin::{AdminBackend, AdminCommand, BoxFuture, Role, StatsAverager};
 use weir_config::Config;
@@ -435,6 +435,23 @@ impl AdminBackend for Admin {
 
     fn queries(&self, limit: usize) -> Vec<QueryRow> {
         self.handle.shared().queries.top(limit)
+    }
+
+    fn priorities(&self) -> Vec<PriorityRow> {
+        let mut rows = Vec::new();
+        for e in self.handle.pools() {
+            let waiting = e.pool.stats().waiting_by_class;
+            for (class, n) in weir_pool::Class::ALL.iter().zip(waiting) {
+                rows.push(PriorityRow {
+                    database: e.database.clone(),
+                    user: e.user.clone(),
+                    class: class.as_str(),
+                    waiting: n,
+                });
+            }
+        }
+        rows.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        rows
     }
 
     fn admin_token(&self) -> Option<String> {

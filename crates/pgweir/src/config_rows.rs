@@ -44,6 +44,16 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
         ),
         ("mode", c.mode.to_string(), d.mode.to_string()),
         (
+            "default_priority",
+            c.default_priority.to_string(),
+            d.default_priority.to_string(),
+        ),
+        (
+            "priority_aging",
+            secs(c.priority_aging),
+            secs(d.priority_aging),
+        ),
+        (
             "max_queue",
             c.max_queue.to_string(),
             d.max_queue.to_string(),

@@ -56,6 +56,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn queries(&self, limit: usize) -> Vec<QueryRow>;
     /// What `/readyz` reports.
     fn readiness(&self) -> Readiness;
+    /// Waiters per class per pool (`SHOW PRIORITIES`).
+    fn priorities(&self) -> Vec<PriorityRow> {
+        Vec::new()
+    }
     /// The bearer token the HTTP API's changing endpoints require (`None`: they are off).
     fn admin_token(&self) -> Option<String> {
         None
@@ -148,6 +152,19 @@ impl PoolRow {
         self.maxwait = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX);
         self.maxwait_us = wait.subsec_micros();
     }
+}
+
+/// One `SHOW PRIORITIES` row: how many clients of one class wait in one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriorityRow {
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// `critical`, `high`, `normal`, `low` or `background`.
+    pub class: &'static str,
+    /// Clients of that class waiting for a server connection now.
+    pub waiting: u32,
 }
 
 /// One `SHOW BREAKERS` row: an upstream (host:port) and its circuit breaker.

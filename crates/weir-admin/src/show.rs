@@ -30,7 +30,7 @@ pub const QUERIES_LIMIT: usize = 50;
 pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
 \tSHOW LISTS|MEM|STATE\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
-\tSHOW LATENCY|QUERIES|BREAKERS|MODE\n\
+\tSHOW LATENCY|QUERIES|BREAKERS|MODE|PRIORITIES\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
@@ -80,6 +80,7 @@ pub fn show(backend: &dyn AdminBackend, what: &str) -> Option<Table> {
         "queries" => queries(backend),
         "breakers" => breakers(backend),
         "mode" => mode(backend),
+        "priorities" => priorities(backend),
         other => {
             let (name, value) = FAKE_PARAMS.iter().find(|(n, _)| *n == other)?;
             let mut t = Table::new(&[(name, Text)]);
@@ -500,6 +501,24 @@ fn queries(backend: &dyn AdminBackend) -> Table {
             q.total_time_us.into(),
             q.mean_us.into(),
             q.p99_us.into(),
+        ]);
+    }
+    t
+}
+
+fn priorities(backend: &dyn AdminBackend) -> Table {
+    let mut t = Table::new(&[
+        ("database", Text),
+        ("user", Text),
+        ("class", Text),
+        ("waiting", Int4),
+    ]);
+    for p in backend.priorities() {
+        t.push(vec![
+            p.database.into(),
+            p.user.into(),
+            p.class.into(),
+            p.waiting.into(),
         ]);
     }
     t

@@ -27,7 +27,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use error::ConfigError;
-pub use types::{AuthType, LogFormat, Mode, ParseSettingError, PoolMode, Secret, SessionFeatures};
+pub use types::{
+    AuthType, LogFormat, Mode, ParseSettingError, PoolMode, Priority, Secret, SessionFeatures,
+};
 
 use locate::{dotted, line_at, SpanTree};
 
@@ -59,6 +61,15 @@ pub struct Config {
     /// fails with 53300. `None` (default) = the pool size - 1, so pins always leave a
     /// server for everyone else.
     pub max_pinned: Option<u32>,
+    /// Class of clients no rule and no `pgweir.priority` startup setting names. Default
+    /// `normal`.
+    pub default_priority: Priority,
+    /// Waiting this long lifts a waiter one class, so no class starves. Default 1s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub priority_aging: Duration,
+    /// Rules giving clients a class by user, database and `application_name`
+    /// (`[[priority_rules]]`); the first that matches wins.
+    pub priority_rules: Vec<PriorityRule>,
     /// Operation mode (`normal`, `high_performance`, `resource_saver`, `emergency`);
     /// changeable at runtime with `SET mode = '...'` or over HTTP. Default `normal`.
     pub mode: Mode,
@@ -181,6 +192,9 @@ impl Default for Config {
             max_queue: 0,
             mode: Mode::Normal,
             admin_token: None,
+            default_priority: Priority::Normal,
+            priority_aging: Duration::from_secs(1),
+            priority_rules: Vec::new(),
             max_client_conn: 10_000,
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,
@@ -288,6 +302,32 @@ impl DatabaseConfig {
     /// The database name to ask the server for: `dbname`, or else `name`, the client-side name.
     pub fn server_dbname<'a>(&'a self, name: &'a str) -> &'a str {
         self.dbname.as_deref().unwrap_or(name)
+    }
+}
+
+/// One `[[priority_rules]]` entry: clients matching every given field get `priority`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRule {
+    /// The client's user name, if the rule names one.
+    pub user: Option<String>,
+    /// The database the client asked for, if the rule names one.
+    pub database: Option<String>,
+    /// The client's `application_name`, if the rule names one.
+    pub application_name: Option<String>,
+    /// The class its clients get.
+    pub priority: Priority,
+}
+
+impl PriorityRule {
+    /// Whether a client of `user` on `database` with `application_name` matches.
+    pub fn matches(&self, user: &str, database: &str, application_name: &str) -> bool {
+        self.user.as_deref().is_none_or(|u| u == user)
+            && self.database.as_deref().is_none_or(|d| d == database)
+            && self
+                .application_name
+                .as_deref()
+                .is_none_or(|a| a == application_name)
     }
 }
 
@@ -413,6 +453,14 @@ impl Config {
             .get(db)
             .and_then(|d| d.pool_size)
             .unwrap_or(self.default_pool_size)
+    }
+
+    /// The class of a client from the rules, else `default_priority`.
+    pub fn priority_for(&self, user: &str, database: &str, application_name: &str) -> Priority {
+        self.priority_rules
+            .iter()
+            .find(|r| r.matches(user, database, application_name))
+            .map_or(self.default_priority, |r| r.priority)
     }
 
     /// Effective `max_queue` for each pool of database `db`.

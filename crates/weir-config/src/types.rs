@@ -117,6 +117,23 @@ setting_enum! {
 }
 
 setting_enum! {
+    /// How important a client's work is: the wait queue serves more important classes
+    /// first (with aging) and sheds the least important first.
+    Priority, "priority", "critical, high, normal, low, background" {
+        /// Served first, shed last, even in `emergency` mode.
+        Critical => "critical",
+        /// Before normal work; still queues in `emergency` mode.
+        High => "high",
+        /// Everyone, unless told otherwise.
+        Normal => "normal",
+        /// After normal work.
+        Low => "low",
+        /// Served last, shed first.
+        Background => "background",
+    }
+}
+
+setting_enum! {
     /// How log lines are written.
     LogFormat, "log_format", "text, json" {
         /// Human-readable lines.

@@ -101,6 +101,8 @@ pub struct PoolSettings {
     /// Most checkouts waiting at once; one more is shed (or sheds a less important
     /// waiter). 0 = unlimited.
     pub max_queue: usize,
+    /// Waiting this long lifts a waiter one class, so no class starves.
+    pub priority_aging: Duration,
 }
 
 /// Why a checkout failed.
@@ -153,4 +155,6 @@ pub struct PoolStats {
     pub paused: bool,
     /// The latest connect attempt failed (cleared by the next success).
     pub login_failing: bool,
+    /// Checkouts waiting per class, most important first ([`Class::ALL`]'s order).
+    pub waiting_by_class: [u32; 5],
 }

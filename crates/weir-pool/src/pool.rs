@@ -132,6 +132,7 @@ impl<M: ManageConnection> Pool<M> {
         let mut surplus = Vec::new();
         {
             let mut st = self.inner.lock();
+            st.waiters.aging = settings.priority_aging;
             st.settings = settings;
             // Held connections still count in `total`, so count down separately.
             let mut remaining = st.total();
@@ -207,6 +208,10 @@ impl<M: ManageConnection> Pool<M> {
                 held: st.held,
                 paused: st.paused,
                 login_failing: st.last_connect_failure.is_some(),
+                waiting_by_class: st
+                    .waiters
+                    .per_class()
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             };
             let oldest = match (st.waiters.oldest(), st.paused_waiters.oldest()) {
                 (Some(a), Some(b)) => Some(a.min(b)),

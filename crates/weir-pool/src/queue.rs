@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use crate::request::{Class, CLASSES};
 
-/// Waiting this long counts as one class more important.
+/// Waiting this long counts as one class more important, unless the pool says otherwise.
+#[cfg(test)]
 pub(crate) const AGING_STEP: Duration = Duration::from_millis(500);
 
 /// Identifies one queued waiter, to remove it when it times out or is dropped.
@@ -29,6 +30,8 @@ pub(crate) struct WaitQueue<T> {
     classes: [VecDeque<Entry<T>>; CLASSES],
     len: usize,
     next_id: u64,
+    /// Waiting this long counts as one class more important.
+    pub(crate) aging: Duration,
 }
 
 impl<T> WaitQueue<T> {
@@ -38,6 +41,7 @@ impl<T> WaitQueue<T> {
             classes: std::array::from_fn(|_| VecDeque::new()),
             len: 0,
             next_id: 0,
+            aging: Duration::from_secs(1),
         }
     }
 
@@ -52,7 +56,7 @@ impl<T> WaitQueue<T> {
 
     /// The class whose front waiter goes next: lowest (class - aging), then arrival.
     fn next_class(&self, now: Instant) -> Option<usize> {
-        let step = AGING_STEP.as_micros() as i128;
+        let step = self.aging.as_micros().max(1) as i128;
         self.classes
             .iter()
             .enumerate()
@@ -116,6 +120,11 @@ impl<T> WaitQueue<T> {
         self.len == 0
     }
 
+    /// Waiters per class, most important first.
+    pub(crate) fn per_class(&self) -> [usize; CLASSES] {
+        std::array::from_fn(|c| self.classes[c].len())
+    }
+
     /// When the longest current waiter was queued.
     pub(crate) fn oldest(&self) -> Option<Instant> {
         self.classes
@@ -146,6 +155,7 @@ mod tests {
     fn more_important_classes_first_but_aging_prevents_starvation() {
         let now = Instant::now();
         let mut q = WaitQueue::new();
+        q.aging = AGING_STEP;
         q.push(Class::Low, now, "low");
         q.push(Class::Normal, now, "normal");
         q.push(Class::Critical, now, "critical");

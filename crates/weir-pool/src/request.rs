@@ -14,20 +14,43 @@ pub enum Class {
     /// Everyone, unless told otherwise.
     #[default]
     Normal = 2,
-    /// Background work: served last, shed first.
+    /// Less important work.
     Low = 3,
+    /// Background work: served last, shed first.
+    Background = 4,
 }
 
 /// Number of classes.
-pub(crate) const CLASSES: usize = 4;
+pub(crate) const CLASSES: usize = 5;
 
 impl Class {
+    /// Every class, most important first.
+    pub const ALL: [Class; CLASSES] = [
+        Class::Critical,
+        Class::High,
+        Class::Normal,
+        Class::Low,
+        Class::Background,
+    ];
+
+    /// Lower-case name, as configured and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Critical => "critical",
+            Class::High => "high",
+            Class::Normal => "normal",
+            Class::Low => "low",
+            Class::Background => "background",
+        }
+    }
+
     pub(crate) fn from_index(i: usize) -> Class {
         match i {
             0 => Class::Critical,
             1 => Class::High,
             2 => Class::Normal,
-            _ => Class::Low,
+            3 => Class::Low,
+            _ => Class::Background,
         }
     }
 }

@@ -88,13 +88,15 @@ pub(crate) struct State<C> {
 impl<C> State<C> {
     pub(crate) fn new(settings: PoolSettings) -> Self {
         let capacity = usize::try_from(settings.max_size).unwrap_or(0).min(1024);
+        let mut waiters = WaitQueue::new();
+        waiters.aging = settings.priority_aging;
         Self {
             settings,
             idle: VecDeque::with_capacity(capacity),
             active: 0,
             connecting: 0,
             held: 0,
-            waiters: WaitQueue::new(),
+            waiters,
             paused_waiters: WaitQueue::new(),
             closed: false,
             paused: false,

@@ -43,6 +43,9 @@ pub enum ClientError {
     /// The upstream's circuit breaker is open: failed at once, nothing attempted.
     #[error("{0}")]
     BreakerOpen(String),
+    /// A startup parameter pgweir reads itself has a value it cannot use.
+    #[error("{0}")]
+    InvalidParameter(String),
     /// Shed under overload (`max_queue`, or a hopeless expected wait).
     #[error("{0}")]
     Shed(String),
@@ -121,6 +124,8 @@ impl ClientError {
             // cannot_connect_now: drivers treat it as retryable.
             ClientError::BreakerOpen(_) => CANNOT_CONNECT_NOW,
             ClientError::Shed(_) => sqlstate::TOO_MANY_CONNECTIONS,
+            // invalid_parameter_value
+            ClientError::InvalidParameter(_) => "22023",
             ClientError::Io(_) => return None,
             ClientError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::PasswordFailed(_) => sqlstate::INVALID_PASSWORD,

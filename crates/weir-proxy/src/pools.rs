@@ -513,6 +513,7 @@ fn settings_for(c: &Config, database: &str) -> PoolSettings {
         max_lifetime: Some(c.server_lifetime),
         login_retry: c.server_login_retry,
         max_queue: c.max_queue_for(database) as usize,
+        priority_aging: c.priority_aging,
     }
 }
 

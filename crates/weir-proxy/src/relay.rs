@@ -21,7 +21,6 @@ use weir_pool::PooledConnection;
 use crate::cancel::CancelGuard;
 use crate::conversation::Conversation;
 use crate::error::ClientError;
-use crate::params::ClientParams;
 use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::{ClientInfo, ClientState};
 use crate::session::{checkout, Shared};
@@ -98,7 +97,7 @@ impl<'a> Relay<'a> {
         cbuf: BytesMut,
         cancel: CancelGuard,
         info: Arc<ClientInfo>,
-        params: ClientParams,
+        session: ClientSession,
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         let config = shared.config();
@@ -116,10 +115,7 @@ impl<'a> Relay<'a> {
             transaction_mode,
             server: None,
             conv: Conversation::default(),
-            session: ClientSession {
-                params,
-                ..ClientSession::default()
-            },
+            session,
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
             query_started: None,
@@ -306,7 +302,13 @@ impl<'a> Relay<'a> {
             self.upstream = self.entry.pool.manager().upstream();
             self.config = config;
         }
-        let mut conn = checkout(&self.entry, &self.upstream, self.config.mode).await?;
+        let mut conn = checkout(
+            &self.entry,
+            &self.upstream,
+            self.config.mode,
+            self.session.class,
+        )
+        .await?;
         self.info.set_state(ClientState::Active);
         self.info.set_server_pid(conn.cancel.pid);
         conn.clean = false;

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use weir_config::{Config, Mode};
+use weir_config::{Config, Mode, Priority};
 use weir_pool::PoolError;
 use weir_wire::build::{self, Severity};
 use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
@@ -158,7 +158,11 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
                 rbuf,
                 session.cancel,
                 info.clone(),
-                session.params,
+                crate::session_state::ClientSession {
+                    params: session.params,
+                    class: session.class,
+                    ..Default::default()
+                },
             )
             .run()
             .await
@@ -299,6 +303,8 @@ pub struct LoggedIn {
     pub application_name: String,
     /// The settings it asked for, to be set on every server connection it uses.
     pub params: ClientParams,
+    /// Its class in the pool's wait queue.
+    pub class: weir_pool::Class,
 }
 
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
@@ -365,12 +371,25 @@ async fn login(
         Some(p) => p,
         None => {
             let upstream = entry.pool.manager().upstream();
-            let conn = checkout(&entry, &upstream, shared.config().mode).await?;
+            let conn = checkout(
+                &entry,
+                &upstream,
+                shared.config().mode,
+                weir_pool::Class::Critical,
+            )
+            .await?;
             conn.params.clone()
         }
     };
     let app_name = startup.get("application_name");
-    let settings = startup_settings(&startup.params);
+    let mut settings = startup_settings(&startup.params);
+    let class = client_class(
+        &mut settings,
+        &shared.config(),
+        &user,
+        &database,
+        app_name.unwrap_or_default(),
+    )?;
     let client_params = ClientParams::from_startup(
         &params,
         settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -390,7 +409,51 @@ async fn login(
         cancel,
         application_name: app_name.unwrap_or_default().to_owned(),
         params: client_params,
+        class,
     }))))
+}
+
+/// The startup setting that gives a client its class; pgweir's own, never forwarded.
+pub const PRIORITY_SETTING: &str = "pgweir.priority";
+
+/// A client's class: `pgweir.priority` from its startup packet (a parameter, or
+/// `options=-c pgweir.priority=...`; taken out of the settings replayed on servers),
+/// else the first `priority_rules` entry matching its user, database and
+/// `application_name`, else `default_priority`.
+///
+/// # Errors
+/// `pgweir.priority` names no class (22023).
+fn client_class(
+    settings: &mut Vec<(String, String)>,
+    config: &Config,
+    user: &str,
+    database: &str,
+    application_name: &str,
+) -> Result<weir_pool::Class, ClientError> {
+    let asked = settings
+        .iter()
+        .position(|(k, _)| k.eq_ignore_ascii_case(PRIORITY_SETTING))
+        .map(|i| settings.remove(i).1);
+    let priority = match asked {
+        Some(v) => v.trim().parse::<Priority>().map_err(|_| {
+            ClientError::InvalidParameter(format!(
+                "invalid value for parameter \"{PRIORITY_SETTING}\": \"{v}\" (critical, high, normal, low or background)"
+            ))
+        })?,
+        None => config.priority_for(user, database, application_name),
+    };
+    Ok(class_of(priority))
+}
+
+/// The pool's class for a configured priority.
+pub fn class_of(p: Priority) -> weir_pool::Class {
+    match p {
+        Priority::Critical => weir_pool::Class::Critical,
+        Priority::High => weir_pool::Class::High,
+        Priority::Normal => weir_pool::Class::Normal,
+        Priority::Low => weir_pool::Class::Low,
+        Priority::Background => weir_pool::Class::Background,
+    }
 }
 
 /// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage
@@ -463,6 +526,7 @@ pub async fn checkout(
     entry: &PoolEntry,
     upstream: &Upstream,
     mode: Mode,
+    class: weir_pool::Class,
 ) -> Result<weir_pool::PooledConnection<crate::pools::ServerManager>, ClientError> {
     if let Some(refusal) = upstream.breaker.check(tokio::time::Instant::now()) {
         if refusal.probe_due {
@@ -478,16 +542,13 @@ pub async fn checkout(
         ));
     }
     let budget = match mode {
-        // New work that cannot be served at once is shed; critical and high work (once
-        // clients carry classes) still waits.
-        Mode::Emergency => Some(Duration::ZERO),
+        // New work that cannot be served at once is shed; critical and high work waits.
+        Mode::Emergency if class > weir_pool::Class::High => Some(Duration::ZERO),
+        Mode::Emergency => None,
         Mode::HighPerformance => entry.pool.wait_timeout().map(|d| d * 2),
         Mode::Normal | Mode::ResourceSaver => None,
     };
-    let req = weir_pool::Checkout {
-        class: weir_pool::Class::Normal,
-        budget,
-    };
+    let req = weir_pool::Checkout { class, budget };
     entry
         .pool
         .checkout(&req)

@@ -20,6 +20,8 @@ pub struct ClientSession {
     pub statements: ClientStatements,
     /// Its settings.
     pub params: ClientParams,
+    /// Its class in the pool's wait queue.
+    pub class: weir_pool::Class,
     /// Session features in use (bits of [`crate::features::pin`]): while non-zero, the
     /// client keeps its server connection.
     pub pins: u8,

@@ -123,6 +123,7 @@ pub fn settings(max_size: u32) -> PoolSettings {
         max_lifetime: None,
         login_retry: Duration::from_secs(1),
         max_queue: 0,
+        priority_aging: Duration::from_secs(1),
     }
 }
 

@@ -1,0 +1,116 @@
+//! Priority classes: a client gets its class from `pgweir.priority` in its startup
+//! packet (never forwarded to PostgreSQL) or from `priority_rules`; the wait queue
+//! serves more important classes first, with aging so the others still progress.
+
+mod admin_support;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use admin_support::{admin_config, start, table};
+use common::{code, connect_with_task, describe, must_connect, simple, value};
+use weir_config::{PoolMode, Priority, PriorityRule};
+
+/// Runs `select pg_sleep(0.02)` in a loop until `until`; returns each query's latency.
+async fn loop_sleeps(url: String, until: Instant) -> Vec<Duration> {
+    let (c, _task) = must_connect(&url).await;
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        let t = Instant::now();
+        simple(&c, "select pg_sleep(0.02)").await.expect("query");
+        out.push(t.elapsed());
+    }
+    out
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_work_is_served_first_and_low_work_still_progresses() {
+    let mut config = admin_config(PoolMode::Transaction, 2);
+    config.priority_rules = vec![PriorityRule {
+        user: None,
+        database: None,
+        application_name: Some("batch".to_owned()),
+        priority: Priority::Low,
+    }];
+    config.query_wait_timeout = Duration::from_secs(30);
+    let pgweir = start(config, None).await;
+    let low_url = format!("{}?application_name=batch", pgweir.app_url());
+    let critical_url = format!(
+        "{}?options=-c%20pgweir.priority%3Dcritical",
+        pgweir.app_url()
+    );
+
+    // Not forwarded: PostgreSQL never hears of pgweir.priority.
+    let (c, _task) = must_connect(&critical_url).await;
+    assert_eq!(
+        value(
+            &c,
+            "select coalesce(current_setting('pgweir.priority', true), 'unset')"
+        )
+        .await,
+        "unset"
+    );
+    drop(c);
+
+    let until = Instant::now() + Duration::from_secs(4);
+    let lows: Vec<_> = (0..24)
+        .map(|_| tokio::spawn(loop_sleeps(low_url.clone(), until)))
+        .collect();
+    // Let the low clients fill the queue first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = table(&pgweir.admin_url(), "SHOW PRIORITIES");
+    assert_eq!(waiting.columns, ["database", "user", "class", "waiting"]);
+    let low_waiting: u32 = waiting
+        .rows
+        .iter()
+        .filter(|r| r.get(2).map(String::as_str) == Some("low"))
+        .filter_map(|r| r.get(3)?.parse::<u32>().ok())
+        .sum();
+    assert!(low_waiting > 0, "low clients queue behind the two servers");
+    let criticals: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(loop_sleeps(critical_url.clone(), until)))
+        .collect();
+    let mut low = Vec::new();
+    let mut every_low_progressed = true;
+    for t in lows {
+        let l = t.await.expect("low task");
+        every_low_progressed &= !l.is_empty();
+        low.extend(l);
+    }
+    let mut critical = Vec::new();
+    for t in criticals {
+        critical.extend(t.await.expect("critical task"));
+    }
+    let (low_p99, critical_p99) = (p99(low.clone()), p99(critical.clone()));
+    eprintln!(
+        "low: {} queries, p99 {low_p99:?}; critical: {} queries, p99 {critical_p99:?}",
+        low.len(),
+        critical.len()
+    );
+    assert!(every_low_progressed, "every low client got work done");
+    // The bench's bar is 10 %; a loaded 2-core test box gets some slack.
+    assert!(
+        critical_p99 * 4 <= low_p99,
+        "critical p99 {critical_p99:?} vs low p99 {low_p99:?}"
+    );
+    pgweir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_priority_is_refused_at_login() {
+    let pgweir = start(admin_config(PoolMode::Transaction, 2), None).await;
+    let url = format!("{}?options=-c%20pgweir.priority%3Durgent", pgweir.app_url());
+    let Err(e) = connect_with_task(&url).await else {
+        panic!("logged in with an unknown priority");
+    };
+    assert_eq!(code(&e), "22023", "{}", describe(&e));
+    assert!(describe(&e).contains("pgweir.priority"), "{}", describe(&e));
+    pgweir.stop().await;
+}
