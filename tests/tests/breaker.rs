@@ -135,16 +135,7 @@ async fn a_stopped_server_fails_fast_with_57p03_and_a_restart_is_noticed_at_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mute_server_trips_the_breaker_within_the_connect_timeout_then_clients_fail_fast() {
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = hole.local_addr().expect("addr").port();
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((s, _)) = hole.accept().await {
-            sockets.push(s);
-        }
-    });
+    let (port, held) = common::mute_listener().await;
     let upstream = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{port}/app");
     let mut config = config_for(&upstream, PoolMode::Transaction, 4);
     config.server_connect_timeout = Duration::from_secs(1);

@@ -71,16 +71,7 @@ async fn server_down_at_checkout_gets_08006_quickly_and_the_proxy_survives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mute_server_fails_with_08006_after_server_connect_timeout() {
     // Accepts TCP connections and never says a word: login must time out.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = hole.local_addr().expect("addr").port();
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((s, _)) = hole.accept().await {
-            sockets.push(s);
-        }
-    });
+    let (port, held) = common::mute_listener().await;
     let upstream = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{port}/app");
     let mut config = config_for(&upstream, PoolMode::Transaction, 2);
     config.server_connect_timeout = Duration::from_secs(2);

@@ -180,3 +180,19 @@ pub fn private_cluster() -> pgweir::cluster::TempCluster {
     })
     .unwrap_or_else(|e| panic!("private cluster: {e}"))
 }
+
+/// A listener on a free port that accepts TCP connections and never says a word (a
+/// black-holed upstream); abort the task to close it.
+pub async fn mute_listener() -> (u16, JoinHandle<()>) {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = hole.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            sockets.push(s);
+        }
+    });
+    (port, held)
+}
