@@ -11,9 +11,13 @@ use admin_support::{admin_config, start, table};
 use common::{code, connect_with_task, describe, must_connect, simple, value};
 use weir_config::{PoolMode, Priority, PriorityRule};
 
-/// Runs `select pg_sleep(0.02)` in a loop until `until`; returns each query's latency.
-async fn loop_sleeps(url: String, until: Instant) -> Vec<Duration> {
+/// Runs `first` (if any), then `select pg_sleep(0.02)` in a loop until `until`;
+/// returns each query's latency.
+async fn loop_sleeps(url: String, first: Option<&'static str>, until: Instant) -> Vec<Duration> {
     let (c, _task) = must_connect(&url).await;
+    if let Some(sql) = first {
+        simple(&c, sql).await.expect("first statement");
+    }
     let mut out = Vec::new();
     while Instant::now() < until {
         let t = Instant::now();
@@ -61,7 +65,7 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
 
     let until = Instant::now() + Duration::from_secs(4);
     let lows: Vec<_> = (0..24)
-        .map(|_| tokio::spawn(loop_sleeps(low_url.clone(), until)))
+        .map(|_| tokio::spawn(loop_sleeps(low_url.clone(), None, until)))
         .collect();
     // Let the low clients fill the queue first.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -74,8 +78,16 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
         .filter_map(|r| r.get(3)?.parse::<u32>().ok())
         .sum();
     assert!(low_waiting > 0, "low clients queue behind the two servers");
+    // Two ask at startup, one (a low client by its rule) with SET in its session.
     let criticals: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(loop_sleeps(critical_url.clone(), until)))
+        .map(|i| {
+            let (url, first) = if i < 2 {
+                (critical_url.clone(), None)
+            } else {
+                (low_url.clone(), Some("SET pgweir.priority = 'critical'"))
+            };
+            tokio::spawn(loop_sleeps(url, first, until))
+        })
         .collect();
     let mut low = Vec::new();
     let mut every_low_progressed = true;
@@ -104,8 +116,25 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_priority_is_refused_at_login() {
+async fn an_unknown_priority_is_refused_at_login_and_by_set() {
     let pgweir = start(admin_config(PoolMode::Transaction, 2), None).await;
+    let (c, _task) = must_connect(&pgweir.app_url()).await;
+    let e = simple(&c, "SET pgweir.priority = 'urgent'")
+        .await
+        .expect_err("no such class");
+    assert_eq!(code(&e), "22023", "{}", describe(&e));
+    simple(&c, "SET pgweir.priority TO background")
+        .await
+        .expect("a class");
+    assert_eq!(
+        value(
+            &c,
+            "select coalesce(current_setting('pgweir.priority', true), 'unset')"
+        )
+        .await,
+        "unset",
+        "answered by pgweir, never sent to PostgreSQL"
+    );
     let url = format!("{}?options=-c%20pgweir.priority%3Durgent", pgweir.app_url());
     let Err(e) = connect_with_task(&url).await else {
         panic!("logged in with an unknown priority");

@@ -63,6 +63,7 @@ impl Relay<'_> {
                 b'X' => return Ok(Idle::Terminate),
                 b'd' | b'c' | b'f' | b'H' => {}
                 b'P' if self.answer_known_parse() => continue,
+                b'Q' if self.answer_priority_set()? => continue,
                 b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
                     // Refuse a bad length before it costs a server connection.
                     Header::peek(&self.cbuf, self.max_message).map_err(frame_error)?;
@@ -87,6 +88,63 @@ impl Relay<'_> {
             }
             tracing::debug!(tag = %(tag as char), "dropped a message that needs no server");
         }
+    }
+
+    /// `SET pgweir.priority = ...` between transactions: the proxy's own setting, so it
+    /// is answered here (CommandComplete `SET`, ReadyForQuery) and the client's class
+    /// changes from its next checkout on. Returns true if it answered.
+    ///
+    /// # Errors
+    /// A bad frame length.
+    fn answer_priority_set(&mut self) -> Result<bool, ClientError> {
+        let Some(header) = Header::peek(&self.cbuf, self.max_message).map_err(frame_error)? else {
+            return Ok(false);
+        };
+        let len = header.frame_len();
+        let Some(frame) = self.cbuf.get(HEADER_LEN..len) else {
+            return Ok(false);
+        };
+        // Cheap first (this runs before every transaction's first query): only a short
+        // query that starts with SET and mentions the setting is lexed.
+        let text = frame.trim_ascii_start();
+        let starts_with_set = text.len() > 3
+            && text[..3].eq_ignore_ascii_case(b"SET")
+            && text[3].is_ascii_whitespace();
+        if !starts_with_set
+            || frame.len() > 128
+            || !frame
+                .windows(15)
+                .any(|w| w.eq_ignore_ascii_case(b"pgweir.priority"))
+        {
+            return Ok(false);
+        }
+        let Some(value) = weir_wire::frontend::query_text(frame).and_then(features::priority_set)
+        else {
+            return Ok(false);
+        };
+        match value.trim().parse::<weir_config::Priority>() {
+            Ok(p) => {
+                self.session.class = crate::session::class_of(p);
+                put_frame(&mut self.to_client, b'C', |b| {
+                    bytes::BufMut::put_slice(b, b"SET\0")
+                });
+            }
+            Err(_) => build::put_error(
+                &mut self.to_client,
+                &build::ErrorMessage {
+                    severity: Severity::Error,
+                    code: "22023",
+                    message: &format!(
+                        "invalid value for parameter \"pgweir.priority\": \"{value}\" (critical, high, normal, low or background)"
+                    ),
+                    detail: None,
+                    hint: None,
+                },
+            ),
+        }
+        put_ready_for_query(&mut self.to_client, b'I');
+        self.cbuf.advance(len);
+        Ok(true)
     }
 
     /// The pool refused this client a server connection for its next request (breaker
