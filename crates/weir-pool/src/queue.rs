@@ -71,6 +71,10 @@ impl<T> WaitQueue<T> {
 
     /// Take the waiter that should be served next.
     pub(crate) fn pop(&mut self) -> Option<T> {
+        // Every checkin asks: no clock read when nobody waits.
+        if self.len == 0 {
+            return None;
+        }
         let class = self.next_class(Instant::now())?;
         self.len -= 1;
         self.classes[class].pop_front().map(|e| e.item)

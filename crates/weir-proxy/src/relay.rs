@@ -504,17 +504,20 @@ impl<'a> Relay<'a> {
             })?;
         // Counted before the client hears the answer, so whatever it does next (such as
         // scraping /metrics) sees this query.
-        if scan.transactions > 0 {
+        // One clock read serves the transaction and the query timing.
+        let now = (scan.transactions > 0 || self.conv.all_answered()).then(Instant::now);
+        if let (true, Some(now)) = (scan.transactions > 0, now) {
             count_transactions(
                 &mut self.xact_started,
                 &self.conv,
                 self.entry.pool.metrics(),
                 scan.transactions,
+                now,
             );
         }
-        if self.conv.all_answered() {
+        if let (true, Some(now)) = (self.conv.all_answered(), now) {
             if let Some(started) = self.query_started.take() {
-                let elapsed = started.elapsed();
+                let elapsed = now.saturating_duration_since(started);
                 self.entry.pool.metrics().record_query(elapsed);
                 self.upstream.breaker.record_ok();
                 if self.session.sampled {
@@ -644,8 +647,8 @@ fn count_transactions(
     conv: &Conversation,
     metrics: &weir_pool::PoolMetrics,
     n: u64,
+    now: Instant,
 ) {
-    let now = Instant::now();
     metrics.record_transaction(started.map_or(Duration::ZERO, |t| now - t));
     for _ in 1..n {
         metrics.record_transaction(Duration::ZERO);
