@@ -105,6 +105,22 @@ const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 const CANNOT_CONNECT_NOW: &str = "57P03";
 
 impl ClientError {
+    /// Appends this error as an ErrorResponse of `severity` with its SQLSTATE (08006 if
+    /// it has none), message, detail and hint.
+    pub fn put(&self, out: &mut bytes::BytesMut, severity: weir_wire::build::Severity) {
+        let message = self.to_string();
+        weir_wire::build::put_error(
+            out,
+            &weir_wire::build::ErrorMessage {
+                severity,
+                code: self.sqlstate().unwrap_or(sqlstate::CONNECTION_FAILURE),
+                message: &message,
+                detail: self.detail(),
+                hint: self.hint(),
+            },
+        );
+    }
+
     /// The pool turned a request away (breaker open, shed, server down or refusing the
     /// pool's login): the request fails, the session need not.
     pub fn is_refusal(&self) -> bool {

@@ -505,18 +505,20 @@ impl<'a> Relay<'a> {
         // Counted before the client hears the answer, so whatever it does next (such as
         // scraping /metrics) sees this query.
         // One clock read serves the transaction and the query timing.
-        let now = (scan.transactions > 0 || self.conv.all_answered()).then(Instant::now);
-        if let (true, Some(now)) = (scan.transactions > 0, now) {
-            count_transactions(
-                &mut self.xact_started,
-                &self.conv,
-                self.entry.pool.metrics(),
-                scan.transactions,
-                now,
-            );
-        }
-        if let (true, Some(now)) = (self.conv.all_answered(), now) {
-            if let Some(started) = self.query_started.take() {
+        let answered = self.conv.all_answered();
+        if scan.transactions > 0 || answered {
+            let now = Instant::now();
+            if scan.transactions > 0 {
+                count_transactions(
+                    &mut self.xact_started,
+                    &self.conv,
+                    self.entry.pool.metrics(),
+                    scan.transactions,
+                    now,
+                );
+            }
+            // Taken only once everything is answered: a pipeline keeps its start.
+            if let Some(started) = answered.then(|| self.query_started.take()).flatten() {
                 let elapsed = now.saturating_duration_since(started);
                 self.entry.pool.metrics().record_query(elapsed);
                 self.upstream.breaker.record_ok();

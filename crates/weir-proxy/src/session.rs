@@ -261,17 +261,7 @@ async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
         warn!(sqlstate = code, "pooler error: {e}");
     }
     let mut out = BytesMut::new();
-    let message = e.to_string();
-    build::put_error(
-        &mut out,
-        &build::ErrorMessage {
-            severity: Severity::Fatal,
-            code,
-            message: &message,
-            detail: e.detail(),
-            hint: e.hint(),
-        },
-    );
+    e.put(&mut out, Severity::Fatal);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
 }
@@ -434,19 +424,30 @@ fn client_class(
         .iter()
         .position(|(k, _)| k.eq_ignore_ascii_case(PRIORITY_SETTING))
         .map(|i| settings.remove(i).1);
-    let priority = match asked {
-        Some(v) => v.trim().parse::<Priority>().map_err(|_| {
-            ClientError::InvalidParameter(format!(
-                "invalid value for parameter \"{PRIORITY_SETTING}\": \"{v}\" (critical, high, normal, low or background)"
-            ))
-        })?,
-        None => config.priority_for(user, database, application_name),
-    };
-    Ok(class_of(priority))
+    match asked {
+        Some(v) => parse_priority(&v),
+        None => Ok(class_of(config.priority_for(
+            user,
+            database,
+            application_name,
+        ))),
+    }
+}
+
+/// The class a `pgweir.priority` value names.
+///
+/// # Errors
+/// It names none (22023).
+pub fn parse_priority(value: &str) -> Result<weir_pool::Class, ClientError> {
+    value.trim().parse::<Priority>().map(class_of).map_err(|_| {
+        ClientError::InvalidParameter(format!(
+            "invalid value for parameter \"{PRIORITY_SETTING}\": \"{value}\" (critical, high, normal, low or background)"
+        ))
+    })
 }
 
 /// The pool's class for a configured priority.
-pub fn class_of(p: Priority) -> weir_pool::Class {
+fn class_of(p: Priority) -> weir_pool::Class {
     match p {
         Priority::Critical => weir_pool::Class::Critical,
         Priority::High => weir_pool::Class::High,

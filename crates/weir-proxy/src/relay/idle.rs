@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Buf;
 use tokio::io::AsyncWriteExt;
-use weir_wire::build::{self, put_frame, put_ready_for_query, Severity};
+use weir_wire::build::{put_frame, put_ready_for_query, Severity};
 use weir_wire::frame::{read_cstr, Header, HEADER_LEN};
 
 use super::Relay;
@@ -114,7 +114,7 @@ impl Relay<'_> {
             || frame.len() > 128
             || !frame
                 .windows(15)
-                .any(|w| w.eq_ignore_ascii_case(b"pgweir.priority"))
+                .any(|w| w.eq_ignore_ascii_case(crate::session::PRIORITY_SETTING.as_bytes()))
         {
             return Ok(false);
         }
@@ -122,25 +122,14 @@ impl Relay<'_> {
         else {
             return Ok(false);
         };
-        match value.trim().parse::<weir_config::Priority>() {
-            Ok(p) => {
-                self.session.class = crate::session::class_of(p);
+        match crate::session::parse_priority(&value) {
+            Ok(class) => {
+                self.session.class = class;
                 put_frame(&mut self.to_client, b'C', |b| {
                     bytes::BufMut::put_slice(b, b"SET\0")
                 });
             }
-            Err(_) => build::put_error(
-                &mut self.to_client,
-                &build::ErrorMessage {
-                    severity: Severity::Error,
-                    code: "22023",
-                    message: &format!(
-                        "invalid value for parameter \"pgweir.priority\": \"{value}\" (critical, high, normal, low or background)"
-                    ),
-                    detail: None,
-                    hint: None,
-                },
-            ),
+            Err(e) => e.put(&mut self.to_client, Severity::Error),
         }
         put_ready_for_query(&mut self.to_client, b'I');
         self.cbuf.advance(len);
@@ -155,19 +144,8 @@ impl Relay<'_> {
     /// batch is skipped up to its Sync.
     pub(super) async fn refuse_request(&mut self, e: &ClientError) -> Result<(), ClientError> {
         self.info.set_state(crate::registry::ClientState::Idle);
-        let code = e.sqlstate().unwrap_or("08006");
-        tracing::debug!(sqlstate = code, error = %e, "request refused at checkout");
-        let message = e.to_string();
-        build::put_error(
-            &mut self.to_client,
-            &build::ErrorMessage {
-                severity: Severity::Error,
-                code,
-                message: &message,
-                detail: e.detail(),
-                hint: e.hint(),
-            },
-        );
+        tracing::debug!(sqlstate = e.sqlstate(), error = %e, "request refused at checkout");
+        e.put(&mut self.to_client, Severity::Error);
         let frame_len = Header::peek(&self.cbuf, self.max_message)
             .map_err(frame_error)?
             .map(|h| h.frame_len());
