@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use weir_admin::backend::{
-    BreakerRow, ConfigRow, DatabaseRow, ListsRow, MemRow, PoolCounters, PoolLatency, PoolRow,
-    PriorityRow, QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
+    BreakerRow, ConfigRow, DatabaseRow, DedupRow, ListsRow, MemRow, PoolCounters, PoolLatency,
+    PoolRow, PriorityRow, QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
 };
 use weir_admin::{AdminBackend, AdminCommand, BoxFuture, Role, StatsAverager};
 use weir_config::Config;
@@ -460,6 +460,17 @@ impl AdminBackend for Admin {
             .admin_token
             .as_ref()
             .map(|t| t.as_str().to_owned())
+    }
+
+    fn dedup(&self) -> DedupRow {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = &self.handle.shared().dedup;
+        DedupRow {
+            shared: d.shared.load(Relaxed),
+            bytes_saved: d.bytes_saved.load(Relaxed),
+            flights: d.led.load(Relaxed),
+            unshared: d.unshared.load(Relaxed),
+        }
     }
 
     fn breakers(&self) -> Vec<BreakerRow> {

@@ -58,6 +58,17 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.max_queue.to_string(),
             d.max_queue.to_string(),
         ),
+        ("dedup", flag(c.dedup), flag(d.dedup)),
+        (
+            "dedup_max_bytes",
+            c.dedup_max_bytes.to_string(),
+            d.dedup_max_bytes.to_string(),
+        ),
+        (
+            "dedup_functions",
+            c.dedup_functions.join(","),
+            d.dedup_functions.join(","),
+        ),
         (
             "max_client_conn",
             c.max_client_conn.to_string(),

@@ -68,6 +68,10 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn breakers(&self) -> Vec<BreakerRow> {
         Vec::new()
     }
+    /// What single-flight query dedup has done since start (`/metrics`).
+    fn dedup(&self) -> DedupRow {
+        DedupRow::default()
+    }
     /// Carries out an admin command. Resolves when the command has taken effect
     /// (`PAUSE` after in-flight transactions finished, `WAIT_CLOSE` after servers closed).
     ///
@@ -165,6 +169,19 @@ pub struct PriorityRow {
     pub class: &'static str,
     /// Clients of that class waiting for a server connection now.
     pub waiting: u32,
+}
+
+/// Query dedup's counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DedupRow {
+    /// Requests answered from another client's execution.
+    pub shared: u64,
+    /// Bytes of answers those requests got without a server.
+    pub bytes_saved: u64,
+    /// Requests that led a flight (ran on a server for possible followers).
+    pub flights: u64,
+    /// Flights that ended without an answer to share (too big, failed, refused).
+    pub unshared: u64,
 }
 
 /// One `SHOW BREAKERS` row: an upstream (host:port) and its circuit breaker.

@@ -333,6 +333,32 @@ impl prometheus_client::collector::Collector for Scrape {
             &trips,
         )?;
 
+        let dedup = b.dedup();
+        for (name, help, v) in [
+            (
+                "dedup_shared_queries",
+                "Queries answered from another client's identical execution (single-flight dedup)",
+                dedup.shared,
+            ),
+            (
+                "dedup_saved_bytes",
+                "Bytes of answers served by dedup without running the query again",
+                dedup.bytes_saved,
+            ),
+            (
+                "dedup_flights",
+                "Queries that led a dedup flight (ran on a server, answer offered to followers)",
+                dedup.flights,
+            ),
+            (
+                "dedup_unshared_flights",
+                "Dedup flights that ended with nothing to share (answer too big, failed, refused)",
+                dedup.unshared,
+            ),
+        ] {
+            counter_family(&mut encoder, name, help, None, &vec![(Vec::new(), v)])?;
+        }
+
         let latency = b.latency();
         for (name, help, pick) in [
             ("query_duration", "Query execution time", 0usize),

@@ -80,6 +80,18 @@ pub struct Config {
     /// at once with 53300 instead of everyone timing out together. 0 = unlimited
     /// (default). Waiters whose expected wait exceeds `query_wait_timeout` are shed too.
     pub max_queue: u32,
+    /// Single-flight query dedup (transaction mode): while a plain read runs, clients
+    /// sending the identical Query (same text, database, user and settings) get that
+    /// execution's answer instead of running it again. Off by default; per database
+    /// too, and per client with `pgweir.dedup`. See the README for what is shared.
+    pub dedup: bool,
+    /// Largest answer held for a flight's followers, in bytes or with a unit; a bigger
+    /// answer is not shared (the followers run the query themselves). Default 1 MiB.
+    #[serde(deserialize_with = "size::deserialize_u32")]
+    pub dedup_max_bytes: u32,
+    /// Functions besides the built-in allow-list (immutable or stable built-ins) a
+    /// shared query may call: bare names, or `schema.name` for another schema.
+    pub dedup_functions: Vec<String>,
     /// Most client connections at once. Default 10 000.
     pub max_client_conn: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
@@ -190,6 +202,9 @@ impl Default for Config {
             min_pool_size: 0,
             max_pinned: None,
             max_queue: 0,
+            dedup: false,
+            dedup_max_bytes: 1 << 20,
+            dedup_functions: Vec::new(),
             mode: Mode::Normal,
             admin_token: None,
             default_priority: Priority::Normal,
@@ -261,6 +276,8 @@ pub struct DatabaseConfig {
     pub max_queue: Option<u32>,
     /// Pool mode for this database; `None` = the global `pool_mode`.
     pub pool_mode: Option<PoolMode>,
+    /// Query dedup for this database; `None` = the global `dedup`.
+    pub dedup: Option<bool>,
 }
 
 impl Default for DatabaseConfig {
@@ -277,6 +294,7 @@ impl Default for DatabaseConfig {
             max_pinned: None,
             max_queue: None,
             pool_mode: None,
+            dedup: None,
         }
     }
 }
@@ -294,6 +312,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_pinned", &self.max_pinned)
             .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
+            .field("dedup", &self.dedup)
             .finish()
     }
 }
@@ -461,6 +480,15 @@ impl Config {
             .iter()
             .find(|r| r.matches(user, database, application_name))
             .map_or(self.default_priority, |r| r.priority)
+    }
+
+    /// Whether query dedup is on for database `db`: its own `dedup`, else the global
+    /// one, which `high_performance` mode turns on.
+    pub fn dedup_for(&self, db: &str) -> bool {
+        self.databases
+            .get(db)
+            .and_then(|d| d.dedup)
+            .unwrap_or(self.dedup || self.mode == Mode::HighPerformance)
     }
 
     /// Effective `max_queue` for each pool of database `db`.

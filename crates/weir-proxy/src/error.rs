@@ -133,6 +133,17 @@ impl ClientError {
         )
     }
 
+    /// The server connection failed under this session (lost, left in an unknown
+    /// state, or cancelled over `query_timeout`): it must be closed, never reused.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::ServerLost(_)
+                | ClientError::SettingsRestore(_)
+                | ClientError::QueryTimeout(_)
+        )
+    }
+
     /// The SQLSTATE to report, or `None` when the client cannot be told anything.
     pub fn sqlstate(&self) -> Option<&str> {
         Some(match self {

@@ -173,6 +173,26 @@ impl ClientParams {
         }
     }
 
+    /// Appends every replayed and tracked setting's value: two clients share a query's
+    /// answer (dedup) only when these bytes agree, since settings such as `search_path`
+    /// or `TimeZone` change what the same text returns.
+    pub fn fingerprint(&self, out: &mut Vec<u8>) {
+        for value in &self.reported.0 {
+            if let Some(v) = value {
+                out.extend_from_slice(v.as_bytes());
+            }
+            out.push(0x1f);
+        }
+        for (name, value) in &self.extras.0 {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            if let Some(v) = value {
+                out.extend_from_slice(v.as_bytes());
+            }
+            out.push(0x1f);
+        }
+    }
+
     /// Starts tracking a setting the client changed, unless it already is.
     pub fn track(&mut self, name: &str) {
         if replayed_index(name).is_none() && !self.tracks(name) {

@@ -56,6 +56,8 @@ pub struct Shared {
     pub statements: Arc<StatementRegistry>,
     /// Per-fingerprint query timings for `SHOW QUERIES`.
     pub queries: Arc<weir_pool::query_stats::QueryStats>,
+    /// Single-flight query dedup: the flights in progress and what they saved.
+    pub dedup: Arc<crate::dedup::Dedup>,
     /// Cancelled when the proxy shuts down: idle clients are told and closed, running
     /// transactions finish first.
     pub shutdown: CancellationToken,
@@ -95,6 +97,7 @@ impl Shared {
             queries: Arc::new(weir_pool::query_stats::QueryStats::new(
                 weir_pool::query_stats::DEFAULT_CAPACITY,
             )),
+            dedup: Arc::default(),
             shutdown: CancellationToken::new(),
             stop: CancellationToken::new(),
             draining: AtomicBool::new(false),
@@ -122,50 +125,128 @@ impl Shared {
 }
 
 /// Serves one accepted client until it leaves; never panics on its input.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+///
+/// The task keeps this future for the client's whole life, so it is built to stay
+/// small while the client idles: the login and the admin console run in boxed futures
+/// freed when done, the arguments are captured once (an `async fn` would copy them), and
+/// the relay is borrowed in place, never moved across an await.
+pub fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "client",
         %peer,
         user = tracing::field::Empty,
         db = tracing::field::Empty
     );
-    serve_client(shared, stream, peer).instrument(span).await;
+    async move {
+        let client = shared.clients.register(peer);
+        let info = client.info().clone();
+        // Room for a whole typical startup packet and SCRAM message in one read.
+        let mut rbuf = BytesMut::with_capacity(1024);
+        let login = Box::pin(login_in_time(&shared, &mut stream, &mut rbuf)).await;
+        let mut step = after_login(&shared, &info, login, &mut stream, rbuf);
+        let result = match &mut step {
+            Step::Relay(relay) => relay.run().await,
+            Step::Console {
+                stream,
+                rbuf,
+                user,
+                role,
+            } => {
+                let rbuf = std::mem::take(rbuf);
+                Box::pin(serve_console(&shared, &info, stream, rbuf, user, *role)).await
+            }
+            // A served CancelRequest: not a client session, nothing to log.
+            Step::Cancelled => return,
+            Step::Failed(e) => Err(std::mem::replace(e, ClientError::Shutdown)),
+        };
+        drop(step);
+        // The setting in force now, not at login: SET log_disconnections applies at once.
+        let config = shared.config();
+        if let Err(e) = &result {
+            report(&mut stream, e, config.log_pooler_errors).await;
+        }
+        if config.log_disconnections {
+            let age = info.connected_at.elapsed().unwrap_or_default();
+            let reason = match &result {
+                Ok(()) => "client close request".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            info!("closing because: {reason} (age={}s)", age.as_secs());
+        }
+        drop(client);
+    }
+    .instrument(span)
 }
 
-async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let client = shared.clients.register(peer);
-    let info = client.info().clone();
-    // Room for a whole typical startup packet and SCRAM message in one read.
-    let mut rbuf = BytesMut::with_capacity(1024);
-    let config = shared.config();
-    let login_timeout = config.client_login_timeout;
-    let login = login(&shared, &mut stream, &mut rbuf);
-    let login = if login_timeout.is_zero() {
+/// The login, bounded by `client_login_timeout`.
+async fn login_in_time(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+) -> Result<Option<Login>, ClientError> {
+    let login_timeout = shared.config().client_login_timeout;
+    let login = login(shared, stream, rbuf);
+    if login_timeout.is_zero() {
         login.await
     } else {
         tokio::time::timeout(login_timeout, login)
             .await
             .unwrap_or(Err(ClientError::LoginTimeout(login_timeout)))
-    };
-    let result = match login {
+    }
+}
+
+/// What a session does once its login is over. The relay is kept inline on purpose
+/// (boxing it would add an allocation per session and save nothing: it is the state).
+#[allow(clippy::large_enum_variant)]
+enum Step<'a> {
+    /// Relay to its pool.
+    Relay(Relay<'a>),
+    /// Serve the admin console.
+    Console {
+        stream: &'a mut TcpStream,
+        rbuf: BytesMut,
+        user: String,
+        role: AdminRole,
+    },
+    /// It was a CancelRequest, served.
+    Cancelled,
+    /// The login failed.
+    Failed(ClientError),
+}
+
+/// Turns a login's outcome into the session's next step (logged like PgBouncer). Not
+/// async and takes the outcome whole, so none of it is kept in the session's future.
+fn after_login<'a>(
+    shared: &'a Shared,
+    info: &Arc<ClientInfo>,
+    login: Result<Option<Login>, ClientError>,
+    stream: &'a mut TcpStream,
+    rbuf: BytesMut,
+) -> Step<'a> {
+    let config = shared.config();
+    match login {
         Ok(Some(Login::Pool(session))) => {
-            let (db, user) = (session.entry.database.clone(), session.entry.user.clone());
-            logged_in(&config, &info, &db, &user, session.application_name.clone());
-            Relay::new(
-                &shared,
+            let session = *session;
+            let (db, user) = (&session.entry.database, &session.entry.user);
+            logged_in(&config, info, db, user, session.application_name);
+            Step::Relay(Relay::new(
+                shared,
                 session.entry,
-                &mut stream,
+                stream,
                 rbuf,
                 session.cancel,
                 info.clone(),
                 crate::session_state::ClientSession {
                     params: session.params,
                     class: session.class,
+                    dedup: session.dedup,
                     ..Default::default()
                 },
-            )
-            .run()
-            .await
+            ))
         }
         Ok(Some(Login::Admin {
             user,
@@ -173,25 +254,16 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
             role,
             application_name,
         })) => {
-            logged_in(&config, &info, &database, &user, application_name);
-            serve_console(&shared, &info, &mut stream, rbuf, &user, role).await
+            logged_in(&config, info, &database, &user, application_name);
+            Step::Console {
+                stream,
+                rbuf,
+                user,
+                role,
+            }
         }
-        // A served CancelRequest: not a client session, nothing to log.
-        Ok(None) => return,
-        Err(e) => Err(e),
-    };
-    // The setting in force now, not at login: SET log_disconnections applies at once.
-    let config = shared.config();
-    if let Err(e) = &result {
-        report(&mut stream, e, config.log_pooler_errors).await;
-    }
-    if config.log_disconnections {
-        let age = info.connected_at.elapsed().unwrap_or_default();
-        let reason = match &result {
-            Ok(()) => "client close request".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        info!("closing because: {reason} (age={}s)", age.as_secs());
+        Ok(None) => Step::Cancelled,
+        Err(e) => Step::Failed(e),
     }
 }
 
@@ -295,6 +367,8 @@ pub struct LoggedIn {
     pub params: ClientParams,
     /// Its class in the pool's wait queue.
     pub class: weir_pool::Class,
+    /// Its own `pgweir.dedup`, if it set one.
+    pub dedup: Option<bool>,
 }
 
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
@@ -380,6 +454,7 @@ async fn login(
         &database,
         app_name.unwrap_or_default(),
     )?;
+    let dedup = client_dedup(&mut settings)?;
     let client_params = ClientParams::from_startup(
         &params,
         settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -400,11 +475,36 @@ async fn login(
         application_name: app_name.unwrap_or_default().to_owned(),
         params: client_params,
         class,
+        dedup,
     }))))
 }
 
 /// The startup setting that gives a client its class; pgweir's own, never forwarded.
 pub const PRIORITY_SETTING: &str = "pgweir.priority";
+/// The startup setting that turns query dedup on or off for a client; never forwarded.
+pub const DEDUP_SETTING: &str = "pgweir.dedup";
+
+/// A client's own `pgweir.dedup` (taken out of the settings replayed on servers):
+/// `None` if it did not set it.
+///
+/// # Errors
+/// The value is not a boolean (22023).
+fn client_dedup(settings: &mut Vec<(String, String)>) -> Result<Option<bool>, ClientError> {
+    let Some(i) = settings
+        .iter()
+        .position(|(k, _)| k.eq_ignore_ascii_case(DEDUP_SETTING))
+    else {
+        return Ok(None);
+    };
+    let value = settings.remove(i).1;
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(Some(true)),
+        "off" | "false" | "no" | "0" => Ok(Some(false)),
+        _ => Err(ClientError::InvalidParameter(format!(
+            "invalid value for parameter \"{DEDUP_SETTING}\": \"{value}\" (on or off)"
+        ))),
+    }
+}
 
 /// A client's class: `pgweir.priority` from its startup packet (a parameter, or
 /// `options=-c pgweir.priority=...`; taken out of the settings replayed on servers),
@@ -587,5 +687,26 @@ pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
         PoolError::LoginRetry(_) => ClientError::ServerUnavailable(e.to_string()),
         PoolError::Closed => ClientError::Shutdown,
         PoolError::Shed { reason } => ClientError::Shed(reason),
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    /// The task keeps this future for as long as the client is connected, idle or not:
+    /// it must stay small (it was 4.3 KiB before the relay kept its held-server state
+    /// in a per-checkout box). A change that inlines a big future here fails this.
+    #[tokio::test]
+    async fn an_idle_sessions_future_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let shared = std::sync::Arc::new(
+            super::Shared::new(weir_config::Config::default()).expect("shared"),
+        );
+        let session = super::serve(shared, stream, addr);
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1536, "a session's future takes {size} bytes");
     }
 }

@@ -22,6 +22,8 @@ pub struct ClientSession {
     pub params: ClientParams,
     /// Its class in the pool's wait queue.
     pub class: weir_pool::Class,
+    /// Its own `pgweir.dedup` (`None`: the database's `dedup` setting decides).
+    pub dedup: Option<bool>,
     /// Session features in use (bits of [`crate::features::pin`]): while non-zero, the
     /// client keeps its server connection.
     pub pins: u8,

@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Buf;
-use tokio::io::AsyncWriteExt;
 use weir_wire::build::{put_frame, put_ready_for_query, Severity};
 use weir_wire::frame::{read_cstr, Header, HEADER_LEN};
 
@@ -158,7 +157,7 @@ impl Relay<'_> {
             }
             _ => self.skip_to_sync = true,
         }
-        self.client.write_all(&self.to_client).await?;
+        self.client.proxy_output(&self.to_client).await?;
         self.to_client.clear();
         Ok(())
     }

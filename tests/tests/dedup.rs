@@ -1,0 +1,188 @@
+//! Single-flight query dedup through the real proxy and PostgreSQL: clients sending
+//! the identical read at the same moment share one execution; a volatile statement,
+//! one inside a transaction, and statements that differ only in a value never share.
+//!
+//! Executions are counted exactly by the probe function itself: it logs each call in
+//! a table (the allow-list is the operator's promise that sharing it is fine).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{describe, must_connect, simple, superuser, value};
+use tokio::sync::Barrier;
+use weir_config::PoolMode;
+use weir_tests::{app_config, start_proxy};
+
+/// Creates `NAME(int)`: sleeps 200 ms, logs the call in `NAME_log`, returns its argument.
+async fn probe(name: &str) {
+    superuser(&format!(
+        "create table {name}_log (arg int); \
+         create function {name}(a int) returns int language plpgsql security definer as $$ \
+         begin perform pg_sleep(0.2); insert into {name}_log values (a); return a; end $$;"
+    ))
+    .await;
+}
+
+async fn executions(name: &str) -> u32 {
+    superuser(&format!("select count(*) from {name}_log"))
+        .await
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+/// `n` clients connected first, then all send their query (`sql(i)`) at the same
+/// moment with the simple protocol; returns each client's answer.
+async fn at_once(url: &str, n: usize, sql: impl Fn(usize) -> String) -> Vec<String> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(must_connect(url).await);
+    }
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, task))| {
+            let barrier = barrier.clone();
+            let sql = sql(i);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let v = value(&c, &sql).await;
+                drop(task);
+                v
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("client task"));
+    }
+    answers
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_identical_reads_run_a_handful_of_times_and_all_get_the_answer() {
+    let name = unique("dedup_probe");
+    probe(&name).await;
+    let mut config = app_config(PoolMode::Transaction, 4);
+    config.dedup = true;
+    config.dedup_functions = vec![name.clone()];
+    config.query_wait_timeout = Duration::from_secs(30);
+    let proxy = start_proxy(config).await;
+
+    let answers = at_once(&proxy.app_url(), 100, |_| {
+        format!("select {name}(7), 'x' || 1")
+    })
+    .await;
+    assert_eq!(answers.len(), 100);
+    assert!(
+        answers.iter().all(|a| a == "7"),
+        "every client gets the answer: {answers:?}"
+    );
+    let runs = executions(&name).await;
+    assert!(
+        (1..=5).contains(&runs),
+        "100 identical reads ran {runs} times"
+    );
+
+    // Not shared: a volatile call beside it, a transaction block, a different value.
+    let before = executions(&name).await;
+    at_once(&proxy.app_url(), 10, |_| {
+        format!("select {name}(1) + (random() * 0)::int")
+    })
+    .await;
+    assert_eq!(
+        executions(&name).await - before,
+        10,
+        "random() is never shared"
+    );
+
+    let before = executions(&name).await;
+    let answers = at_once(&proxy.app_url(), 10, |i| format!("select {name}({i})")).await;
+    assert_eq!(
+        executions(&name).await - before,
+        10,
+        "different values never share"
+    );
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a, &i.to_string(), "each client gets its own value");
+    }
+
+    let before = executions(&name).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (c, task) = must_connect(&proxy.app_url()).await;
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            simple(&c, "begin").await.expect("begin");
+            let v = value(&c, &format!("select {name}(3)")).await;
+            simple(&c, "commit").await.expect("commit");
+            drop(task);
+            v
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("client task"), "3");
+    }
+    assert_eq!(
+        executions(&name).await - before,
+        10,
+        "statements inside a transaction are never shared"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_is_off_unless_asked_for_and_errors_are_shared_only_within_their_flight() {
+    let name = unique("dedup_off");
+    probe(&name).await;
+    let mut config = app_config(PoolMode::Transaction, 4);
+    config.dedup_functions = vec![name.clone()];
+    let proxy = start_proxy(config).await;
+    at_once(&proxy.app_url(), 8, |_| format!("select {name}(5)")).await;
+    assert_eq!(executions(&name).await, 8, "off by default");
+
+    // A client turns it on for itself; its flight's error reaches all its followers.
+    let url = format!("{}?options=-c%20pgweir.dedup%3Don", proxy.app_url());
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(must_connect(&url).await);
+    }
+    let barrier = Arc::new(Barrier::new(6));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(c, task)| {
+            let barrier = barrier.clone();
+            let sql = format!("select {name}(1) / 0");
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = simple(&c, &sql).await.map_err(|e| describe(&e));
+                // The session goes on after the shared error.
+                let after = value(&c, "select 2").await;
+                drop(task);
+                (r.err(), after)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (err, after) = t.await.expect("client task");
+        let err = err.expect("division by zero is an error");
+        assert!(
+            err.contains("22012") || err.contains("division by zero"),
+            "{err}"
+        );
+        assert_eq!(after, "2");
+    }
+}
