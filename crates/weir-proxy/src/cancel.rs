@@ -203,6 +203,8 @@ mod tests {
     fn target() -> Arc<CancelTarget> {
         Arc::new(CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
+            host: "127.0.0.1".into(),
+            tls: None,
             pid: 99,
             key: vec![1, 2, 3, 4],
         })

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use weir_config::{AuthType, Config, Secret};
 use weir_wire::auth::messages as authmsg;
 use weir_wire::auth::scram::{ScramSecret, ScramServer, SCRAM_SHA_256};
@@ -120,7 +120,7 @@ pub struct AuthOutcome {
 /// # Errors
 /// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     user: &str,
     auth_type: AuthType,
@@ -195,7 +195,7 @@ fn scram_error(user: &str, e: AuthError) -> ClientError {
 }
 
 async fn expect_password_message(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<weir_wire::Frame, ClientError> {
     let frame = read_frame(stream, rbuf, MAX_AUTH_MESSAGE).await?;
@@ -208,7 +208,7 @@ async fn expect_password_message(
     Ok(frame)
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ClientError> {
+async fn flush(stream: &mut Stream, out: &mut BytesMut) -> Result<(), ClientError> {
     stream.write_all(out).await?;
     out.clear();
     Ok(())

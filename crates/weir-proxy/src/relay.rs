@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use weir_config::{Config, PoolMode};
 use weir_pool::PooledConnection;
 
@@ -25,6 +24,7 @@ use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::{ClientInfo, ClientState};
 use crate::session::{checkout, Shared};
 use crate::session_state::{ClientSession, Ctx, ServerSession};
+use crate::stream::{Stream, WriteOrRead};
 use crate::upstream::Upstream;
 
 mod idle;
@@ -44,7 +44,7 @@ pub struct Relay<'a> {
     /// The configuration in force, re-read at each checkout (follows RELOAD and SET).
     config: Arc<Config>,
     entry: Arc<PoolEntry>,
-    client: &'a mut TcpStream,
+    client: &'a mut Stream,
     cbuf: BytesMut,
     cancel: CancelGuard,
     /// This client's entry in the registry: state for `SHOW CLIENTS`, `KILL`.
@@ -93,7 +93,7 @@ impl<'a> Relay<'a> {
     pub fn new(
         shared: &'a Shared,
         entry: Arc<PoolEntry>,
-        client: &'a mut TcpStream,
+        client: &'a mut Stream,
         cbuf: BytesMut,
         cancel: CancelGuard,
         info: Arc<ClientInfo>,
@@ -448,19 +448,18 @@ impl<'a> Relay<'a> {
             };
             let conn: &mut crate::server::ServerConn = server;
             reserve(&mut conn.rbuf, SERVER_READ);
-            let (mut rd, mut wr) = conn.stream.split();
             let data = match source {
                 Source::Client(_) => &self.cbuf[written..n],
                 Source::Buffered => &self.to_server[written..n],
             };
-            tokio::select! {
-                biased;
-                r = wr.write(data) => match r {
+            // The write first, as a biased select would.
+            match conn.stream.write_or_read(data, &mut conn.rbuf).await {
+                WriteOrRead::Wrote(r) => match r {
                     Ok(0) => return Err(self.server_gone("server closed the connection".into())),
                     Ok(k) => written += k,
                     Err(e) => return Err(self.server_gone(e.to_string())),
                 },
-                r = rd.read_buf(&mut conn.rbuf) => match r {
+                WriteOrRead::Read(r) => match r {
                     Ok(0) => return Err(self.server_gone("server closed the connection".into())),
                     Ok(k) => {
                         self.counters.bytes_from_server += k as u64;

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -32,6 +31,8 @@ use crate::prepared::StatementRegistry;
 use crate::registry::{ClientInfo, ClientRegistry, LoginInfo};
 use crate::relay::Relay;
 use crate::server::{send_cancel, ServerError};
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 use crate::upstream::Upstream;
 
 /// How long an admin console session may finish its current reply after shutdown began.
@@ -82,9 +83,10 @@ impl Shared {
     /// A configured secret is unusable.
     pub(crate) fn new(config: Config) -> Result<Shared, crate::ProxyError> {
         let credentials = Credentials::from_config(&config)?;
+        let tls = Arc::new(crate::tls::Tls::from_config(&config)?);
         let config = Arc::new(config);
         Ok(Shared {
-            pools: Pools::new(config.clone()),
+            pools: Pools::new(config.clone(), tls),
             limit: Arc::new(Semaphore::new(config.max_client_conn as usize)),
             max_client_conn: AtomicU32::new(config.max_client_conn),
             config,
@@ -115,6 +117,11 @@ impl Shared {
         self.admin.get()
     }
 
+    /// The TLS configurations in force (both legs).
+    pub fn tls(&self) -> &crate::tls::Tls {
+        &self.pools.tls
+    }
+
     /// Shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Relaxed)
@@ -122,7 +129,7 @@ impl Shared {
 }
 
 /// Serves one accepted client until it leaves; never panics on its input.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: SocketAddr) {
     let span = tracing::info_span!(
         "client",
         %peer,
@@ -132,7 +139,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     serve_client(shared, stream, peer).instrument(span).await;
 }
 
-async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve_client(shared: Arc<Shared>, mut stream: Stream, peer: SocketAddr) {
     let client = shared.clients.register(peer);
     let info = client.info().clone();
     // Room for a whole typical startup packet and SCRAM message in one read.
@@ -150,7 +157,14 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     let result = match login {
         Ok(Some(Login::Pool(session))) => {
             let (db, user) = (session.entry.database.clone(), session.entry.user.clone());
-            logged_in(&config, &info, &db, &user, session.application_name.clone());
+            logged_in(
+                &config,
+                &info,
+                &db,
+                &user,
+                session.application_name.clone(),
+                stream.tls_version(),
+            );
             Relay::new(
                 &shared,
                 session.entry,
@@ -173,7 +187,14 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
             role,
             application_name,
         })) => {
-            logged_in(&config, &info, &database, &user, application_name);
+            logged_in(
+                &config,
+                &info,
+                &database,
+                &user,
+                application_name,
+                stream.tls_version(),
+            );
             serve_console(&shared, &info, &mut stream, rbuf, &user, role).await
         }
         // A served CancelRequest: not a client session, nothing to log.
@@ -196,7 +217,14 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
 }
 
 /// Records a login in the registry and the span, and logs it like PgBouncer.
-fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, application_name: String) {
+fn logged_in(
+    config: &Config,
+    info: &ClientInfo,
+    db: &str,
+    user: &str,
+    application_name: String,
+    tls: Option<&'static str>,
+) {
     let span = tracing::Span::current();
     span.record("user", user);
     span.record("db", db);
@@ -206,7 +234,10 @@ fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, applicati
         application_name,
     });
     if config.log_connections {
-        info!("login attempt: db={db} user={user} tls=no");
+        match tls {
+            Some(version) => info!("login attempt: db={db} user={user} tls={version}"),
+            None => info!("login attempt: db={db} user={user} tls=no"),
+        }
     }
 }
 
@@ -215,7 +246,7 @@ fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, applicati
 async fn serve_console(
     shared: &Shared,
     info: &ClientInfo,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: BytesMut,
     user: &str,
     role: AdminRole,
@@ -238,11 +269,11 @@ async fn serve_console(
 /// Answers a connection that arrives while the proxy drains: a CancelRequest is still
 /// forwarded (it may be for a transaction that is finishing), anything else gets
 /// FATAL 57P01.
-pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: TcpStream) {
+pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: Stream) {
     let mut rbuf = BytesMut::with_capacity(256);
     let startup = tokio::time::timeout(
         DRAINING_STARTUP_TIMEOUT,
-        read_startup(&shared, &mut stream, &mut rbuf),
+        read_startup(&shared, &mut stream, &mut rbuf, &mut None),
     )
     .await;
     if let Ok(Ok(Some(_))) = startup {
@@ -252,7 +283,7 @@ pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: TcpStream) {
 
 /// Sends `e` to the client as a FATAL ErrorResponse (when it can still be told), and
 /// logs it when `log_pooler_errors` is on.
-async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
+async fn report(stream: &mut Stream, e: &ClientError, log: bool) {
     let Some(code) = e.sqlstate() else {
         debug!(error = %e, "client connection ended");
         return;
@@ -300,10 +331,11 @@ pub struct LoggedIn {
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
 async fn login(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<Option<Login>, ClientError> {
-    let startup = match read_startup(shared, stream, rbuf).await? {
+    let mut tls = None;
+    let startup = match read_startup(shared, stream, rbuf, &mut tls).await? {
         Some(s) => s,
         None => return Ok(None),
     };
@@ -457,16 +489,33 @@ fn class_of(p: Priority) -> weir_pool::Class {
     }
 }
 
-/// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage
-/// (returned) or a CancelRequest (forwarded; `None`).
+/// Reads initial packets until a StartupMessage (returned) or a CancelRequest
+/// (forwarded; `None`). An SSLRequest is answered `S` and the TLS handshake follows when
+/// `client_tls_sslmode` allows TLS (else `N`), a TLS ClientHello in place of a first
+/// packet is PostgreSQL 17's direct TLS; GSSENCRequest gets `N`. `tls` is set to the
+/// configuration the handshake used (for channel binding).
 async fn read_startup(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
+    tls: &mut Option<Arc<ClientTls>>,
 ) -> Result<Option<StartupMessage>, ClientError> {
+    let config = shared.tls().client();
     // SSLRequest then GSSENCRequest (or the reverse) at most: bound the negotiation.
     for _ in 0..3 {
         let packet = loop {
+            if rbuf.first() == Some(&crate::tls::TLS_HANDSHAKE_RECORD) && !stream.is_tls() {
+                // No startup packet starts so (its length would be over 350 MB).
+                let Some(config) = &config else {
+                    return Err(ClientError::Protocol(
+                        "received a direct TLS connection, but TLS is not enabled (client_tls_sslmode = disable)".into(),
+                    ));
+                };
+                let prefix = rbuf.split();
+                upgrade(config, stream, prefix, true).await?;
+                *tls = Some(config.clone());
+                continue;
+            }
             if let Some(p) =
                 parse_initial(rbuf).map_err(|e| ClientError::Protocol(e.to_string()))?
             {
@@ -484,7 +533,16 @@ async fn read_startup(
                         "received unencrypted data after encryption request".into(),
                     ));
                 }
-                stream.write_all(b"N").await?;
+                match &config {
+                    Some(config)
+                        if matches!(packet, InitialPacket::SslRequest) && !stream.is_tls() =>
+                    {
+                        stream.write_all(b"S").await?;
+                        upgrade(config, stream, BytesMut::new(), false).await?;
+                        *tls = Some(config.clone());
+                    }
+                    _ => stream.write_all(b"N").await?,
+                }
             }
             InitialPacket::Cancel { pid, key } => {
                 if let Some(ticket) = shared.cancels.begin_cancel(pid, &key) {
@@ -495,12 +553,44 @@ async fn read_startup(
                 }
                 return Ok(None);
             }
-            InitialPacket::Startup(m) => return Ok(Some(m)),
+            InitialPacket::Startup(m) => {
+                if config.as_ref().is_some_and(|c| c.mode.requires_tls()) && !stream.is_tls() {
+                    return Err(ClientError::TlsRequired);
+                }
+                return Ok(Some(m));
+            }
         }
     }
     Err(ClientError::Protocol(
         "too many encryption requests before the startup packet".into(),
     ))
+}
+
+/// Runs the TLS handshake on a client connection (after our `S`, or at once for direct
+/// TLS, whose ClientHello is already in `prefix`). Direct TLS must name the
+/// `postgresql` ALPN protocol, as PostgreSQL 17 insists.
+async fn upgrade(
+    config: &ClientTls,
+    stream: &mut Stream,
+    prefix: BytesMut,
+    direct: bool,
+) -> Result<(), ClientError> {
+    let tcp = stream
+        .take_tcp()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let tls = config
+        .accept(tcp, prefix)
+        .await
+        .map_err(|e| ClientError::TlsHandshake(e.to_string()))?;
+    let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_POSTGRESQL);
+    *stream = Stream::TlsServer(Box::new(tls));
+    if direct && !alpn_ok {
+        return Err(ClientError::Protocol(
+            "received direct SSL connection request without ALPN protocol negotiation extension"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Answers a request for a newer protocol minor version or `_pq_.` options with
