@@ -268,9 +268,11 @@ pub fn tls_protocols(value: &str) -> Result<(bool, bool), String> {
             "tlsv1.3" => v13 = true,
             "tlsv1.0" | "tlsv1.1" | "tlsv1" => {}
             "all" | "legacy" | "secure" | "default" => (v12, v13) = (true, true),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown TLS protocol `{other}`; expected tlsv1.2, tlsv1.3, secure, all or legacy"
-            )),
+            ))
+            }
         }
     }
     if !(v12 || v13) {

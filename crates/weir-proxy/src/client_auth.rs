@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use weir_config::{AuthType, Config, Secret};
 use weir_wire::auth::messages as authmsg;
-use weir_wire::auth::scram::{ScramSecret, ScramServer, SCRAM_SHA_256};
+use weir_wire::auth::scram::{ScramSecret, ScramServer};
 use weir_wire::auth::{md5, AuthError};
 
 use crate::error::{ClientError, ProxyError};
@@ -125,6 +125,7 @@ pub async fn authenticate(
     user: &str,
     auth_type: AuthType,
     credentials: &Credentials,
+    channel_binding: Option<&[u8]>,
 ) -> Result<AuthOutcome, ClientError> {
     let secrets = credentials.get(user);
     let secrets = secrets.as_deref();
@@ -145,8 +146,12 @@ pub async fn authenticate(
             let secret = secrets
                 .and_then(|s| s.scram.clone())
                 .unwrap_or_else(|| dummy_secret().clone());
-            let mut server = ScramServer::new(secret);
-            authmsg::put_authentication_sasl(&mut out, &[SCRAM_SHA_256]);
+            // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to this TLS connection.
+            let mut server = match channel_binding {
+                Some(end_point) => ScramServer::with_channel_binding(secret, end_point.to_vec()),
+                None => ScramServer::new(secret),
+            };
+            authmsg::put_authentication_sasl(&mut out, server.mechanisms());
             flush(stream, &mut out).await?;
             let first = expect_password_message(stream, rbuf).await?;
             let (mechanism, data) = authmsg::parse_sasl_initial_response(first.body())

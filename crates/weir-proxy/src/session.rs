@@ -359,6 +359,7 @@ async fn login(
         &user,
         shared.config().auth_type,
         &shared.credentials,
+        tls.as_ref().map(|t| t.end_point()),
     )
     .await?;
     if let Some(role) = crate::admin_hook::route_login(shared, &database, &user)? {

@@ -114,8 +114,8 @@ pub struct ClientTls {
     /// `client_tls_sslmode`.
     pub mode: SslMode,
     acceptor: TlsAcceptor,
-    /// The leaf certificate presented (for SCRAM's tls-server-end-point binding).
-    certificate: CertificateDer<'static>,
+    /// SCRAM's tls-server-end-point data: the hash of the certificate presented.
+    end_point: Vec<u8>,
 }
 
 impl ClientTls {
@@ -153,7 +153,7 @@ impl ClientTls {
             // PgBouncer: below verify-ca a client certificate is neither asked for nor checked.
             builder.with_no_client_auth()
         };
-        let certificate = certs[0].clone();
+        let end_point = weir_wire::auth::scram::tls_server_end_point(&certs[0]);
         let mut server = builder
             .with_single_cert(certs, key)
             .map_err(|e| err("client_tls_key_file", e.to_string()))?;
@@ -161,7 +161,7 @@ impl ClientTls {
         Ok(ClientTls {
             mode,
             acceptor: TlsAcceptor::from(Arc::new(server)),
-            certificate,
+            end_point,
         })
     }
 
@@ -178,9 +178,10 @@ impl ClientTls {
         self.acceptor.accept(TcpIo::new(tcp, prefix)).await
     }
 
-    /// The DER of the certificate pgweir presents to clients.
-    pub fn certificate(&self) -> &[u8] {
-        &self.certificate
+    /// The tls-server-end-point channel-binding data of the certificate presented
+    /// (SCRAM-SHA-256-PLUS).
+    pub fn end_point(&self) -> &[u8] {
+        &self.end_point
     }
 }
 
