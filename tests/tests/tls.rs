@@ -581,3 +581,58 @@ async fn hostssl_only_server_with_verify_full_serves_and_cancels() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_connects_with_every_sslmode_and_channel_binding() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned();
+    let setup = tokio::task::spawn_blocking({
+        let repo = repo.clone();
+        move || {
+            Command::new(repo.join("tests/drivers/setup.sh"))
+                .arg("python")
+                .output()
+                .expect("setup.sh runs")
+        }
+    })
+    .await
+    .expect("setup task");
+    assert!(
+        setup.status.success(),
+        "tests/drivers/setup.sh python: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let tmp = temp_dir();
+    let certs = make_certs(tmp.path(), "pgweir test CA");
+    let proxy = run_proxy(with_client_tls(
+        app_config(PoolMode::Transaction, 2),
+        &certs,
+        SslMode::Prefer,
+    ))
+    .await;
+    let port = proxy.addr.port().to_string();
+    let ca = certs.ca();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(repo.join("target/drivers/venv/bin/python"))
+            .arg(repo.join("tests/drivers/python/psycopg_tls.py"))
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", port)
+            .env("PGUSER", SCRAM_USER)
+            .env("PGPASSWORD", SCRAM_PASSWORD)
+            .env("PGDATABASE", APP_DB)
+            .env("PGWEIR_TLS_CA", ca)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("python task");
+    assert!(
+        out.status.success(),
+        "psycopg_tls.py: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
