@@ -135,24 +135,23 @@ impl Stream {
         }
     }
 
+    /// TLS: ready when a read will return plaintext, EOF or an error, not merely when
+    /// the socket has bytes (half a record would leave the reader waiting on the socket
+    /// with nothing else watched). Raw bytes are moved into rustls here as they come.
     fn poll_tls_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (tcp, pending) = match self {
+        match self {
             Stream::TlsServer(s) => {
                 let _ = Pin::new(&mut **s).poll_flush(cx);
                 let (io, conn) = s.get_mut();
-                (&io.tcp, tls_pending(conn, &io.prefix)?)
+                poll_records(&io.tcp, &io.prefix, conn, cx)
             }
             Stream::TlsClient(s) => {
                 let _ = Pin::new(&mut **s).poll_flush(cx);
                 let (io, conn) = s.get_mut();
-                (&io.tcp, tls_pending(conn, &io.prefix)?)
+                poll_records(&io.tcp, &io.prefix, conn, cx)
             }
-            _ => return Poll::Ready(Err(closed())),
-        };
-        if pending {
-            return Poll::Ready(Ok(()));
+            _ => Poll::Ready(Err(closed())),
         }
-        tcp.poll_read_ready(cx)
     }
 
     /// Non-blocking check of an idle connection: true if nothing at all has arrived
@@ -200,6 +199,39 @@ impl Stream {
             }
         })
         .await
+    }
+}
+
+/// Reads raw bytes from `tcp` into `conn` until a whole record's plaintext (or the
+/// peer's close, EOF or an error) is there to read.
+fn poll_records<D>(
+    tcp: &TcpStream,
+    prefix: &BytesMut,
+    conn: &mut rustls::ConnectionCommon<D>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        if tls_pending(conn, prefix)? {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(tcp.poll_read_ready(cx))?;
+        match conn.read_tls(&mut TryRead(tcp)) {
+            // EOF: the next read reports it.
+            Ok(0) => return Poll::Ready(Ok(())),
+            Ok(_) => {}
+            // try_read cleared the readiness: the next poll_read_ready registers.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// `std::io::Read` over a non-blocking tokio socket, for rustls' `read_tls`.
+struct TryRead<'a>(&'a TcpStream);
+
+impl io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 
