@@ -636,3 +636,40 @@ async fn psycopg3_connects_with_every_sslmode_and_channel_binding() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Half a TLS record from an idle client must not leave its session deaf: the idle
+/// wait looks at whole records (a socket-readable wait followed by a read would block
+/// in the read until the record completes, and no timeout or shutdown would reach it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_tls_record_does_not_block_the_idle_timeout() {
+    let tmp = temp_dir();
+    let certs = make_certs(tmp.path(), "pgweir test CA");
+    let mut config = app_config(PoolMode::Transaction, 2);
+    config.auth_type = AuthType::Trust;
+    config.client_idle_timeout = Duration::from_secs(1);
+    let proxy = run_proxy(with_client_tls(config, &certs, SslMode::Require)).await;
+
+    let mut tls = direct_tls(proxy.addr, &certs.ca(), Some(b"postgresql"))
+        .await
+        .expect("handshake");
+    assert_eq!(trust_login_and_query(&mut tls).await, "42");
+    // The first bytes of an application-data record header, straight onto the socket.
+    tls.get_mut()
+        .0
+        .write_all(&[0x17, 0x03, 0x03])
+        .await
+        .expect("write raw bytes");
+    let mut buf = BytesMut::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tls.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle timeout closed the session");
+    let idle_timeout = buf.windows(5).any(|w| w == b"57P05");
+    assert!(idle_timeout, "57P05 sent before closing: {buf:?}");
+}
