@@ -348,7 +348,7 @@ async fn login(
     let database = startup.database().unwrap_or(&user).to_owned();
 
     let mut out = BytesMut::with_capacity(512);
-    negotiate_protocol(&startup, &mut out);
+    let minor = negotiate_protocol(&startup, &mut out);
     if !out.is_empty() {
         stream.write_all(&out).await?;
         out.clear();
@@ -423,8 +423,14 @@ async fn login(
         let value = client_params.reported.get(name).unwrap_or(value);
         build::put_parameter_status(&mut out, name, value);
     }
-    let cancel = shared.cancels.register();
-    build::put_backend_key_data(&mut out, cancel.pid(), &cancel.slot().key());
+    // Protocol 3.2 clients get PostgreSQL 18's 32-byte cancel keys; the servers behind
+    // may speak 3.0 (the proxy maps keys, so the lengths need not agree).
+    let cancel = shared.cancels.register_with_key_len(if minor >= 2 {
+        crate::cancel::LONG_KEY_LEN
+    } else {
+        crate::cancel::SHORT_KEY_LEN
+    });
+    build::put_backend_key_data(&mut out, cancel.pid(), cancel.slot().key());
     build::put_ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
     Ok(Some(Login::Pool(Box::new(LoggedIn {
@@ -594,18 +600,30 @@ async fn upgrade(
     Ok(())
 }
 
-/// Answers a request for a newer protocol minor version or `_pq_.` options with
-/// NegotiateProtocolVersion (3.0, all options unsupported), as PostgreSQL does.
-fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
+/// The newest protocol minor version the proxy speaks with clients (3.2, PostgreSQL 18's).
+const PROTOCOL_MINOR: i32 = 2;
+
+/// Negotiates the protocol version, as PostgreSQL 18 does: 3.0 and 3.2 are spoken as
+/// asked; a newer minor, 3.1 (never used) or any `_pq_.` option gets one
+/// NegotiateProtocolVersion naming the minor chosen and the options refused. Returns
+/// the minor version in force.
+fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) -> i32 {
     let unsupported: Vec<&str> = startup
         .params
         .iter()
         .filter(|(k, _)| k.starts_with("_pq_."))
         .map(|(k, _)| k.as_str())
         .collect();
-    if startup.minor > 0 || !unsupported.is_empty() {
-        build::put_negotiate_protocol_version(out, 0, &unsupported);
+    let asked = i32::from(startup.minor);
+    let minor = if asked >= PROTOCOL_MINOR {
+        PROTOCOL_MINOR
+    } else {
+        0
+    };
+    if asked != minor || !unsupported.is_empty() {
+        build::put_negotiate_protocol_version(out, minor, &unsupported);
     }
+    minor
 }
 
 /// Checks out a server connection for `entry`: fails at once with 57P03 while its
