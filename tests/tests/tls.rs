@@ -583,7 +583,7 @@ async fn hostssl_only_server_with_verify_full_serves_and_cancels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg3_connects_with_every_sslmode_and_channel_binding() {
+async fn psycopg3_and_asyncpg_connect_with_every_sslmode_channel_binding_and_direct_tls() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("repo root")
@@ -614,27 +614,30 @@ async fn psycopg3_connects_with_every_sslmode_and_channel_binding() {
     .await;
     let port = proxy.addr.port().to_string();
     let ca = certs.ca();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(repo.join("target/drivers/venv/bin/python"))
-            .arg(repo.join("tests/drivers/python/psycopg_tls.py"))
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", port)
-            .env("PGUSER", SCRAM_USER)
-            .env("PGPASSWORD", SCRAM_PASSWORD)
-            .env("PGDATABASE", APP_DB)
-            .env("PGWEIR_TLS_CA", ca)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("python task");
-    assert!(
-        out.status.success(),
-        "psycopg_tls.py: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for script in ["psycopg_tls.py", "asyncpg_tls.py"] {
+        let (repo, port, ca) = (repo.clone(), port.clone(), ca.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(repo.join("target/drivers/venv/bin/python"))
+                .arg(repo.join("tests/drivers/python").join(script))
+                .env("PGHOST", "127.0.0.1")
+                .env("PGPORT", port)
+                .env("PGUSER", SCRAM_USER)
+                .env("PGPASSWORD", SCRAM_PASSWORD)
+                .env("PGDATABASE", APP_DB)
+                .env("PGWEIR_TLS_CA", ca)
+                .env("PGCONNECT_TIMEOUT", "10")
+                .output()
+                .expect("python runs")
+        })
+        .await
+        .expect("python task");
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Half a TLS record from an idle client must not leave its session deaf: the idle
