@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,97 +21,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use weir_config::{AuthType, Config, PoolMode, SslMode};
 use weir_proxy::{Proxy, ProxyHandle};
+use weir_tests::certs::{make_certs, Certs};
 use weir_tests::pg::run_psql;
 use weir_tests::{app_config, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
-
-/// A CA with a server certificate (localhost, 127.0.0.1) and a client certificate
-/// (CN = the SCRAM test user), all in one directory.
-struct Certs {
-    dir: PathBuf,
-}
-
-impl Certs {
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.crt")
-    }
-    fn server_cert(&self) -> PathBuf {
-        self.dir.join("server.crt")
-    }
-    fn server_key(&self) -> PathBuf {
-        self.dir.join("server.key")
-    }
-    fn client_cert(&self) -> PathBuf {
-        self.dir.join("client.crt")
-    }
-    fn client_key(&self) -> PathBuf {
-        self.dir.join("client.key")
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Makes a fresh CA and its leaf certificates in `dir` (EC P-256: quick to make).
-fn make_certs(dir: &Path, ca_name: &str) -> Certs {
-    std::fs::create_dir_all(dir).expect("cert dir");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    let subj = format!("/CN={ca_name}");
-    ca.extend([
-        "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", &subj,
-    ]);
-    openssl(dir, &ca);
-    for (name, cn, ext) in [
-        (
-            "server",
-            "localhost",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "client",
-            SCRAM_USER,
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-        ),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext file");
-        let mut req = vec!["req"];
-        req.extend(ec);
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let crt = format!("{name}.crt");
-        let extfile = format!("{name}.ext");
-        let subj = format!("/CN={cn}");
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", &crt, "-days", "30", "-extfile", &extfile,
-            ],
-        );
-    }
-    Certs {
-        dir: dir.to_owned(),
-    }
-}
 
 fn with_client_tls(mut config: Config, certs: &Certs, mode: SslMode) -> Config {
     config.client_tls_sslmode = mode;
