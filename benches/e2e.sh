@@ -37,6 +37,13 @@
 #   PGWEIR_BIN=           pgweir binary (default: cargo build --release -p pgweir)
 #   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config cache.toml" with
 #                         cache_unnamed_statements = true
+#   TLS=0                 1 = clients connect over TLS (pgbench with PGSSLMODE=require)
+#                         to every target: pgweir with client_tls_sslmode = require,
+#                         PgBouncer with its client_tls_* settings, PostgreSQL with
+#                         ssl = on; one self-signed certificate (EC P-256) for all. The
+#                         proxies' server connections stay plaintext. pgweir gets its
+#                         TLS settings from a --config file, so PGWEIR_ARGS must not
+#                         name one then.
 #
 # Example (quick check without pgweir):
 #   TARGETS="direct pgbouncer" BENCH_SECONDS=3 REPS=1 CLIENTS="1 16" benches/e2e.sh
@@ -62,6 +69,7 @@ WARMUP_SECONDS=${WARMUP_SECONDS:-2}
 PG_BIN=${PG_BIN:-}
 PGWEIR_ARGS=${PGWEIR_ARGS:-}
 PGWEIR_BIN=${PGWEIR_BIN:-}
+TLS=${TLS:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -73,7 +81,7 @@ die() {
 has() { [[ " $2 " == *" $1 "* ]]; }
 
 # --- check the knobs -------------------------------------------------------
-for knob in BENCH_SECONDS REPS THREADS SCALE POOL_SIZE IDLE_CLIENTS WARMUP_SECONDS; do
+for knob in BENCH_SECONDS REPS THREADS SCALE POOL_SIZE IDLE_CLIENTS WARMUP_SECONDS TLS; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a whole number, not '${!knob}'"
 done
 ((BENCH_SECONDS > 0 && REPS > 0 && THREADS > 0 && SCALE > 0 && POOL_SIZE > 0)) ||
@@ -206,6 +214,18 @@ local all all trust
 host all postgres 127.0.0.1/32 trust
 host all all 127.0.0.1/32 scram-sha-256
 EOF
+TLS_CONF=""
+if ((TLS)); then
+    command -v openssl >/dev/null || die "TLS=1 needs the openssl CLI"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    chmod 600 "$WORK/tls.key"
+    ((IS_ROOT)) && chown postgres: "$WORK/tls.key" "$WORK/tls.crt"
+    TLS_CONF="ssl = on
+ssl_cert_file = '$WORK/tls.crt'
+ssl_key_file = '$WORK/tls.key'"
+fi
 PG_PORT=
 for attempt in 1 2 3 4 5; do
     free_port PG_PORT
@@ -218,6 +238,7 @@ shared_buffers = 128MB
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+$TLS_CONF
 EOF
     grep -q "^include 'bench.conf'" "$PGDATA/postgresql.conf" || echo "include 'bench.conf'" >>"$PGDATA/postgresql.conf"
     if as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start >/dev/null 2>&1; then
@@ -240,6 +261,15 @@ PGPASSWORD=bench timeout 1800 "$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -
 
 # --- proxies ---------------------------------------------------------------
 declare -A PORT=([direct]=$PG_PORT) PROXY_PID=() LOGFILE=()
+
+if ((TLS)); then
+    # From here on every pgbench connection (runs and idle clients) is TLS.
+    export PGSSLMODE=require
+    printf 'client_tls_sslmode = "require"\nclient_tls_cert_file = "%s"\nclient_tls_key_file = "%s"\n' \
+        "$WORK/tls.crt" "$WORK/tls.key" >"$WORK/pgweir-tls.toml"
+    PGWEIR_ARGS="--config $WORK/pgweir-tls.toml $PGWEIR_ARGS"
+    log "TLS: clients connect with sslmode=require to every target"
+fi
 
 if has pgweir "$TARGETS"; then
     free_port W_PORT
@@ -280,6 +310,10 @@ pidfile = $WORK/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 EOF
+    if ((TLS)); then
+        printf 'client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n' \
+            "$WORK/tls.crt" "$WORK/tls.key" >>"$WORK/pgbouncer.ini"
+    fi
     ((IS_ROOT)) && chown postgres: "$WORK"/userlist.txt "$WORK"/pgbouncer.ini
     as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 ||
         die "pgbouncer failed: $(cat "$WORK/pgbouncer.out" "$WORK/pgbouncer.log" 2>/dev/null | tail -n 20)"

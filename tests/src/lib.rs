@@ -1,6 +1,7 @@
 //! End-to-end test harness: a real PostgreSQL ([`pg`]) and pgweir running in-process on
 //! `127.0.0.1:0`, driven by real clients (tokio-postgres, psql, pgbench).
 
+pub mod certs;
 pub mod pg;
 
 use std::net::SocketAddr;

@@ -9,6 +9,8 @@
 //!
 //! `PGWEIR_DRIVERS_MODE=session` or `=direct` runs the same suites through pgweir in
 //! session mode or straight against PostgreSQL: a check of the suites themselves.
+//! `PGWEIR_DRIVERS_TLS=1` runs them over TLS (`client_tls_sslmode = require`, the
+//! drivers with `sslmode=verify-full`; sqlx's build has no TLS, so not sqlx).
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -101,16 +103,30 @@ async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: 
 
     let pg = shared_cluster();
     let mode = mode();
+    // PGWEIR_DRIVERS_TLS=1 runs the suites over TLS: the proxy requires it, the drivers
+    // verify its certificate (verify-full).
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    let certs = std::env::var("PGWEIR_DRIVERS_TLS")
+        .is_ok_and(|v| v == "1")
+        .then(|| weir_tests::certs::make_certs(tls_dir.path(), "pgweir drivers CA"));
+    let with_tls = |mut config: weir_config::Config| {
+        if let Some(certs) = &certs {
+            config.client_tls_sslmode = weir_config::SslMode::Require;
+            config.client_tls_cert_file = Some(certs.server_cert());
+            config.client_tls_key_file = Some(certs.server_key());
+        }
+        config
+    };
     let proxy = match mode {
         Some(PoolMode::Session) => {
-            Some(start_proxy(app_config(PoolMode::Session, SESSION_POOL_SIZE)).await)
+            Some(start_proxy(with_tls(app_config(PoolMode::Session, SESSION_POOL_SIZE))).await)
         }
         Some(mode) => {
             let mut config = app_config(mode, POOL_SIZE);
             // PGWEIR_DRIVERS_CACHE_UNNAMED=1 runs the suites with cache_unnamed_statements.
             config.cache_unnamed_statements =
                 std::env::var("PGWEIR_DRIVERS_CACHE_UNNAMED").is_ok_and(|v| v == "1");
-            Some(start_proxy(config).await)
+            Some(start_proxy(with_tls(config)).await)
         }
         None => None,
     };
@@ -118,7 +134,13 @@ async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: 
         Some(p) => (p.addr.ip().to_string(), p.addr.port()),
         None => (pg.host().to_owned(), pg.port()),
     };
-    let url = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@{host}:{port}/{APP_DB}");
+    let mut url = format!("postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@{host}:{port}/{APP_DB}");
+    if let (Some(certs), Some(_)) = (&certs, &proxy) {
+        url.push_str(&format!(
+            "?sslmode=verify-full&sslrootcert={}",
+            certs.ca().display()
+        ));
+    }
     let mode_name = match mode {
         Some(PoolMode::Transaction) => "transaction",
         Some(PoolMode::Session) => "session",
@@ -135,6 +157,15 @@ async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: 
         .env("PGPASSWORD", SCRAM_PASSWORD)
         .env("PGDATABASE", APP_DB)
         .env("PGWEIR_POOL_MODE", mode_name);
+    if let (Some(certs), Some(_)) = (&certs, &proxy) {
+        let ca = certs.ca().display().to_string();
+        cmd.env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", &ca)
+            .env(
+                "PGWEIR_JDBC_PARAMS",
+                format!("?sslmode=verify-full&sslrootcert={ca}"),
+            );
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

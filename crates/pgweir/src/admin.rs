@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use weir_admin::backend::{
     BreakerRow, ConfigRow, DatabaseRow, DedupRow, ListsRow, MemRow, PoolCounters, PoolLatency,
     PoolRow, PriorityRow, QueryRow, Readiness, SocketRow, StateRow, StatsTotals, UserRow,
@@ -19,6 +18,7 @@ use weir_admin::{AdminBackend, AdminCommand, BoxFuture, Role, StatsAverager};
 use weir_config::Config;
 use weir_pool::ServerState;
 use weir_proxy::registry::ClientState;
+use weir_proxy::stream::Stream;
 use weir_proxy::{AdminConsole, AdminRole, ProxyHandle};
 
 use crate::config_rows::config_rows;
@@ -88,7 +88,7 @@ pub struct Console(pub Arc<Admin>);
 impl AdminConsole for Console {
     fn serve<'a>(
         &'a self,
-        stream: &'a mut TcpStream,
+        stream: &'a mut Stream,
         rbuf: BytesMut,
         user: &'a str,
         role: AdminRole,

@@ -206,6 +206,66 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.log_format.to_string(),
             d.log_format.to_string(),
         ),
+        (
+            "client_tls_sslmode",
+            c.client_tls_sslmode.to_string(),
+            d.client_tls_sslmode.to_string(),
+        ),
+        (
+            "client_tls_cert_file",
+            path(&c.client_tls_cert_file),
+            path(&d.client_tls_cert_file),
+        ),
+        (
+            "client_tls_key_file",
+            path(&c.client_tls_key_file),
+            path(&d.client_tls_key_file),
+        ),
+        (
+            "client_tls_ca_file",
+            path(&c.client_tls_ca_file),
+            path(&d.client_tls_ca_file),
+        ),
+        (
+            "client_tls_protocols",
+            c.client_tls_protocols.clone(),
+            d.client_tls_protocols.clone(),
+        ),
+        (
+            "client_tls_ciphers",
+            c.client_tls_ciphers.clone(),
+            d.client_tls_ciphers.clone(),
+        ),
+        (
+            "server_tls_sslmode",
+            c.server_tls_sslmode.to_string(),
+            d.server_tls_sslmode.to_string(),
+        ),
+        (
+            "server_tls_ca_file",
+            path(&c.server_tls_ca_file),
+            path(&d.server_tls_ca_file),
+        ),
+        (
+            "server_tls_cert_file",
+            path(&c.server_tls_cert_file),
+            path(&d.server_tls_cert_file),
+        ),
+        (
+            "server_tls_key_file",
+            path(&c.server_tls_key_file),
+            path(&d.server_tls_key_file),
+        ),
+        (
+            "server_tls_protocols",
+            c.server_tls_protocols.clone(),
+            d.server_tls_protocols.clone(),
+        ),
+        (
+            "server_tls_ciphers",
+            c.server_tls_ciphers.clone(),
+            d.server_tls_ciphers.clone(),
+        ),
     ];
     let mut rows: Vec<ConfigRow> = rows
         .into_iter()
@@ -218,6 +278,13 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
         .collect();
     rows.sort_by(|a, b| a.key.cmp(&b.key));
     rows
+}
+
+/// A file setting as shown: empty when unset.
+fn path(p: &Option<std::path::PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// PgBouncer prints booleans as 0/1.

@@ -29,7 +29,9 @@ use serde::Deserialize;
 pub use error::ConfigError;
 pub use types::{
     AuthType, LogFormat, Mode, ParseSettingError, PoolMode, Priority, Secret, SessionFeatures,
+    SslMode,
 };
+pub use validate::tls_protocols;
 
 use locate::{dotted, line_at, SpanTree};
 
@@ -187,6 +189,36 @@ pub struct Config {
     pub log_pooler_errors: bool,
     /// Log line format. Default `text`.
     pub log_format: LogFormat,
+    /// TLS for clients (PgBouncer's `client_tls_sslmode`, see [`SslMode`]). Default
+    /// `disable`. Anything but `disable` needs `client_tls_cert_file` and `client_tls_key_file`.
+    pub client_tls_sslmode: SslMode,
+    /// The proxy's certificate chain for clients (PEM); relative to the config file.
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// The private key of `client_tls_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to; needed by
+    /// `verify-ca`/`verify-full`, else client certificates are not asked for.
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS versions clients may use, PgBouncer's words: `tlsv1.2`, `tlsv1.3`, `secure`
+    /// (both), `all`/`legacy` (also 1.0 and 1.1, which pgweir does not implement; they
+    /// are ignored). Comma or space separated. Default `secure`.
+    pub client_tls_protocols: String,
+    /// Cipher suites clients may use: `default`, `secure`, `fast`, `normal`, `all`
+    /// (every suite rustls offers: AES-GCM and ChaCha20-Poly1305 with ECDHE) or a
+    /// colon-separated list of OpenSSL or IANA suite names. Default `default`.
+    pub client_tls_ciphers: String,
+    /// TLS to servers, with libpq's meanings (see [`SslMode`]). Default `disable`.
+    pub server_tls_sslmode: SslMode,
+    /// CA certificates (PEM) for `server_tls_sslmode = verify-ca/verify-full`.
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) pgweir shows to servers that ask for one.
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// Private key of `server_tls_cert_file`.
+    pub server_tls_key_file: Option<PathBuf>,
+    /// TLS versions for server connections; as `client_tls_protocols`. Default `secure`.
+    pub server_tls_protocols: String,
+    /// Cipher suites for server connections; as `client_tls_ciphers`. Default `default`.
+    pub server_tls_ciphers: String,
     /// Databases clients may connect to, by the name clients use (`[databases.NAME]`).
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Users (`[users.NAME]`), merged by [`Config::load`] with the auth file's users.
@@ -245,6 +277,18 @@ impl Default for Config {
             log_disconnections: true,
             log_pooler_errors: true,
             log_format: LogFormat::Text,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            client_tls_protocols: "secure".to_owned(),
+            client_tls_ciphers: "default".to_owned(),
+            server_tls_sslmode: SslMode::Disable,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
+            server_tls_protocols: "secure".to_owned(),
+            server_tls_ciphers: "default".to_owned(),
             databases: BTreeMap::new(),
             users: BTreeMap::new(),
         }
@@ -447,12 +491,31 @@ impl Config {
             config.merge_auth_file(entries, &resolved)?;
             config.auth_file = Some(resolved);
         }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for file in config.tls_files_mut() {
+            if let Some(p) = file.as_mut() {
+                *p = dir.join(&*p);
+            }
+        }
         let overridden = config.apply_overrides_unchecked(overrides)?;
         let tree = SpanTree::parse(&text);
         config
             .check()
             .map_err(|p| p.into_error(&origin, tree.as_ref(), &overridden))?;
         Ok(config)
+    }
+
+    /// The TLS certificate, key and CA file settings (resolved against the config file's
+    /// directory by [`Config::load`]).
+    fn tls_files_mut(&mut self) -> [&mut Option<PathBuf>; 6] {
+        [
+            &mut self.client_tls_cert_file,
+            &mut self.client_tls_key_file,
+            &mut self.client_tls_ca_file,
+            &mut self.server_tls_ca_file,
+            &mut self.server_tls_cert_file,
+            &mut self.server_tls_key_file,
+        ]
     }
 
     /// Apply command-line / environment overrides (each `Some` wins over the file), then re-validate.

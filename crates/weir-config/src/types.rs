@@ -70,6 +70,49 @@ macro_rules! setting_enum {
 }
 
 setting_enum! {
+    /// TLS on one leg, with libpq's `sslmode` words (PgBouncer's `client_tls_sslmode` and
+    /// `server_tls_sslmode`).
+    ///
+    /// Client leg (pgweir is the server): `disable` refuses TLS; `allow` and `prefer`
+    /// accept TLS when the client asks; `require` refuses plaintext logins; `verify-ca`
+    /// and `verify-full` also demand a client certificate signed by `client_tls_ca_file`.
+    ///
+    /// Server leg (pgweir is the client): `disable` never asks; `allow` and `prefer` ask
+    /// and fall back to plaintext when the server says no; `require` fails without TLS but
+    /// checks no certificate; `verify-ca` checks the chain against `server_tls_ca_file`;
+    /// `verify-full` also checks the host name.
+    SslMode, "sslmode", "disable, allow, prefer, require, verify-ca, verify-full" {
+        /// No TLS.
+        Disable => "disable",
+        /// TLS if the other side wants it.
+        Allow => "allow",
+        /// TLS if the other side can.
+        Prefer => "prefer",
+        /// TLS always, no certificate check.
+        Require => "require",
+        /// TLS always, the peer's certificate chain checked against the CA file.
+        VerifyCa => "verify-ca",
+        /// As `verify-ca`, and (server leg) the server's name matches its certificate.
+        VerifyFull => "verify-full",
+    }
+}
+
+impl SslMode {
+    /// Whether plaintext is refused.
+    pub const fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+
+    /// Whether the peer's certificate is checked against a CA.
+    pub const fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+setting_enum! {
     /// When a server connection goes back to the pool.
     PoolMode, "pool_mode", "session, transaction" {
         /// After the client disconnects (the server is reset with `server_reset_query`).

@@ -129,6 +129,7 @@ impl Config {
                 "must not be empty; remove the key if there is no auth file",
             ));
         }
+        self.check_tls()?;
         if self.databases.is_empty() {
             return Err(Problem::new(
                 &["databases"],
@@ -248,5 +249,88 @@ impl Config {
             ("server_idle_timeout", self.server_idle_timeout),
             ("server_lifetime", self.server_lifetime),
         ]
+    }
+}
+
+/// The TLS versions a `*_tls_protocols` value names: (TLS 1.2, TLS 1.3). PgBouncer's words;
+/// `tlsv1.0` and `tlsv1.1` are accepted and ignored (rustls implements neither).
+///
+/// # Errors
+/// An unknown word, or a list that leaves neither TLS 1.2 nor 1.3.
+pub fn tls_protocols(value: &str) -> Result<(bool, bool), String> {
+    let (mut v12, mut v13) = (false, false);
+    for word in value
+        .split(|c: char| c == ',' || c == ':' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+    {
+        match word.to_ascii_lowercase().as_str() {
+            "tlsv1.2" => v12 = true,
+            "tlsv1.3" => v13 = true,
+            "tlsv1.0" | "tlsv1.1" | "tlsv1" => {}
+            "all" | "legacy" | "secure" | "default" => (v12, v13) = (true, true),
+            other => {
+                return Err(format!(
+                "unknown TLS protocol `{other}`; expected tlsv1.2, tlsv1.3, secure, all or legacy"
+            ))
+            }
+        }
+    }
+    if !(v12 || v13) {
+        return Err("no TLS version left that pgweir supports (tlsv1.2, tlsv1.3)".to_owned());
+    }
+    Ok((v12, v13))
+}
+
+impl Config {
+    fn check_tls(&self) -> Result<(), Problem> {
+        for key in ["client_tls_protocols", "server_tls_protocols"] {
+            let value = if key.starts_with("client") {
+                &self.client_tls_protocols
+            } else {
+                &self.server_tls_protocols
+            };
+            tls_protocols(value).map_err(|m| Problem::new(&[key], m))?;
+        }
+        if self.client_tls_sslmode != crate::SslMode::Disable {
+            for (key, file) in [
+                ("client_tls_cert_file", &self.client_tls_cert_file),
+                ("client_tls_key_file", &self.client_tls_key_file),
+            ] {
+                if file.is_none() {
+                    return Err(Problem::new(
+                        &[key],
+                        format!(
+                            "is required when client_tls_sslmode is `{}`",
+                            self.client_tls_sslmode
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.client_tls_sslmode.verifies() && self.client_tls_ca_file.is_none() {
+            return Err(Problem::new(
+                &["client_tls_ca_file"],
+                format!(
+                    "is required when client_tls_sslmode is `{}` (client certificates are checked against it)",
+                    self.client_tls_sslmode
+                ),
+            ));
+        }
+        if self.server_tls_sslmode.verifies() && self.server_tls_ca_file.is_none() {
+            return Err(Problem::new(
+                &["server_tls_ca_file"],
+                format!(
+                    "is required when server_tls_sslmode is `{}` (the server's certificate is checked against it)",
+                    self.server_tls_sslmode
+                ),
+            ));
+        }
+        if self.server_tls_cert_file.is_some() != self.server_tls_key_file.is_some() {
+            return Err(Problem::new(
+                &["server_tls_key_file"],
+                "server_tls_cert_file and server_tls_key_file go together",
+            ));
+        }
+        Ok(())
     }
 }

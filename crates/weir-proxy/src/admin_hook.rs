@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::stream::Stream;
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 
 use crate::error::ClientError;
 use crate::session::Shared;
@@ -36,7 +36,7 @@ pub trait AdminConsole: Send + Sync {
     /// `rbuf` holds any bytes already read after the login.
     fn serve<'a>(
         &'a self,
-        stream: &'a mut TcpStream,
+        stream: &'a mut Stream,
         rbuf: BytesMut,
         user: &'a str,
         role: AdminRole,

@@ -10,7 +10,9 @@ use crate::server::CancelTarget;
 /// One client's slot: its proxy-issued key and the server it currently holds.
 #[derive(Debug)]
 pub struct CancelSlot {
-    key: [u8; 4],
+    /// Room for the longest key issued (protocol 3.2); `key_len` bytes are used.
+    key: [u8; LONG_KEY_LEN],
+    key_len: usize,
     state: Mutex<SlotState>,
 }
 
@@ -23,9 +25,10 @@ struct SlotState {
 }
 
 impl CancelSlot {
-    /// The proxy-issued secret key for this client.
-    pub fn key(&self) -> [u8; 4] {
-        self.key
+    /// The proxy-issued secret key for this client: 4 bytes under protocol 3.0, 32
+    /// under 3.2 (as PostgreSQL 18 issues).
+    pub fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
     }
 
     /// Records the server this client now holds.
@@ -62,6 +65,11 @@ impl Drop for CancelTicket {
     }
 }
 
+/// Cancel key length under protocol 3.0.
+pub const SHORT_KEY_LEN: usize = 4;
+/// Cancel key length issued under protocol 3.2 (PostgreSQL 18's).
+pub const LONG_KEY_LEN: usize = 32;
+
 /// All live clients' cancel slots, keyed by proxy-issued process id.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
@@ -69,8 +77,16 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers a new client under a fresh random (pid, key); the guard unregisters it on drop.
+    /// Registers a new client under a fresh random (pid, 4-byte key); the guard
+    /// unregisters it on drop.
     pub fn register(self: &Arc<Self>) -> CancelGuard {
+        self.register_with_key_len(SHORT_KEY_LEN)
+    }
+
+    /// As [`CancelRegistry::register`] with a key of `key_len` bytes (at most
+    /// [`LONG_KEY_LEN`]): 32 for protocol 3.2 clients.
+    pub fn register_with_key_len(self: &Arc<Self>, key_len: usize) -> CancelGuard {
+        let key_len = key_len.clamp(SHORT_KEY_LEN, LONG_KEY_LEN);
         loop {
             // Positive pids only: some drivers print or parse them as such.
             let pid = (rand::random::<u32>() >> 1) as i32;
@@ -79,6 +95,7 @@ impl CancelRegistry {
             }
             let slot = Arc::new(CancelSlot {
                 key: rand::random(),
+                key_len,
                 state: Mutex::new(SlotState::default()),
             });
             if let dashmap::Entry::Vacant(v) = self.slots.entry(pid) {
@@ -97,10 +114,10 @@ impl CancelRegistry {
     /// the cancel has been delivered.
     pub fn begin_cancel(&self, pid: i32, key: &[u8]) -> Option<CancelTicket> {
         let slot = self.slots.get(&pid)?.clone();
-        let matches = key.len() == 4
+        let matches = key.len() == slot.key_len
             && key
                 .iter()
-                .zip(slot.key.iter())
+                .zip(slot.key().iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0;
         if !matches {
@@ -160,14 +177,14 @@ mod tests {
     fn cancel_needs_the_right_key_and_a_target() {
         let reg = Arc::new(CancelRegistry::default());
         let guard = reg.register();
-        let key = guard.slot().key();
+        let key = guard.slot().key().to_vec();
         assert!(
             reg.begin_cancel(guard.pid(), &key).is_none(),
             "no server held yet"
         );
         guard.slot().set_target(target());
         assert_eq!(reg.begin_cancel(guard.pid(), &key).unwrap().target.pid, 99);
-        let mut wrong = key;
+        let mut wrong = key.clone();
         wrong[0] ^= 1;
         assert!(reg.begin_cancel(guard.pid(), &wrong).is_none());
         assert!(reg.begin_cancel(guard.pid(), &key[..3]).is_none());
@@ -181,7 +198,7 @@ mod tests {
     fn a_server_with_a_cancel_in_flight_is_not_reused() {
         let reg = Arc::new(CancelRegistry::default());
         let guard = reg.register();
-        let key = guard.slot().key();
+        let key = guard.slot().key().to_vec();
         guard.slot().set_target(target());
         assert!(!guard.slot().clear_target(), "no cancel: reusable");
 
@@ -200,9 +217,25 @@ mod tests {
         assert!(!guard.slot().clear_target(), "delivered: reusable again");
     }
 
+    #[test]
+    fn protocol_3_2_keys_are_32_bytes_and_must_match_whole() {
+        let reg = Arc::new(CancelRegistry::default());
+        let guard = reg.register_with_key_len(LONG_KEY_LEN);
+        let key = guard.slot().key().to_vec();
+        assert_eq!(key.len(), 32);
+        guard.slot().set_target(target());
+        assert!(reg.begin_cancel(guard.pid(), &key[..4]).is_none());
+        let mut longer = key.clone();
+        longer.push(0);
+        assert!(reg.begin_cancel(guard.pid(), &longer).is_none());
+        assert!(reg.begin_cancel(guard.pid(), &key).is_some());
+    }
+
     fn target() -> Arc<CancelTarget> {
         Arc::new(CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
+            host: "127.0.0.1".into(),
+            tls: None,
             pid: 99,
             key: vec![1, 2, 3, 4],
         })

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
+use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use weir_config::{AuthType, Config, Secret};
 use weir_wire::auth::messages as authmsg;
-use weir_wire::auth::scram::{ScramSecret, ScramServer, SCRAM_SHA_256};
+use weir_wire::auth::scram::{ScramSecret, ScramServer};
 use weir_wire::auth::{md5, AuthError};
 
 use crate::error::{ClientError, ProxyError};
@@ -120,11 +120,12 @@ pub struct AuthOutcome {
 /// # Errors
 /// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     user: &str,
     auth_type: AuthType,
     credentials: &Credentials,
+    channel_binding: Option<&[u8]>,
 ) -> Result<AuthOutcome, ClientError> {
     let secrets = credentials.get(user);
     let secrets = secrets.as_deref();
@@ -145,8 +146,12 @@ pub async fn authenticate(
             let secret = secrets
                 .and_then(|s| s.scram.clone())
                 .unwrap_or_else(|| dummy_secret().clone());
-            let mut server = ScramServer::new(secret);
-            authmsg::put_authentication_sasl(&mut out, &[SCRAM_SHA_256]);
+            // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to this TLS connection.
+            let mut server = match channel_binding {
+                Some(end_point) => ScramServer::with_channel_binding(secret, end_point.to_vec()),
+                None => ScramServer::new(secret),
+            };
+            authmsg::put_authentication_sasl(&mut out, server.mechanisms());
             flush(stream, &mut out).await?;
             let first = expect_password_message(stream, rbuf).await?;
             let (mechanism, data) = authmsg::parse_sasl_initial_response(first.body())
@@ -195,7 +200,7 @@ fn scram_error(user: &str, e: AuthError) -> ClientError {
 }
 
 async fn expect_password_message(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<weir_wire::Frame, ClientError> {
     let frame = read_frame(stream, rbuf, MAX_AUTH_MESSAGE).await?;
@@ -208,7 +213,7 @@ async fn expect_password_message(
     Ok(frame)
 }
 
-async fn flush(stream: &mut TcpStream, out: &mut BytesMut) -> Result<(), ClientError> {
+async fn flush(stream: &mut Stream, out: &mut BytesMut) -> Result<(), ClientError> {
     stream.write_all(out).await?;
     out.clear();
     Ok(())

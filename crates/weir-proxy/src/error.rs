@@ -96,6 +96,13 @@ pub enum ClientError {
     /// A new connection arrived while the proxy drains for shutdown.
     #[error("pgweir is shutting down and accepts no new connections")]
     Draining,
+    /// A plaintext login while `client_tls_sslmode` requires TLS (28000, as
+    /// PostgreSQL refuses a `hostssl`-only login).
+    #[error("SSL required")]
+    TlsRequired,
+    /// The TLS handshake with the client failed; nothing can be told to it.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(String),
 }
 
 /// SQLSTATE 55000 `object_not_in_prerequisite_state`, PostgreSQL's code for a database
@@ -175,6 +182,8 @@ impl ClientError {
             }
             ClientError::DatabaseDisabled(_) => OBJECT_NOT_IN_PREREQUISITE_STATE,
             ClientError::Draining => sqlstate::ADMIN_SHUTDOWN,
+            ClientError::TlsRequired => sqlstate::INVALID_AUTHORIZATION,
+            ClientError::TlsHandshake(_) => return None,
         })
     }
 
@@ -203,6 +212,9 @@ impl ClientError {
             ClientError::AdminNotAllowed(_) => Some(
                 "List the user in admin_users or stats_users (or --admin-users / --stats-users).",
             ),
+            ClientError::TlsRequired => Some(
+                "pgweir accepts only encrypted connections (client_tls_sslmode); connect with sslmode=require or stronger.",
+            ),
             ClientError::DatabaseDisabled(_) => {
                 Some("An administrator ran DISABLE; ENABLE on the admin console lifts it.")
             }
@@ -224,6 +236,9 @@ pub enum ProxyError {
         source: std::io::Error,
     },
     /// A configured secret could not be used.
+    /// A TLS certificate, key or setting is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("user \"{user}\": {message}")]
     Credential {
         /// The user.

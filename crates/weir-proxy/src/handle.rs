@@ -114,6 +114,12 @@ impl ProxyHandle {
     /// A secret in `config` is unusable; nothing was changed.
     pub fn apply_config(&self, config: Config) -> Result<Vec<String>, String> {
         let credentials = Credentials::from_config(&config).map_err(|e| e.to_string())?;
+        // New certificates and keys are read here: new connections use them, open ones
+        // keep theirs. A file that does not load leaves everything as it was.
+        self.shared
+            .tls()
+            .reload(&config)
+            .map_err(|e| format!("TLS: {e}"))?;
         let old = self.shared.config();
         let mut notes = Vec::new();
         let mut restart = |name: &str, changed: bool| {

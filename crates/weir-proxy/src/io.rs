@@ -2,9 +2,9 @@
 //! client login, server login, the session-mode reset query (not the relay loop, which
 //! manages its buffers itself).
 
+use crate::stream::Stream;
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use weir_wire::frame::{split_frame, FrameError};
 use weir_wire::Frame;
 
@@ -35,7 +35,7 @@ impl From<ReadFrameError> for ClientError {
 /// # Errors
 /// EOF, I/O, or a bad length.
 pub async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
     max_len: usize,
 ) -> Result<Frame, ReadFrameError> {

@@ -26,6 +26,8 @@ pub mod server;
 pub mod session;
 pub mod session_state;
 mod statement;
+pub mod stream;
+pub mod tls;
 pub mod upstream;
 
 pub use admin_hook::{AdminConsole, AdminRole};

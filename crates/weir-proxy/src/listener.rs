@@ -23,6 +23,7 @@ use crate::admin_hook::AdminConsole;
 use crate::error::ProxyError;
 use crate::handle::ProxyHandle;
 use crate::session::{self, Shared};
+use crate::stream::Stream;
 
 /// After `shutdown_timeout`, how long killed sessions get to close before the proxy stops waiting.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -125,14 +126,14 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             if draining {
-                refusals.spawn(session::serve_draining(shared.clone(), stream));
+                refusals.spawn(session::serve_draining(shared.clone(), Stream::Tcp(stream)));
                 continue;
             }
             match shared.limit.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let shared = shared.clone();
                     sessions.spawn(async move {
-                        session::serve(shared, stream, peer).await;
+                        session::serve(shared, Stream::Tcp(stream), peer).await;
                         drop(permit);
                     });
                 }

@@ -42,6 +42,8 @@ pub struct ServerManager {
     /// `server_connect_timeout` in ms: a connect dropped this late timed out (the pool
     /// applies the timeout by dropping the connect), which the breaker must hear.
     connect_timeout_ms: AtomicU64,
+    /// The TLS settings in force (`server_tls_*`), read at each connect.
+    tls: Arc<crate::tls::Tls>,
 }
 
 impl ServerManager {
@@ -118,7 +120,8 @@ impl ManageConnection for ServerManager {
             None => None,
         };
         let target = self.target();
-        let result = ServerConn::connect(&target, &credential).await;
+        let tls = self.tls.server();
+        let result = ServerConn::connect(&target, &credential, tls.as_ref()).await;
         outcome.resolve(result.as_ref().err());
         let mut conn = result?;
         conn.db_permit = db_permit;
@@ -173,6 +176,8 @@ pub struct Pools {
     pub(crate) flags: Mutex<crate::control::Flags>,
     /// Every upstream (host:port) and its circuit breaker.
     upstreams: Upstreams,
+    /// TLS for both legs; `RELOAD` rebuilds it.
+    pub(crate) tls: Arc<crate::tls::Tls>,
 }
 
 /// Tells an upstream's breaker how one connect went, also when the pool drops the
@@ -258,8 +263,9 @@ impl DbGroup {
 
 impl Pools {
     /// An empty set of pools for `config`.
-    pub fn new(config: Arc<Config>) -> Self {
+    pub fn new(config: Arc<Config>, tls: Arc<crate::tls::Tls>) -> Self {
         Pools {
+            tls,
             map: RwLock::new(HashMap::new()),
             db_groups: Mutex::new(HashMap::new()),
             flags: Mutex::new(crate::control::Flags::default()),
@@ -313,6 +319,7 @@ impl Pools {
                 .clone()
         });
         let manager = ServerManager {
+            tls: self.tls.clone(),
             db_group: db_group.clone(),
             upstream: RwLock::new(self.upstreams.get(&target.host, target.port)),
             target: RwLock::new(target),

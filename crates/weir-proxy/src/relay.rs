@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use weir_config::{Config, PoolMode};
 
@@ -113,7 +112,7 @@ impl<'a> Relay<'a> {
     pub fn new(
         shared: &'a Shared,
         entry: Arc<PoolEntry>,
-        client: &'a mut TcpStream,
+        client: &'a mut crate::stream::Stream,
         cbuf: BytesMut,
         cancel: CancelGuard,
         info: Arc<ClientInfo>,
@@ -217,6 +216,7 @@ impl<'a> Relay<'a> {
             tokio::select! {
                 // poll_read_ready keeps the waker in the socket's own slot: unlike
                 // readable(), its future holds no waiter node (~150 bytes per idle client).
+                // Under TLS it is ready only once a whole record's plaintext is there.
                 r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => r?,
                 _ = &mut stops.shutdown => return Err(ClientError::Shutdown),
                 _ = &mut stops.killed => return Err(ClientError::Killed),

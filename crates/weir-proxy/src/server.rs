@@ -7,12 +7,15 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use weir_config::SslMode;
 use weir_wire::auth::messages::{self as authmsg, AuthRequest};
 use weir_wire::auth::{md5, scram, AuthError};
 use weir_wire::backend::{self, ErrorFields};
 
 use crate::io::{read_frame, ReadFrameError};
 use crate::session_state::ServerSession;
+use crate::stream::Stream;
+use crate::tls::ServerTls;
 use weir_wire::startup::put_startup_message;
 
 /// Largest message accepted from a server during login (errors, parameter lists).
@@ -145,20 +148,35 @@ impl From<AuthError> for ServerError {
 pub type ServerParams = Arc<Vec<(String, String)>>;
 
 /// The server's real cancel key and address, for forwarding a client's CancelRequest.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CancelTarget {
     /// Address the connection was made to.
     pub addr: SocketAddr,
+    /// Host name the connection was made to (TLS server name).
+    pub host: String,
+    /// Set when the connection is encrypted: the cancel goes over TLS too, as libpq
+    /// sends it when its sslmode asks for TLS.
+    pub tls: Option<Arc<ServerTls>>,
     /// Backend process id.
     pub pid: i32,
     /// Backend secret key.
     pub key: Vec<u8>,
 }
 
+impl std::fmt::Debug for CancelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelTarget")
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A logged-in server connection.
 pub struct ServerConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection (TCP, or TLS over TCP).
+    pub stream: Stream,
     /// Bytes read from the server and not yet relayed.
     pub rbuf: BytesMut,
     /// This backend's cancel key and address.
@@ -182,17 +200,44 @@ impl ServerConn {
     pub async fn connect(
         target: &ServerTarget,
         credential: &ServerCredential,
+        tls: Option<&Arc<ServerTls>>,
+    ) -> Result<ServerConn, ServerError> {
+        match tls {
+            // libpq's allow: plaintext first, TLS only if the server refuses that.
+            Some(t) if t.mode == SslMode::Allow => {
+                match Self::connect_once(target, credential, None).await {
+                    Err(ServerError::Rejected { code, .. }) if code == "28000" => {
+                        Self::connect_once(target, credential, tls).await
+                    }
+                    other => other,
+                }
+            }
+            _ => Self::connect_once(target, credential, tls).await,
+        }
+    }
+
+    async fn connect_once(
+        target: &ServerTarget,
+        credential: &ServerCredential,
+        tls: Option<&Arc<ServerTls>>,
     ) -> Result<ServerConn, ServerError> {
         let addr_text = format!("{}:{}", target.host, target.port);
         let io = |source| ServerError::Io {
             addr: addr_text.clone(),
             source,
         };
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+        let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let addr = stream.peer_addr().map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let addr = tcp.peer_addr().map_err(io)?;
+        let (mut stream, tls) = match tls {
+            Some(t) => match ssl_request(tcp, &target.host, t).await.map_err(io)? {
+                (stream, true) => (stream, Some(t.clone())),
+                (stream, false) => (stream, None),
+            },
+            None => (Stream::Tcp(tcp), None),
+        };
 
         let mut out = BytesMut::with_capacity(256);
         put_startup_message(
@@ -328,7 +373,13 @@ impl ServerConn {
         Ok(ServerConn {
             stream,
             rbuf,
-            cancel: Arc::new(CancelTarget { addr, pid, key }),
+            cancel: Arc::new(CancelTarget {
+                addr,
+                host: target.host.clone(),
+                tls,
+                pid,
+                key,
+            }),
             params: Arc::new(params),
             clean: true,
             db_permit: None,
@@ -370,12 +421,8 @@ impl ServerConn {
     }
 
     /// Non-blocking probe of an idle connection: readable (data or EOF) means dead or desynced.
-    pub fn is_idle_and_alive(&self) -> bool {
-        if !self.rbuf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    pub fn is_idle_and_alive(&mut self) -> bool {
+        self.rbuf.is_empty() && self.stream.probe_idle()
     }
 }
 
@@ -384,13 +431,66 @@ impl ServerConn {
 /// # Errors
 /// Connect or write failure.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(target.addr).await?;
+    let tcp = TcpStream::connect(target.addr).await?;
+    let mut stream = match &target.tls {
+        Some(tls) => match ssl_request(tcp, &target.host, tls).await? {
+            (stream, true) => stream,
+            (_, false) => {
+                return Err(std::io::Error::other(
+                    "server refused TLS for the cancel request",
+                ))
+            }
+        },
+        None => Stream::Tcp(tcp),
+    };
     let mut buf = BytesMut::with_capacity(16 + target.key.len());
     weir_wire::startup::put_cancel_request(&mut buf, target.pid, &target.key);
     stream.write_all(&buf).await?;
+    stream.flush().await?;
     // PostgreSQL closes the connection once it has read the request; wait for that so the
     // cancel is delivered before we report it done.
     let mut sink = [0u8; 16];
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut sink)).await;
     Ok(())
+}
+
+/// Asks the server for TLS (SSLRequest) and runs the handshake if it agrees. Returns the
+/// stream and whether it is encrypted; a refusal is an error when `tls.mode` requires TLS.
+///
+/// # Errors
+/// I/O, an unexpected answer, a refusal under require/verify-*, or a failed handshake
+/// (such as a certificate that does not verify).
+async fn ssl_request(
+    mut tcp: TcpStream,
+    host: &str,
+    tls: &ServerTls,
+) -> std::io::Result<(Stream, bool)> {
+    let mut out = BytesMut::with_capacity(8);
+    weir_wire::startup::put_ssl_request(&mut out);
+    tcp.write_all(&out).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => {
+            let stream = tls.connect(host, tcp).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("TLS handshake with the server failed: {e}"),
+                )
+            })?;
+            Ok((Stream::TlsClient(Box::new(stream)), true))
+        }
+        b'N' if tls.mode.requires_tls() => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!(
+                "server does not support SSL, but server_tls_sslmode is {}",
+                tls.mode
+            ),
+        )),
+        b'N' => Ok((Stream::Tcp(tcp), false)),
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("server answered SSLRequest with {:?}", other as char),
+        )),
+    }
 }

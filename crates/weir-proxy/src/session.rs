@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -32,6 +31,8 @@ use crate::prepared::StatementRegistry;
 use crate::registry::{ClientInfo, ClientRegistry, LoginInfo};
 use crate::relay::Relay;
 use crate::server::{send_cancel, ServerError};
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 use crate::upstream::Upstream;
 
 /// How long an admin console session may finish its current reply after shutdown began.
@@ -84,9 +85,10 @@ impl Shared {
     /// A configured secret is unusable.
     pub(crate) fn new(config: Config) -> Result<Shared, crate::ProxyError> {
         let credentials = Credentials::from_config(&config)?;
+        let tls = Arc::new(crate::tls::Tls::from_config(&config)?);
         let config = Arc::new(config);
         Ok(Shared {
-            pools: Pools::new(config.clone()),
+            pools: Pools::new(config.clone(), tls),
             limit: Arc::new(Semaphore::new(config.max_client_conn as usize)),
             max_client_conn: AtomicU32::new(config.max_client_conn),
             config,
@@ -118,6 +120,11 @@ impl Shared {
         self.admin.get()
     }
 
+    /// The TLS configurations in force (both legs).
+    pub fn tls(&self) -> &crate::tls::Tls {
+        &self.pools.tls
+    }
+
     /// Shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Relaxed)
@@ -132,7 +139,7 @@ impl Shared {
 /// the relay is borrowed in place, never moved across an await.
 pub fn serve(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
@@ -185,7 +192,7 @@ pub fn serve(
 /// The login, bounded by `client_login_timeout`.
 async fn login_in_time(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<Option<Login>, ClientError> {
     let login_timeout = shared.config().client_login_timeout;
@@ -207,7 +214,7 @@ enum Step<'a> {
     Relay(Relay<'a>),
     /// Serve the admin console.
     Console {
-        stream: &'a mut TcpStream,
+        stream: &'a mut Stream,
         rbuf: BytesMut,
         user: String,
         role: AdminRole,
@@ -224,15 +231,16 @@ fn after_login<'a>(
     shared: &'a Shared,
     info: &Arc<ClientInfo>,
     login: Result<Option<Login>, ClientError>,
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     rbuf: BytesMut,
 ) -> Step<'a> {
     let config = shared.config();
+    let tls = stream.tls_version();
     match login {
         Ok(Some(Login::Pool(session))) => {
             let session = *session;
             let (db, user) = (&session.entry.database, &session.entry.user);
-            logged_in(&config, info, db, user, session.application_name);
+            logged_in(&config, info, db, user, session.application_name, tls);
             Step::Relay(Relay::new(
                 shared,
                 session.entry,
@@ -254,7 +262,7 @@ fn after_login<'a>(
             role,
             application_name,
         })) => {
-            logged_in(&config, info, &database, &user, application_name);
+            logged_in(&config, info, &database, &user, application_name, tls);
             Step::Console {
                 stream,
                 rbuf,
@@ -268,7 +276,14 @@ fn after_login<'a>(
 }
 
 /// Records a login in the registry and the span, and logs it like PgBouncer.
-fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, application_name: String) {
+fn logged_in(
+    config: &Config,
+    info: &ClientInfo,
+    db: &str,
+    user: &str,
+    application_name: String,
+    tls: Option<&'static str>,
+) {
     let span = tracing::Span::current();
     span.record("user", user);
     span.record("db", db);
@@ -278,7 +293,10 @@ fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, applicati
         application_name,
     });
     if config.log_connections {
-        info!("login attempt: db={db} user={user} tls=no");
+        match tls {
+            Some(version) => info!("login attempt: db={db} user={user} tls={version}"),
+            None => info!("login attempt: db={db} user={user} tls=no"),
+        }
     }
 }
 
@@ -287,7 +305,7 @@ fn logged_in(config: &Config, info: &ClientInfo, db: &str, user: &str, applicati
 async fn serve_console(
     shared: &Shared,
     info: &ClientInfo,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: BytesMut,
     user: &str,
     role: AdminRole,
@@ -310,11 +328,11 @@ async fn serve_console(
 /// Answers a connection that arrives while the proxy drains: a CancelRequest is still
 /// forwarded (it may be for a transaction that is finishing), anything else gets
 /// FATAL 57P01.
-pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: TcpStream) {
+pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: Stream) {
     let mut rbuf = BytesMut::with_capacity(256);
     let startup = tokio::time::timeout(
         DRAINING_STARTUP_TIMEOUT,
-        read_startup(&shared, &mut stream, &mut rbuf),
+        read_startup(&shared, &mut stream, &mut rbuf, &mut None),
     )
     .await;
     if let Ok(Ok(Some(_))) = startup {
@@ -324,7 +342,7 @@ pub(crate) async fn serve_draining(shared: Arc<Shared>, mut stream: TcpStream) {
 
 /// Sends `e` to the client as a FATAL ErrorResponse (when it can still be told), and
 /// logs it when `log_pooler_errors` is on.
-async fn report(stream: &mut TcpStream, e: &ClientError, log: bool) {
+async fn report(stream: &mut Stream, e: &ClientError, log: bool) {
     let Some(code) = e.sqlstate() else {
         debug!(error = %e, "client connection ended");
         return;
@@ -374,10 +392,11 @@ pub struct LoggedIn {
 /// Startup packet, authentication and greeting. `Ok(None)` for a served CancelRequest.
 async fn login(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
 ) -> Result<Option<Login>, ClientError> {
-    let startup = match read_startup(shared, stream, rbuf).await? {
+    let mut tls = None;
+    let startup = match read_startup(shared, stream, rbuf, &mut tls).await? {
         Some(s) => s,
         None => return Ok(None),
     };
@@ -390,7 +409,7 @@ async fn login(
     let database = startup.database().unwrap_or(&user).to_owned();
 
     let mut out = BytesMut::with_capacity(512);
-    negotiate_protocol(&startup, &mut out);
+    let minor = negotiate_protocol(&startup, &mut out);
     if !out.is_empty() {
         stream.write_all(&out).await?;
         out.clear();
@@ -401,6 +420,7 @@ async fn login(
         &user,
         shared.config().auth_type,
         &shared.credentials,
+        tls.as_ref().map(|t| t.end_point()),
     )
     .await?;
     if let Some(role) = crate::admin_hook::route_login(shared, &database, &user)? {
@@ -465,8 +485,14 @@ async fn login(
         let value = client_params.reported.get(name).unwrap_or(value);
         build::put_parameter_status(&mut out, name, value);
     }
-    let cancel = shared.cancels.register();
-    build::put_backend_key_data(&mut out, cancel.pid(), &cancel.slot().key());
+    // Protocol 3.2 clients get PostgreSQL 18's 32-byte cancel keys; the servers behind
+    // may speak 3.0 (the proxy maps keys, so the lengths need not agree).
+    let cancel = shared.cancels.register_with_key_len(if minor >= 2 {
+        crate::cancel::LONG_KEY_LEN
+    } else {
+        crate::cancel::SHORT_KEY_LEN
+    });
+    build::put_backend_key_data(&mut out, cancel.pid(), cancel.slot().key());
     build::put_ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
     Ok(Some(Login::Pool(Box::new(LoggedIn {
@@ -557,16 +583,33 @@ fn class_of(p: Priority) -> weir_pool::Class {
     }
 }
 
-/// Reads initial packets, answering SSL/GSS requests with `N`, until a StartupMessage
-/// (returned) or a CancelRequest (forwarded; `None`).
+/// Reads initial packets until a StartupMessage (returned) or a CancelRequest
+/// (forwarded; `None`). An SSLRequest is answered `S` and the TLS handshake follows when
+/// `client_tls_sslmode` allows TLS (else `N`), a TLS ClientHello in place of a first
+/// packet is PostgreSQL 17's direct TLS; GSSENCRequest gets `N`. `tls` is set to the
+/// configuration the handshake used (for channel binding).
 async fn read_startup(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     rbuf: &mut BytesMut,
+    tls: &mut Option<Arc<ClientTls>>,
 ) -> Result<Option<StartupMessage>, ClientError> {
+    let config = shared.tls().client();
     // SSLRequest then GSSENCRequest (or the reverse) at most: bound the negotiation.
     for _ in 0..3 {
         let packet = loop {
+            if rbuf.first() == Some(&crate::tls::TLS_HANDSHAKE_RECORD) && !stream.is_tls() {
+                // No startup packet starts so (its length would be over 350 MB).
+                let Some(config) = &config else {
+                    return Err(ClientError::Protocol(
+                        "received a direct TLS connection, but TLS is not enabled (client_tls_sslmode = disable)".into(),
+                    ));
+                };
+                let prefix = rbuf.split();
+                upgrade(config, stream, prefix, true).await?;
+                *tls = Some(config.clone());
+                continue;
+            }
             if let Some(p) =
                 parse_initial(rbuf).map_err(|e| ClientError::Protocol(e.to_string()))?
             {
@@ -584,7 +627,16 @@ async fn read_startup(
                         "received unencrypted data after encryption request".into(),
                     ));
                 }
-                stream.write_all(b"N").await?;
+                match &config {
+                    Some(config)
+                        if matches!(packet, InitialPacket::SslRequest) && !stream.is_tls() =>
+                    {
+                        stream.write_all(b"S").await?;
+                        upgrade(config, stream, BytesMut::new(), false).await?;
+                        *tls = Some(config.clone());
+                    }
+                    _ => stream.write_all(b"N").await?,
+                }
             }
             InitialPacket::Cancel { pid, key } => {
                 if let Some(ticket) = shared.cancels.begin_cancel(pid, &key) {
@@ -595,7 +647,12 @@ async fn read_startup(
                 }
                 return Ok(None);
             }
-            InitialPacket::Startup(m) => return Ok(Some(m)),
+            InitialPacket::Startup(m) => {
+                if config.as_ref().is_some_and(|c| c.mode.requires_tls()) && !stream.is_tls() {
+                    return Err(ClientError::TlsRequired);
+                }
+                return Ok(Some(m));
+            }
         }
     }
     Err(ClientError::Protocol(
@@ -603,18 +660,57 @@ async fn read_startup(
     ))
 }
 
-/// Answers a request for a newer protocol minor version or `_pq_.` options with
-/// NegotiateProtocolVersion (3.0, all options unsupported), as PostgreSQL does.
-fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) {
+/// Runs the TLS handshake on a client connection (after our `S`, or at once for direct
+/// TLS, whose ClientHello is already in `prefix`). Direct TLS must name the
+/// `postgresql` ALPN protocol, as PostgreSQL 17 insists.
+async fn upgrade(
+    config: &ClientTls,
+    stream: &mut Stream,
+    prefix: BytesMut,
+    direct: bool,
+) -> Result<(), ClientError> {
+    let tcp = stream
+        .take_tcp()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let tls = config
+        .accept(tcp, prefix)
+        .await
+        .map_err(|e| ClientError::TlsHandshake(e.to_string()))?;
+    let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_POSTGRESQL);
+    *stream = Stream::TlsServer(Box::new(tls));
+    if direct && !alpn_ok {
+        return Err(ClientError::Protocol(
+            "received direct SSL connection request without ALPN protocol negotiation extension"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The newest protocol minor version the proxy speaks with clients (3.2, PostgreSQL 18's).
+const PROTOCOL_MINOR: i32 = 2;
+
+/// Negotiates the protocol version, as PostgreSQL 18 does: 3.0 and 3.2 are spoken as
+/// asked; a newer minor, 3.1 (never used) or any `_pq_.` option gets one
+/// NegotiateProtocolVersion naming the minor chosen and the options refused. Returns
+/// the minor version in force.
+fn negotiate_protocol(startup: &StartupMessage, out: &mut BytesMut) -> i32 {
     let unsupported: Vec<&str> = startup
         .params
         .iter()
         .filter(|(k, _)| k.starts_with("_pq_."))
         .map(|(k, _)| k.as_str())
         .collect();
-    if startup.minor > 0 || !unsupported.is_empty() {
-        build::put_negotiate_protocol_version(out, 0, &unsupported);
+    let asked = i32::from(startup.minor);
+    let minor = if asked >= PROTOCOL_MINOR {
+        PROTOCOL_MINOR
+    } else {
+        0
+    };
+    if asked != minor || !unsupported.is_empty() {
+        build::put_negotiate_protocol_version(out, minor, &unsupported);
     }
+    minor
 }
 
 /// Checks out a server connection for `entry`: fails at once with 57P03 while its
@@ -701,7 +797,9 @@ mod footprint {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let stream = crate::stream::Stream::Tcp(
+            tokio::net::TcpStream::connect(addr).await.expect("connect"),
+        );
         let shared = std::sync::Arc::new(
             super::Shared::new(weir_config::Config::default()).expect("shared"),
         );

@@ -181,6 +181,12 @@ pub fn put_startup_message<'a>(
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Appends an SSLRequest (asks the server to switch to TLS; it answers `S` or `N`).
+pub fn put_ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_i32(SSL_REQUEST_CODE);
+}
+
 /// Appends a CancelRequest for a server's `pid` and secret `key`.
 pub fn put_cancel_request(buf: &mut BytesMut, pid: i32, key: &[u8]) {
     buf.put_i32((12 + key.len()) as i32);

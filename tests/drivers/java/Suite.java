@@ -17,7 +17,9 @@ import org.postgresql.PGStatement;
 
 public class Suite {
     static final String URL = "jdbc:postgresql://" + System.getenv("PGHOST") + ":"
-            + System.getenv("PGPORT") + "/" + System.getenv("PGDATABASE");
+            + System.getenv("PGPORT") + "/" + System.getenv("PGDATABASE")
+            // PGWEIR_DRIVERS_TLS=1 passes "?sslmode=verify-full&sslrootcert=...".
+            + java.util.Objects.requireNonNullElse(System.getenv("PGWEIR_JDBC_PARAMS"), "");
     static final boolean SHARED = "transaction".equals(System.getenv("PGWEIR_POOL_MODE"));
 
     interface Step { void run() throws Exception; }

@@ -150,6 +150,44 @@ pub(super) fn map(
             out.global(key, strings(&list(&e.value)), from(e));
         }
     }
+    for key in [
+        "client_tls_sslmode",
+        "client_tls_cert_file",
+        "client_tls_key_file",
+        "client_tls_ca_file",
+        "client_tls_protocols",
+        "client_tls_ciphers",
+        "server_tls_sslmode",
+        "server_tls_ca_file",
+        "server_tls_cert_file",
+        "server_tls_key_file",
+        "server_tls_protocols",
+        "server_tls_ciphers",
+    ] {
+        if let Some(e) = s.take(key) {
+            // Same words as PgBouncer; an empty value means the default there and here.
+            let value = e.value.trim();
+            let bad = if key.ends_with("_sslmode") {
+                value
+                    .parse::<weir_config::SslMode>()
+                    .err()
+                    .map(|err| err.to_string())
+            } else if key.ends_with("_protocols") {
+                weir_config::tls_protocols(value).err()
+            } else {
+                None
+            };
+            match bad {
+                Some(why) => notes.push(
+                    &e.at,
+                    NoteKind::Unsupported,
+                    format!("{key} = {value}: {why}; not carried over"),
+                ),
+                None if !value.is_empty() => out.global(key, string(value), from(e)),
+                None => {}
+            }
+        }
+    }
     if let Some(e) = s.take("server_reset_query") {
         out.global("server_reset_query", string(&e.value), from(e));
     }

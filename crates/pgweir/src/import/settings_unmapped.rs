@@ -104,18 +104,13 @@ pub(super) fn classify(key: &str, value: &str) -> (NoteKind, String) {
             Unsupported,
             "pgweir has no HBA rules; one auth_type applies to every client",
         ),
-        "client_tls_sslmode" | "server_tls_sslmode"
-            if matches!(value, "" | "disable" | "allow" | "prefer") =>
-        {
-            (
-                Ignored,
-                "pgweir speaks without TLS, which this mode allows (TLS is not yet supported)",
-            )
-        }
+        "client_tls_ecdhcurve" | "client_tls_dheparams" => (
+            Ignored,
+            "rustls chooses the key exchange itself (X25519, P-256, P-384; no finite-field DH)",
+        ),
         k if k.starts_with("client_tls") || k.starts_with("server_tls") => (
             Unsupported,
-            "TLS is not supported yet; terminate TLS in front of pgweir or keep the hop \
-             inside the pod",
+            "no such TLS setting in pgweir (it has PgBouncer's sslmode, cert, key, ca, protocols and ciphers)",
         ),
         "peer_id" => (Unsupported, "pgweir has no peering for cancel requests"),
         "cancel_wait_timeout" | "query_wait_notify" => (
@@ -135,10 +130,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_modes_without_tls_are_harmless_and_others_are_not() {
-        assert_eq!(classify("server_tls_sslmode", "prefer").0, Ignored);
-        assert_eq!(classify("client_tls_sslmode", "require").0, Unsupported);
-        assert_eq!(classify("client_tls_key_file", "/x").0, Unsupported);
+    fn unmapped_tls_and_socket_settings() {
+        assert_eq!(classify("client_tls_ecdhcurve", "auto").0, Ignored);
+        assert_eq!(classify("server_tls_no_such", "1").0, Unsupported);
         assert_eq!(classify("unix_socket_dir", "").0, Ignored);
         assert_eq!(classify("unix_socket_dir", "/tmp").0, Unsupported);
         assert!(classify("no_such_thing", "1").1.contains("spelling"));

@@ -213,3 +213,32 @@ fn auth_type_follows_the_secrets() {
     let bad = write(dir.path(), "bad.txt", "not quoted\n");
     assert!(import(&ini, Some(&bad)).is_err());
 }
+
+/// PgBouncer's client_tls_*/server_tls_* keys carry over word for word.
+#[test]
+fn tls_settings_map_to_the_same_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = "[databases]\napp = host=db\n[pgbouncer]\nclient_tls_sslmode = require\n\
+               client_tls_cert_file = /etc/pgbouncer/server.crt\n\
+               client_tls_key_file = /etc/pgbouncer/server.key\nclient_tls_protocols = secure\n\
+               client_tls_ciphers = default\nclient_tls_ecdhcurve = auto\n\
+               server_tls_sslmode = verify-full\nserver_tls_ca_file = /etc/pgbouncer/ca.crt\n";
+    let (imported, v) = run(dir.path(), ini);
+    assert_eq!(v["client_tls_sslmode"].as_str(), Some("require"));
+    assert_eq!(
+        v["client_tls_cert_file"].as_str(),
+        Some("/etc/pgbouncer/server.crt")
+    );
+    assert_eq!(v["server_tls_sslmode"].as_str(), Some("verify-full"));
+    assert_eq!(
+        v["server_tls_ca_file"].as_str(),
+        Some("/etc/pgbouncer/ca.crt")
+    );
+    assert!(has_note(
+        &imported,
+        NoteKind::Ignored,
+        "client_tls_ecdhcurve"
+    ));
+    let config = Config::from_toml_str(&imported.toml, "imported").expect("loads");
+    assert_eq!(config.client_tls_sslmode, weir_config::SslMode::Require);
+}

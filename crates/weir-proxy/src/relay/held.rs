@@ -22,6 +22,7 @@ use crate::registry::ClientState;
 use crate::server::ServerConn;
 use crate::session::Shared;
 use crate::session_state::{ClientSession, Ctx, ServerSession};
+use crate::stream::WriteOrRead;
 
 /// A server connection the client holds, and the exchange on it.
 pub(super) struct Held {
@@ -335,19 +336,18 @@ impl Relay<'_> {
             };
             let conn: &mut ServerConn = server;
             reserve(&mut conn.rbuf, SERVER_READ);
-            let (mut rd, mut wr) = conn.stream.split();
             let data = match source {
                 Source::Client(_) => &self.cbuf[written..n],
                 Source::Buffered => &h.to_server[written..n],
             };
-            tokio::select! {
-                biased;
-                r = wr.write(data) => match r {
+            // The write first, as a biased select would.
+            match conn.stream.write_or_read(data, &mut conn.rbuf).await {
+                WriteOrRead::Wrote(r) => match r {
                     Ok(0) => return Err(self.server_gone(h, "server closed the connection".into())),
                     Ok(k) => written += k,
                     Err(e) => return Err(self.server_gone(h, e.to_string())),
                 },
-                r = rd.read_buf(&mut conn.rbuf) => match r {
+                WriteOrRead::Read(r) => match r {
                     Ok(0) => return Err(self.server_gone(h, "server closed the connection".into())),
                     Ok(k) => {
                         self.counters.bytes_from_server += k as u64;

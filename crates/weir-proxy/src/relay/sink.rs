@@ -2,21 +2,21 @@
 //! the client passes (the server's output, and answers the proxy gives itself). A
 //! single-flight leader hooks in here to copy a result to its followers.
 
+use crate::stream::Stream;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::dedup::Leader;
 
 /// The client's socket, written only through [`Sink::server_output`] and
 /// [`Sink::proxy_output`].
 pub(super) struct Sink<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     /// This client leads a dedup flight: the server's answer is copied for followers.
     tee: Option<Box<Leader>>,
 }
 
 impl<'a> Sink<'a> {
-    pub(super) fn new(stream: &'a mut TcpStream) -> Self {
+    pub(super) fn new(stream: &'a mut Stream) -> Self {
         Sink { stream, tee: None }
     }
 
@@ -41,7 +41,7 @@ impl<'a> Sink<'a> {
     }
 
     /// The socket, for reading the client's messages.
-    pub(super) fn stream(&mut self) -> &mut TcpStream {
+    pub(super) fn stream(&mut self) -> &mut Stream {
         self.stream
     }
 

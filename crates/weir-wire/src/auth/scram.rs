@@ -7,8 +7,9 @@
 //! mechanism choice, limits and the attribute parser; [`ScramServer`] and [`ScramClient`] are
 //! the two state machines.
 //!
-//! Channel binding (`SCRAM-SHA-256-PLUS`, gs2 flag `p=`) is not supported yet and is refused
-//! with a clear error; gs2 flags `n` and `y` are accepted since we never offer `-PLUS`.
+//! Channel binding: the server side accepts `SCRAM-SHA-256-PLUS` with `tls-server-end-point`
+//! (RFC 5929: a hash of the server's certificate, [`tls_server_end_point`]) when the
+//! client is on TLS; the client side (proxy to PostgreSQL) does not bind yet.
 //!
 //! Every field from a peer is bounded before any work is done on it: see the `MAX_*` constants.
 
@@ -17,7 +18,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::{shorten, AuthError};
 
@@ -353,3 +354,57 @@ pub(crate) fn message_str<'a>(
 
 #[cfg(test)]
 mod tests;
+
+/// RFC 5929's `tls-server-end-point` channel-binding data for a certificate (DER): its
+/// hash with the hash function of its signature algorithm, SHA-256 if that is MD5 or
+/// SHA-1 or not recognised (as PostgreSQL computes it).
+pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
+    // ecdsa-with-SHA384/512 (1.2.840.10045.4.3.3/4), sha384/512WithRSAEncryption (1.2.840.113549.1.1.12/13).
+    const ECDSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+    const ECDSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04];
+    const RSA_SHA384: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c];
+    const RSA_SHA512: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d];
+    match signature_algorithm(cert_der) {
+        Some(ECDSA_SHA384 | RSA_SHA384) => Sha384::digest(cert_der).to_vec(),
+        Some(ECDSA_SHA512 | RSA_SHA512) => Sha512::digest(cert_der).to_vec(),
+        _ => Sha256::digest(cert_der).to_vec(),
+    }
+}
+
+/// The OID (content bytes) of a certificate's outer signatureAlgorithm:
+/// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }`.
+fn signature_algorithm(der: &[u8]) -> Option<&[u8]> {
+    let (tag, cert, _) = der_tlv(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, rest) = der_tlv(cert)?; // tbsCertificate
+    let (tag, alg, _) = der_tlv(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, oid, _) = der_tlv(alg)?;
+    (tag == 0x06).then_some(oid)
+}
+
+/// One DER TLV: (tag, contents, what follows). `None` if truncated or oversized.
+fn der_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}

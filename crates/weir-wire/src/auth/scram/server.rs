@@ -16,6 +16,9 @@ use crate::auth::{ct_eq, shorten, AuthError};
 pub struct ScramServer {
     secret: ScramSecret,
     server_nonce: String,
+    /// tls-server-end-point data (the hash of the proxy's certificate) when the client
+    /// is connected over TLS: then `SCRAM-SHA-256-PLUS` is offered and bound to it.
+    binding: Option<Vec<u8>>,
     state: State,
 }
 
@@ -27,8 +30,9 @@ enum State {
         client_first_bare: String,
         server_first: String,
         nonce: String,
-        /// The `c=` value client-final must carry: base64 of the gs2 header.
-        channel_binding: &'static str,
+        /// The `c=` value client-final must carry: base64 of the gs2 header (and of the
+        /// channel-binding data with `-PLUS`).
+        channel_binding: String,
     },
     /// Proof verified.
     Done { client_key: [u8; 32] },
@@ -42,7 +46,27 @@ impl ScramServer {
         Self {
             secret,
             server_nonce: new_nonce(),
+            binding: None,
             state: State::Initial,
+        }
+    }
+
+    /// Starts an exchange for a client connected over TLS: `SCRAM-SHA-256-PLUS` with
+    /// `tls-server-end-point` channel binding to `end_point` (see
+    /// [`super::tls_server_end_point`]) is accepted besides plain `SCRAM-SHA-256`.
+    pub fn with_channel_binding(secret: ScramSecret, end_point: Vec<u8>) -> Self {
+        Self {
+            binding: Some(end_point),
+            ..Self::new(secret)
+        }
+    }
+
+    /// The mechanisms to offer in AuthenticationSASL, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.binding.is_some() {
+            &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]
+        } else {
+            &[SCRAM_SHA_256]
         }
     }
 
@@ -52,6 +76,7 @@ impl ScramServer {
         Self {
             secret,
             server_nonce: server_nonce.to_owned(),
+            binding: None,
             state: State::Initial,
         }
     }
@@ -82,27 +107,54 @@ impl ScramServer {
     }
 
     fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, AuthError> {
-        match mechanism {
-            SCRAM_SHA_256 => {}
+        let plus = match mechanism {
+            SCRAM_SHA_256 => false,
+            SCRAM_SHA_256_PLUS if self.binding.is_some() => true,
             SCRAM_SHA_256_PLUS => {
                 return Err(AuthError::UnsupportedMechanism(
-                    "SCRAM-SHA-256-PLUS: channel binding over TLS is not supported yet".into(),
+                    "SCRAM-SHA-256-PLUS needs a TLS connection (channel binding)".into(),
                 ))
             }
             other => return Err(AuthError::UnsupportedMechanism(shorten(other))),
-        }
+        };
         const MSG: &str = "SCRAM client-first-message";
         let text = message_str(data, MAX_CLIENT_FIRST_LEN, MSG)?;
         let mut parts = text.split(',');
         // gs2-header = gs2-cbind-flag "," [ authzid ] ","
-        let channel_binding = match parts.next() {
-            Some("n") => "biws", // base64("n,,")
-            Some("y") => "eSws", // base64("y,,"): client could bind, but we offered no -PLUS
-            Some(flag) if flag.starts_with("p=") => {
+        let flag = parts.next().unwrap_or_default();
+        let channel_binding = match (flag, plus) {
+            ("n", false) => "biws".to_owned(), // base64("n,,")
+            // The client could bind but thinks we cannot: fine without TLS; over TLS we
+            // offered -PLUS, so someone removed it on the way (RFC 5802 section 6).
+            ("y", false) if self.binding.is_none() => "eSws".to_owned(), // base64("y,,")
+            ("y", false) => {
                 return Err(AuthError::Protocol(
-                    "the client requires channel binding (gs2 flag \"p=\"), which needs \
-                     SCRAM-SHA-256-PLUS over TLS; channel binding is not supported yet"
+                    "SCRAM channel binding negotiation error: the client supports channel \
+                     binding but thinks the server does not"
                         .into(),
+                ))
+            }
+            ("p=tls-server-end-point", true) => {
+                let mut header = b"p=tls-server-end-point,,".to_vec();
+                header.extend_from_slice(self.binding.as_deref().unwrap_or_default());
+                b64(&header)
+            }
+            (f, true) if f.starts_with("p=") => {
+                return Err(AuthError::Protocol(format!(
+                    "unsupported SCRAM channel-binding type \"{}\" (only tls-server-end-point)",
+                    shorten(&f[2..])
+                )))
+            }
+            (f, false) if f.starts_with("p=") => {
+                return Err(AuthError::Protocol(
+                    "SCRAM channel binding requested (gs2 flag \"p=\"), but the client \
+                     selected SCRAM-SHA-256 instead of SCRAM-SHA-256-PLUS"
+                        .into(),
+                ))
+            }
+            (_, true) => {
+                return Err(AuthError::Protocol(
+                    "SCRAM-SHA-256-PLUS selected without channel binding in the gs2 header".into(),
                 ))
             }
             _ => return Err(AuthError::Protocol(format!("{MSG}: malformed gs2 header"))),
@@ -117,7 +169,7 @@ impl ScramServer {
             _ => return Err(AuthError::Protocol(format!("{MSG}: malformed gs2 header"))),
         }
         // client-first-message-bare starts after the second comma of the gs2 header.
-        let bare_start = "n,,".len();
+        let bare_start = flag.len() + ",,".len();
         let client_first_bare = text
             .get(bare_start..)
             .ok_or_else(|| AuthError::Protocol(format!("{MSG}: truncated")))?;

@@ -233,3 +233,77 @@ fn nonce_and_attribute_helpers() {
     assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN])).is_some());
     assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN + 1])).is_none());
 }
+
+#[test]
+fn plus_is_offered_and_accepted_only_with_channel_binding() {
+    let secret = ScramSecret::generate("pw");
+    let plain = ScramServer::new(secret.clone());
+    assert_eq!(plain.mechanisms(), &[SCRAM_SHA_256]);
+    let mut plain = ScramServer::new(secret.clone());
+    assert!(matches!(
+        plain.handle_client_first(SCRAM_SHA_256_PLUS, b"p=tls-server-end-point,,n=,r=abc"),
+        Err(AuthError::UnsupportedMechanism(_))
+    ));
+
+    let bound = ScramServer::with_channel_binding(secret.clone(), vec![7; 32]);
+    assert_eq!(bound.mechanisms(), &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]);
+    // Over TLS a "y" client saw no -PLUS although we offered it: a downgrade.
+    let mut bound = ScramServer::with_channel_binding(secret.clone(), vec![7; 32]);
+    assert!(bound
+        .handle_client_first(SCRAM_SHA_256, b"y,,n=,r=abc")
+        .is_err());
+    // "p=" with the plain mechanism, or -PLUS without "p=": refused.
+    let mut bound = ScramServer::with_channel_binding(secret.clone(), vec![7; 32]);
+    assert!(bound
+        .handle_client_first(SCRAM_SHA_256, b"p=tls-server-end-point,,n=,r=abc")
+        .is_err());
+    let mut bound = ScramServer::with_channel_binding(secret.clone(), vec![7; 32]);
+    assert!(bound
+        .handle_client_first(SCRAM_SHA_256_PLUS, b"n,,n=,r=abc")
+        .is_err());
+    let mut bound = ScramServer::with_channel_binding(secret.clone(), vec![7; 32]);
+    assert!(bound
+        .handle_client_first(SCRAM_SHA_256_PLUS, b"p=tls-unique,,n=,r=abc")
+        .is_err());
+
+    // The accepted -PLUS exchange: client-final must carry the header and the binding data.
+    let mut bound = ScramServer::with_channel_binding(secret, vec![7; 32]);
+    let first = bound
+        .handle_client_first(SCRAM_SHA_256_PLUS, b"p=tls-server-end-point,,n=,r=abc")
+        .expect("client-first accepted");
+    let first = String::from_utf8(first).expect("utf8");
+    let nonce = first
+        .split(',')
+        .next()
+        .and_then(|r| r.strip_prefix("r="))
+        .expect("nonce");
+    // The binding data of another connection (a relayed exchange) does not match.
+    let mut wrong = b"p=tls-server-end-point,,".to_vec();
+    wrong.extend_from_slice(&[8; 32]);
+    let fin = format!("c={},r={nonce},p={}", b64(&wrong), b64(&[0u8; 32]));
+    let e = bound.handle_client_final(fin.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("channel-binding"), "{e}");
+}
+
+#[test]
+fn end_point_hash_follows_the_certificate_signature_algorithm() {
+    // A minimal DER shape: SEQUENCE { SEQUENCE {} (tbs), SEQUENCE { OID }, BIT STRING }.
+    let cert = |oid: &[u8]| {
+        let mut alg = vec![0x06, oid.len() as u8];
+        alg.extend_from_slice(oid);
+        let mut body = vec![0x30, 0x00, 0x30, alg.len() as u8];
+        body.extend_from_slice(&alg);
+        body.extend_from_slice(&[0x03, 0x01, 0x00]);
+        let mut der = vec![0x30, body.len() as u8];
+        der.extend_from_slice(&body);
+        der
+    };
+    let ecdsa_sha256 = cert(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]);
+    assert_eq!(tls_server_end_point(&ecdsa_sha256).len(), 32);
+    let ecdsa_sha384 = cert(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+    assert_eq!(tls_server_end_point(&ecdsa_sha384).len(), 48);
+    let rsa_sha512 = cert(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]);
+    assert_eq!(tls_server_end_point(&rsa_sha512).len(), 64);
+    // Garbage: SHA-256 of whatever it is, no panic.
+    assert_eq!(tls_server_end_point(&[0x30, 0x85, 0xff]).len(), 32);
+}
