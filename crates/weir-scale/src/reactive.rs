@@ -115,7 +115,9 @@ impl Reactive {
         self.utilization = util;
         let critical = util >= s.critical_threshold || sample.timeouts > 0;
         let by_util = util >= s.scale_up_threshold;
-        let by_wait = sample.wait_p99 > s.target_wait;
+        // Long waits only call for more connections when the pool was full: waits while
+        // it had room were connects (cold start), which warming handles, not size.
+        let by_wait = sample.wait_p99 > s.target_wait && (busy >= size || sample.waiting > 0);
         let reactive_grow = critical || by_util || by_wait;
         let predicted_grow = floor > size;
         if !(reactive_grow || predicted_grow) {
@@ -316,6 +318,19 @@ mod tests {
         let p = r.decide(3_000, &s, &busy(size, 3), 0);
         assert_eq!(p.reason, Reason::Critical);
         assert!(p.to > size);
+    }
+
+    #[test]
+    fn slow_connects_while_the_pool_has_room_are_not_a_reason_to_grow() {
+        let s = ScaleSettings::default();
+        let mut r = Reactive::new(2);
+        let sample = Sample {
+            active: 1,
+            peak_active: 1,
+            wait_p99: std::time::Duration::from_millis(30),
+            ..Sample::default()
+        };
+        assert_eq!(r.decide(1_000, &s, &sample, 0).to, 2);
     }
 
     #[test]
