@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod client_auth;
 mod control;
 mod conversation;
+pub mod db_budget;
 pub mod error;
 pub mod features;
 mod handle;
