@@ -103,8 +103,21 @@ impl DbGroup {
         }));
     }
 
-    /// A permit for one more server connection to this database.
-    pub(crate) async fn acquire(&self) -> OwnedSemaphorePermit {
+    /// [`DbGroup::acquire`] on behalf of no pool (tests).
+    #[cfg(test)]
+    async fn acquire_any(&self) -> OwnedSemaphorePermit {
+        self.acquire_addr(0).await
+    }
+
+    /// A permit for one more server connection to this database, for a connect of the
+    /// pool whose manager is `me` (its own idle connections are never evicted: it
+    /// would use them instead of connecting).
+    pub(crate) async fn acquire(&self, me: &ServerManager) -> OwnedSemaphorePermit {
+        // An address, not a reference, across the awaits below.
+        self.acquire_addr(std::ptr::from_ref(me) as usize).await
+    }
+
+    async fn acquire_addr(&self, me: usize) -> OwnedSemaphorePermit {
         loop {
             if let Ok(permit) = Arc::clone(&self.sem).try_acquire_owned() {
                 return permit;
@@ -120,7 +133,7 @@ impl DbGroup {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             for pool in pools {
-                if pool.close_idle_lru() {
+                if std::ptr::from_ref(pool.manager()) as usize != me && pool.close_idle_lru() {
                     break;
                 }
             }
@@ -169,24 +182,24 @@ mod tests {
     #[tokio::test]
     async fn the_budget_follows_reload_both_ways() {
         let g = DbGroup::new(2);
-        let a = g.acquire().await;
-        let b = g.acquire().await;
-        let blocked = tokio::time::timeout(Duration::from_millis(20), g.acquire()).await;
+        let a = g.acquire_any().await;
+        let b = g.acquire_any().await;
+        let blocked = tokio::time::timeout(Duration::from_millis(20), g.acquire_any()).await;
         assert!(blocked.is_err(), "budget of 2 spent");
         g.resize(3);
-        let c = g.acquire().await;
+        let c = g.acquire_any().await;
         assert_eq!(g.limit(), 3);
         // Shrink to 1 with 3 held: effective once two have closed.
         g.resize(1);
         drop((a, b));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(g.limit(), 1);
-        let blocked = tokio::time::timeout(Duration::from_millis(20), g.acquire()).await;
+        let blocked = tokio::time::timeout(Duration::from_millis(20), g.acquire_any()).await;
         assert!(blocked.is_err(), "1 held of 1");
         drop(c);
-        let _d = g.acquire().await;
+        let _d = g.acquire_any().await;
         g.resize(0);
         assert_eq!(g.limit(), 0);
-        let _e = g.acquire().await;
+        let _e = g.acquire_any().await;
     }
 }

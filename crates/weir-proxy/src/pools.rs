@@ -111,7 +111,7 @@ impl ManageConnection for ServerManager {
             resolved: false,
         };
         // Waiting here counts against server_connect_timeout, like any slow connect.
-        let db_permit = Some(self.db_group.acquire().await);
+        let db_permit = Some(self.db_group.acquire(self).await);
         let target = self.target();
         let result = ServerConn::connect(&target, &credential).await;
         outcome.resolve(result.as_ref().err());
