@@ -15,9 +15,12 @@ use crate::{Millis, Reason, Sample, ScaleSettings};
 const SETTLE_MS: Millis = 3_000;
 /// A grow that raised throughput by less than this share bought nothing...
 const FLAT_TPS: f64 = 1.05;
-/// ...and if server time per transaction rose by this share meanwhile, the database
-/// is saturated.
-const SLOWER_TXN: f64 = 1.2;
+/// ...and if server time per transaction rose by at least this part of the share the
+/// concurrency grew by (the added transactions went into waiting inside the
+/// database), the database is saturated.
+const ABSORBED: f64 = 0.5;
+/// Concurrency must have grown by this share for a grow to be judged at all.
+const JUDGEABLE: f64 = 1.05;
 /// Weight of the newest tick in the throughput and transaction-time averages.
 const EWMA_NEW: f64 = 0.5;
 
@@ -27,6 +30,8 @@ struct GrowProbe {
     at: Millis,
     tps: f64,
     txn_us: f64,
+    /// Connections busy when the grow was made.
+    busy: f64,
 }
 
 /// What the reactive rule wants for one tick.
@@ -52,6 +57,8 @@ pub struct Reactive {
     txn_us: f64,
     probe: Option<GrowProbe>,
     saturated_until: Option<Millis>,
+    /// Connections busy at the last tick.
+    busy: f64,
     /// Once found saturated, later grows are single probing steps until one of them
     /// buys throughput again.
     was_saturated: bool,
@@ -71,6 +78,7 @@ impl Reactive {
             txn_us: 0.0,
             probe: None,
             saturated_until: None,
+            busy: 0.0,
             was_saturated: false,
             utilization: 0.0,
         }
@@ -229,6 +237,7 @@ impl Reactive {
                 at: now,
                 tps: self.tps,
                 txn_us: self.txn_us,
+                busy: self.busy,
             });
             self.low_since = None;
             self.low_peak = 0;
@@ -239,6 +248,8 @@ impl Reactive {
     /// Follow throughput and server time per transaction; judge the last grow once it
     /// has settled.
     fn learn(&mut self, now: Millis, sample: &Sample) {
+        let busy = f64::from(sample.active.max(sample.peak_active));
+        self.busy = busy;
         let secs = self
             .last_tick
             .map_or(1.0, |t| (now.saturating_sub(t) as f64 / 1000.0).max(0.001));
@@ -264,10 +275,14 @@ impl Reactive {
             return;
         }
         self.probe = None;
-        if probe.tps <= 0.0 || probe.txn_us <= 0.0 {
+        // Judged only if more transactions ran at once: flat throughput without more
+        // concurrency says nothing about the database.
+        let grew = busy / probe.busy.max(1.0);
+        if probe.tps <= 0.0 || probe.txn_us <= 0.0 || grew < JUDGEABLE {
             return;
         }
-        if self.tps < probe.tps * FLAT_TPS && self.txn_us > probe.txn_us * SLOWER_TXN {
+        let slower = 1.0 + ABSORBED * (grew - 1.0);
+        if self.tps < probe.tps * FLAT_TPS && self.txn_us > probe.txn_us * slower {
             self.saturated_until = Some(now.saturating_add(SATURATION_HOLD_MS));
             self.was_saturated = true;
         } else if self.tps >= probe.tps * FLAT_TPS {
