@@ -17,8 +17,8 @@ use pgweir::cluster::{AuthMethod, ClusterOptions, ClusterUser, TempCluster};
 use weir_config::{Config, PoolMode, Secret};
 use weir_tests::{config_for, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
 
-/// Starts `clients` sessions looping `select pg_sleep(0.01)` until `stop`; counts
-/// transactions and errors.
+/// Connects `clients` sessions, then starts them all at once (a step) looping
+/// `select pg_sleep(0.01)` until `stop`; counts transactions and errors.
 async fn load(
     url: &str,
     clients: usize,
@@ -31,11 +31,14 @@ async fn load(
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let go = Arc::new(tokio::sync::Notify::new());
     for _ in 0..clients {
         let (client, conn) = must_connect(url).await;
-        let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+        let (stop, done, errors, go) = (stop.clone(), done.clone(), errors.clone(), go.clone());
+        let started = go.notified_owned();
         tasks.push(tokio::spawn(async move {
             let _conn = conn;
+            started.await;
             while !stop.load(Relaxed) {
                 match simple(&client, "select pg_sleep(0.01)").await {
                     Ok(_) => done.fetch_add(1, Relaxed),
@@ -47,6 +50,7 @@ async fn load(
             }
         }));
     }
+    go.notify_waiters();
     (done, errors, tasks)
 }
 
@@ -107,7 +111,12 @@ async fn the_pool_grows_under_load_until_waits_are_short_and_shrinks_back_after(
         most_open <= 40,
         "never more open than max_pool_size: {most_open}"
     );
-    let converged = converged.expect("p99 wait fell under target_wait");
+    let converged = converged.unwrap_or_else(|| {
+        panic!(
+            "p99 wait fell under target_wait: {:?}",
+            table(&pgweir.admin_url(), "SHOW SCALING_HISTORY").rows
+        )
+    });
     assert!(
         converged <= Duration::from_secs(5),
         "converged after {converged:?}"
@@ -234,6 +243,53 @@ async fn a_server_with_30_connections_and_another_client_holding_10_is_never_exh
         "the server refused a connection:\n{log}"
     );
     drop(others);
+    pgweir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_set_at_runtime_caps_a_grown_pool_without_an_error() {
+    let pgweir = start(scaled(admin_config(PoolMode::Transaction, 20)), None).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, errors, tasks) = load(&pgweir.app_url(), 30, stop.clone()).await;
+    let grown = weir_tests::eventually(Duration::from_secs(10), || {
+        pool_view(&pgweir).is_some_and(|(t, _, _)| t > 10)
+    })
+    .await;
+    assert!(grown, "grows under load: {:?}", pool_view(&pgweir));
+    admin_support::ok(&pgweir.admin("SET max_db_connections = 5"));
+    let capped = weir_tests::eventually(Duration::from_secs(10), || {
+        pool_view(&pgweir).is_some_and(|(t, _, open)| t <= 5 && open <= 5)
+    })
+    .await;
+    assert!(capped, "the budget holds: {:?}", pool_view(&pgweir));
+    let before = done.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = pool_view(&pgweir);
+    assert!(
+        view.is_some_and(|(t, _, open)| t <= 5 && open <= 5),
+        "{view:?}"
+    );
+    assert!(
+        done.load(Relaxed) > before,
+        "work goes on within the budget"
+    );
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let history = table(&pgweir.admin_url(), "SHOW SCALING_HISTORY");
+    assert_eq!(
+        errors.load(Relaxed),
+        0,
+        "no client saw an error: {:?} {:?}",
+        history.rows,
+        table(&pgweir.admin_url(), "SHOW POOLS").rows
+    );
+    assert!(
+        history.rows.iter().any(|r| r.iter().any(|v| v == "budget")),
+        "the cut is recorded as budget: {:?}",
+        history.rows
+    );
     pgweir.stop().await;
 }
 

@@ -33,6 +33,9 @@ use self::cluster::Monitor;
 
 /// Load history points kept per pool (one a minute: two days).
 const LOAD_POINTS: usize = 2 * 24 * 60;
+/// Failed monitor attempts after which a server that never answered stops holding
+/// its pools at their size.
+const MONITOR_GIVE_UP: u32 = 3;
 /// How often learned profiles are written to `state_dir`.
 const SAVE_EVERY: Millis = 5 * 60 * 1000;
 
@@ -80,6 +83,8 @@ pub(crate) struct State {
     /// The last tick's inputs, for `evaluate`.
     pub(crate) inputs: Vec<PoolInput>,
     pub(crate) decisions_by_reason: BTreeMap<Reason, u64>,
+    /// Failed monitor attempts per server since its last reading.
+    monitor_failures: HashMap<String, u32>,
     last_save: Millis,
 }
 
@@ -103,6 +108,7 @@ impl Scaler {
                 load: HashMap::new(),
                 inputs: Vec::new(),
                 decisions_by_reason: BTreeMap::new(),
+                monitor_failures: HashMap::new(),
                 last_save: SystemClock.now_ms(),
             }),
             enabled: AtomicBool::new(true),
@@ -237,7 +243,7 @@ impl Scaler {
                         monitors.insert(addr.clone(), m);
                     }
                     Err(err) => {
-                        tracing::debug!(upstream = %addr, error = %err, "cluster budget: no reading");
+                        self.monitor_failed(&addr, &err);
                         continue;
                     }
                 }
@@ -248,7 +254,7 @@ impl Scaler {
             let reading = match monitor.read().await {
                 Ok(r) => r,
                 Err(err) => {
-                    tracing::debug!(upstream = %addr, error = %err, "cluster budget: reading failed");
+                    self.monitor_failed(&addr, &err);
                     monitors.remove(&addr);
                     continue;
                 }
@@ -268,6 +274,7 @@ impl Scaler {
                 }
             }
             let budget = cluster_cap(&reading, ours, reserve).saturating_sub(fixed);
+            self.lock().monitor_failures.remove(&addr);
             self.lock().servers.insert(
                 addr,
                 ServerBudget {
@@ -288,7 +295,11 @@ impl Scaler {
         }
         for addr in seen {
             let group = format!("server:{addr}");
-            if st.engine.budget(&group).is_none() {
+            let failures = st.monitor_failures.get(&addr).copied().unwrap_or(0);
+            if !st.servers.contains_key(&addr) && failures >= MONITOR_GIVE_UP {
+                // The server cannot be asked: only max_db_connections and the bounds hold.
+                st.engine.set_budget(&group, None);
+            } else if st.engine.budget(&group).is_none() && !st.servers.contains_key(&addr) {
                 // No reading yet: hold what is there rather than grow blind.
                 let held: u32 = scaled
                     .iter()
@@ -297,6 +308,18 @@ impl Scaler {
                     .sum();
                 st.engine.set_budget(&group, Some(held));
             }
+        }
+    }
+
+    fn monitor_failed(&self, addr: &str, err: &cluster::MonitorError) {
+        let mut st = self.lock();
+        let n = st.monitor_failures.entry(addr.to_owned()).or_default();
+        *n += 1;
+        if *n == MONITOR_GIVE_UP && !st.servers.contains_key(addr) {
+            tracing::warn!(upstream = %addr, error = %err,
+                "cluster budget: the server cannot be asked for its free connections; pools grow within max_pool_size and max_db_connections only");
+        } else {
+            tracing::debug!(upstream = %addr, error = %err, "cluster budget: no reading");
         }
     }
 
@@ -508,4 +531,25 @@ fn load_profile(config: &Config, id: &str) -> Option<Profile> {
 
 fn millis(d: Duration) -> Millis {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_profile_is_read_back_from_state_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.scaling.state_dir = Some(dir.path().to_owned());
+        let mut p = Profile::default();
+        p.observe(1_704_067_200_000, 30);
+        p.observe(1_704_067_200_000 + 3_600_000, 3);
+        let id = "app/some user";
+        std::fs::write(dir.path().join(profile_file(id)), p.to_json()).expect("write");
+        assert_eq!(profile_file(id), "profile-app_some_user.json");
+        assert_eq!(load_profile(&config, id), Some(p));
+        std::fs::write(dir.path().join(profile_file(id)), "{").expect("write");
+        assert_eq!(load_profile(&config, id), None, "a broken file is ignored");
+    }
 }

@@ -491,13 +491,20 @@ impl Config {
     }
 
     /// Effective pin cap for each pool of database `db`: its `max_pinned`, else the
-    /// global one, else its pool size - 1.
+    /// global one, else its pool size (`max_pool_size` when autoscaled) - 1.
     pub fn max_pinned_for(&self, db: &str) -> u32 {
         self.databases
             .get(db)
             .and_then(|d| d.max_pinned)
             .or(self.max_pinned)
-            .unwrap_or_else(|| self.pool_size_for(db).saturating_sub(1))
+            .unwrap_or_else(|| {
+                // An autoscaled pool may grow to max_pool_size: pins leave one of those.
+                let size = match self.max_pool_size_for(db) {
+                    0 => self.pool_size_for(db),
+                    max => max,
+                };
+                size.saturating_sub(1)
+            })
     }
 
     /// Effective minimum pool size for database `db`: its `min_pool_size`, else the global one.
