@@ -31,6 +31,8 @@ pub struct Admin {
     handle: ProxyHandle,
     averager: StatsAverager,
     loader: Option<Loader>,
+    /// The scaling engine, once started.
+    scaler: std::sync::OnceLock<Arc<crate::scaling::Scaler>>,
 }
 
 impl Admin {
@@ -59,7 +61,18 @@ impl Admin {
                 period
             }),
             loader,
+            scaler: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attach the scaling engine (its admin rows and HTTP API).
+    pub fn set_scaler(&self, scaler: Arc<crate::scaling::Scaler>) {
+        let _ = self.scaler.set(scaler);
+    }
+
+    /// The scaling engine, if attached.
+    pub fn scaler(&self) -> Option<&Arc<crate::scaling::Scaler>> {
+        self.scaler.get()
     }
 
     /// The proxy handle.
@@ -471,6 +484,30 @@ impl AdminBackend for Admin {
             flights: d.led.load(Relaxed),
             unshared: d.unshared.load(Relaxed),
         }
+    }
+
+    fn scaling(&self) -> Vec<weir_admin::scaling::ScalingRow> {
+        self.scaler().map(|s| s.rows()).unwrap_or_default()
+    }
+
+    fn scaling_history(&self) -> Vec<weir_admin::scaling::ScalingHistoryRow> {
+        self.scaler().map(|s| s.history_rows()).unwrap_or_default()
+    }
+
+    fn scaling_decisions(&self) -> Vec<(String, u64)> {
+        self.scaler()
+            .map(|s| s.decision_counts())
+            .unwrap_or_default()
+    }
+
+    fn automation(
+        &self,
+        post: bool,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Option<(u16, String)> {
+        self.scaler()?.automation(post, path, query, body)
     }
 
     fn breakers(&self) -> Vec<BreakerRow> {

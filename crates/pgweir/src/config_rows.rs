@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use weir_admin::backend::ConfigRow;
-use weir_config::Config;
+use weir_config::{Config, ScalingConfig};
 use weir_proxy::SETTABLE;
 
 /// The rows for `config`, sorted by key.
@@ -42,6 +42,12 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.max_pinned.map(|n| n.to_string()).unwrap_or_default(),
             String::new(),
         ),
+        (
+            "max_pool_size",
+            c.max_pool_size.to_string(),
+            d.max_pool_size.to_string(),
+        ),
+        ("autoscale", flag(c.autoscale), flag(d.autoscale)),
         ("mode", c.mode.to_string(), d.mode.to_string()),
         (
             "default_priority",
@@ -267,8 +273,14 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             d.server_tls_ciphers.clone(),
         ),
     ];
+    let scaling = scaling_rows(&c.scaling, &d.scaling);
     let mut rows: Vec<ConfigRow> = rows
         .into_iter()
+        .chain(
+            scaling
+                .iter()
+                .map(|(k, v, d)| (k.as_str(), v.clone(), d.clone())),
+        )
         .map(|(key, value, default)| ConfigRow {
             changeable: SETTABLE.contains(&key),
             key: key.to_owned(),
@@ -285,6 +297,80 @@ fn path(p: &Option<std::path::PathBuf>) -> String {
     p.as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default()
+}
+
+/// The `[scaling]` table's rows, named `scaling.KEY` (RELOAD changes them).
+fn scaling_rows(c: &ScalingConfig, d: &ScalingConfig) -> Vec<(String, String, String)> {
+    let secs = |v: Duration| format!("{}", v.as_secs_f64());
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let text = |t: &Option<String>| t.clone().unwrap_or_default();
+    [
+        ("tick", secs(c.tick), secs(d.tick)),
+        (
+            "scale_step",
+            c.scale_step.to_string(),
+            d.scale_step.to_string(),
+        ),
+        (
+            "scale_up_threshold",
+            c.scale_up_threshold.to_string(),
+            d.scale_up_threshold.to_string(),
+        ),
+        (
+            "critical_threshold",
+            c.critical_threshold.to_string(),
+            d.critical_threshold.to_string(),
+        ),
+        (
+            "scale_down_threshold",
+            c.scale_down_threshold.to_string(),
+            d.scale_down_threshold.to_string(),
+        ),
+        (
+            "scale_down_after",
+            secs(c.scale_down_after),
+            secs(d.scale_down_after),
+        ),
+        ("target_wait", secs(c.target_wait), secs(d.target_wait)),
+        (
+            "scale_up_cooldown",
+            secs(c.scale_up_cooldown),
+            secs(d.scale_up_cooldown),
+        ),
+        (
+            "prescale_lead",
+            secs(c.prescale_lead),
+            secs(d.prescale_lead),
+        ),
+        (
+            "reserve_connections",
+            c.reserve_connections.to_string(),
+            d.reserve_connections.to_string(),
+        ),
+        (
+            "cluster_check_interval",
+            secs(c.cluster_check_interval),
+            secs(d.cluster_check_interval),
+        ),
+        ("state_dir", path(&c.state_dir), path(&d.state_dir)),
+        (
+            "alert_webhook",
+            text(&c.alert_webhook),
+            text(&d.alert_webhook),
+        ),
+        (
+            "alert_interval",
+            secs(c.alert_interval),
+            secs(d.alert_interval),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v, d)| (format!("scaling.{k}"), v, d))
+    .collect()
 }
 
 /// PgBouncer prints booleans as 0/1.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod healthcheck;
 pub mod import;
 pub mod logging;
+pub mod scaling;
 pub mod serve;
 pub mod signals;
 pub mod stats_log;

@@ -33,6 +33,7 @@ pub async fn start(config: Config, loader: Option<Loader>) -> anyhow::Result<Sta
     let http_listen = config.http_listen;
     let proxy = Proxy::bind(config).await?;
     let admin = Admin::new(proxy.handle(), loader);
+    admin.set_scaler(crate::scaling::Scaler::new(proxy.handle()));
     proxy.set_admin_console(Arc::new(Console(admin.clone())));
     let stopped = CancellationToken::new();
     let mut http_addr = None;
@@ -61,6 +62,9 @@ impl Started {
     /// As [`Proxy::run`].
     pub async fn run(self) -> anyhow::Result<()> {
         tokio::spawn(stats_log::run(self.admin.clone(), self.stopped.clone()));
+        if let Some(scaler) = self.admin.scaler() {
+            tokio::spawn(scaler.clone().run(self.stopped.clone()));
+        }
         let result = self.proxy.run(CancellationToken::new()).await;
         self.stopped.cancel();
         result?;

@@ -64,6 +64,34 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn admin_token(&self) -> Option<String> {
         None
     }
+    /// The scaling engine's view of each autoscaled pool (`SHOW SCALING`, `/metrics`).
+    fn scaling(&self) -> Vec<crate::scaling::ScalingRow> {
+        Vec::new()
+    }
+
+    /// The scaling engine's recent decisions, oldest first (`SHOW SCALING_HISTORY`).
+    fn scaling_history(&self) -> Vec<crate::scaling::ScalingHistoryRow> {
+        Vec::new()
+    }
+
+    /// Scaling decisions made so far, by reason (`/metrics`).
+    fn scaling_decisions(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
+    /// The automation JSON API (`/api/v1/database/automation/...`): `path` is what
+    /// follows that prefix, `query` the query string; POSTs arrive already
+    /// authenticated. `None`: no such endpoint. Returns the status and a JSON body.
+    fn automation(
+        &self,
+        _post: bool,
+        _path: &str,
+        _query: &str,
+        _body: &[u8],
+    ) -> Option<(u16, String)> {
+        None
+    }
+
     /// Every upstream's circuit breaker (`SHOW BREAKERS`, `/metrics`).
     fn breakers(&self) -> Vec<BreakerRow> {
         Vec::new()

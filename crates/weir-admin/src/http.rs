@@ -4,7 +4,9 @@
 //! at once on SIGTERM) and the JSON API `/api/v1/pools` and `/api/v1/stats`.
 //!
 //! HTTP/1.1 only, one task per connection, `GET` and `HEAD`, plus
-//! `POST /api/v1/database/advanced/mode/{mode}` with the admin token.
+//! `POST /api/v1/database/advanced/mode/{mode}` with the admin token. The scaling
+//! engine's API under `/api/v1/database/automation/` is answered by the backend
+//! ([`AdminBackend::automation`]); its POSTs need the admin token too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -55,7 +57,7 @@ pub async fn serve_http(
                 let backend = Arc::clone(&backend);
                 async move {
                     let response = if req.method() == Method::POST {
-                        post(&req, backend).await
+                        post(req, backend).await
                     } else {
                         handle(&req, backend)
                     };
@@ -106,31 +108,74 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
 /// Where the operation mode is set: `POST /api/v1/database/advanced/mode/{mode}`.
 const MODE_PATH: &str = "/api/v1/database/advanced/mode/";
 
-/// Answers a `POST`: only the mode endpoint, with `Authorization: Bearer <admin_token>`.
-pub async fn post(
-    req: &Request<Incoming>,
-    backend: Arc<dyn AdminBackend>,
-) -> Response<Full<Bytes>> {
+/// Where the scaling engine's JSON API lives (`status`, `scaling/...`, `start`, ...).
+pub const AUTOMATION_PATH: &str = "/api/v1/database/automation/";
+
+/// Largest POST body read (the automation endpoints take small JSON objects).
+const MAX_BODY: usize = 64 * 1024;
+
+/// Answers a `POST`: the mode endpoint and the automation endpoints, each with
+/// `Authorization: Bearer <admin_token>`.
+pub async fn post(req: Request<Incoming>, backend: Arc<dyn AdminBackend>) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let Some(mode) = req.uri().path().strip_prefix(MODE_PATH) else {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let mode = path.strip_prefix(MODE_PATH).map(str::to_owned);
+    let automation = path.strip_prefix(AUTOMATION_PATH).map(str::to_owned);
+    if mode.is_none() && automation.is_none() {
         // Every other path is read-only.
-        return route(req.method(), req.uri().path(), backend);
+        return route(req.method(), &path, backend);
+    }
+    if let Some(refused) = authorize(&req, backend.as_ref()) {
+        return refused;
+    }
+    if let Some(rest) = automation {
+        use http_body_util::BodyExt;
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return response(
+                    StatusCode::BAD_REQUEST,
+                    TEXT,
+                    format!("cannot read the body: {e}\n"),
+                )
+            }
+        };
+        return automation_response(backend.automation(true, &rest, &query, &body));
+    }
+    let mode = mode.unwrap_or_default();
+    let cmd = crate::backend::AdminCommand::Set {
+        key: "mode".to_owned(),
+        value: mode.clone(),
     };
+    match backend.command(cmd).await {
+        Ok(()) => json(&serde_json::json!({ "mode": mode })),
+        Err(e) => response(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
+    }
+}
+
+/// `None` when the request carries the admin token; else the refusal to send.
+fn authorize<B>(req: &Request<B>, backend: &dyn AdminBackend) -> Option<Response<Full<Bytes>>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let token = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match backend.admin_token() {
-        None => {
-            return response(
-                StatusCode::FORBIDDEN,
-                TEXT,
-                "the HTTP admin API is off: set admin_token in the configuration\n",
-            )
-        }
+        None => Some(response(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "the HTTP admin API is off: set admin_token in the configuration\n",
+        )),
         Some(expected)
-            if token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) => {}
+            if token.is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes())) =>
+        {
+            None
+        }
         Some(_) => {
             let mut r = response(
                 StatusCode::UNAUTHORIZED,
@@ -141,16 +186,23 @@ pub async fn post(
                 hyper::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer"),
             );
-            return r;
+            Some(r)
         }
     }
-    let cmd = crate::backend::AdminCommand::Set {
-        key: "mode".to_owned(),
-        value: mode.to_owned(),
-    };
-    match backend.command(cmd).await {
-        Ok(()) => json(&serde_json::json!({ "mode": mode })),
-        Err(e) => response(StatusCode::BAD_REQUEST, TEXT, format!("{e}\n")),
+}
+
+fn automation_response(answer: Option<(u16, String)>) -> Response<Full<Bytes>> {
+    match answer {
+        Some((status, body)) => response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "application/json",
+            body,
+        ),
+        None => response(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            "{\"error\":\"no such automation endpoint (or the wrong method)\"}",
+        ),
     }
 }
 
@@ -161,6 +213,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Answers one request (also used directly by tests).
 pub fn handle(req: &Request<Incoming>, backend: Arc<dyn AdminBackend>) -> Response<Full<Bytes>> {
+    if let Some(rest) = req.uri().path().strip_prefix(AUTOMATION_PATH) {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            let query = req.uri().query().unwrap_or("");
+            return automation_response(backend.automation(false, rest, query, b""));
+        }
+    }
     route(req.method(), req.uri().path(), backend)
 }
 

@@ -17,6 +17,8 @@ pub mod http;
 pub mod metrics;
 pub mod metrics_doc;
 pub mod result;
+pub mod scaling;
+mod scaling_metrics;
 pub mod show;
 pub mod stats;
 

@@ -46,14 +46,14 @@ impl fmt::Debug for Scrape {
 }
 
 /// A value with the labels of one series.
-type Series<'a, V> = Vec<(Vec<(&'static str, &'a str)>, V)>;
+pub(crate) type Series<'a, V> = Vec<(Vec<(&'static str, &'a str)>, V)>;
 
 /// The database and user labels of a pool's counters.
 fn labels(c: &PoolCounters) -> Vec<(&'static str, &str)> {
     vec![("database", c.database.as_str()), ("user", c.user.as_str())]
 }
 
-fn gauge_family<V: prometheus_client::encoding::EncodeGaugeValue>(
+pub(crate) fn gauge_family<V: prometheus_client::encoding::EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -71,7 +71,7 @@ fn gauge_family<V: prometheus_client::encoding::EncodeGaugeValue>(
     Ok(())
 }
 
-fn counter_family(
+pub(crate) fn counter_family(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -358,6 +358,7 @@ impl prometheus_client::collector::Collector for Scrape {
         ] {
             counter_family(&mut encoder, name, help, None, &vec![(Vec::new(), v)])?;
         }
+        crate::scaling_metrics::encode(&mut encoder, b)?;
 
         let latency = b.latency();
         for (name, help, pick) in [

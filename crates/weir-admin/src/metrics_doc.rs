@@ -175,6 +175,24 @@ impl AdminBackend for Sample {
     fn queries(&self, _limit: usize) -> Vec<QueryRow> {
         Vec::new()
     }
+    fn scaling(&self) -> Vec<crate::scaling::ScalingRow> {
+        vec![crate::scaling::ScalingRow {
+            database: "db".into(),
+            user: "user".into(),
+            size: 2,
+            min: 2,
+            max: 40,
+            target: 2,
+            utilization: 0.0,
+            wait_p99_ms: 0.0,
+            predicted_next_hour: 0.0,
+            last_decision: String::new(),
+            reason: "initial".into(),
+        }]
+    }
+    fn scaling_decisions(&self) -> Vec<(String, u64)> {
+        vec![("initial".into(), 1)]
+    }
     fn readiness(&self) -> Readiness {
         Readiness {
             listening: true,

@@ -30,7 +30,7 @@ pub const QUERIES_LIMIT: usize = 50;
 pub const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
 \tSHOW LISTS|MEM|STATE\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
-\tSHOW LATENCY|QUERIES|BREAKERS|MODE|PRIORITIES\n\
+\tSHOW LATENCY|QUERIES|BREAKERS|MODE|PRIORITIES|SCALING|SCALING_HISTORY\n\
 \tSET key = arg\n\
 \tRELOAD\n\
 \tPAUSE [<db>]\n\
@@ -81,6 +81,8 @@ pub fn show(backend: &dyn AdminBackend, what: &str) -> Option<Table> {
         "breakers" => breakers(backend),
         "mode" => mode(backend),
         "priorities" => priorities(backend),
+        "scaling" => crate::scaling::show_scaling(backend),
+        "scaling_history" => crate::scaling::show_history(backend),
         other => {
             let (name, value) = FAKE_PARAMS.iter().find(|(n, _)| *n == other)?;
             let mut t = Table::new(&[(name, Text)]);

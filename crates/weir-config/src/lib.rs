@@ -13,6 +13,7 @@ pub mod auth_file;
 pub mod duration;
 mod error;
 mod locate;
+mod scaling;
 pub mod size;
 mod types;
 mod url;
@@ -34,6 +35,7 @@ pub use types::{
 pub use validate::tls_protocols;
 
 use locate::{dotted, line_at, SpanTree};
+pub use scaling::ScalingConfig;
 
 /// PostgreSQL's default port, used when a database or URL gives none.
 pub const DEFAULT_SERVER_PORT: u16 = 5432;
@@ -56,8 +58,17 @@ pub struct Config {
     pub pool_mode: PoolMode,
     /// Most server connections per (database, user) pool. Default 20.
     pub default_pool_size: u32,
-    /// Server connections kept open per pool even when idle. Default 0.
+    /// Server connections kept open per pool even when idle (the scaling engine's
+    /// floor). Default 0.
     pub min_pool_size: u32,
+    /// The scaling engine's ceiling per pool: when above 0 (and `autoscale` is on) the
+    /// engine sizes each pool between `min_pool_size` (at least 1) and this, and
+    /// `default_pool_size` is not used. 0 = fixed pools (default).
+    pub max_pool_size: u32,
+    /// Whether the scaling engine runs for pools with a `max_pool_size`. Default true.
+    pub autoscale: bool,
+    /// The scaling engine's thresholds and timing (`[scaling]`).
+    pub scaling: ScalingConfig,
     /// Transaction mode: most clients per pool pinned to a server connection at once by
     /// session features (LISTEN, temp tables, ...); a statement that would pin one more
     /// fails with 53300. `None` (default) = the pool size - 1, so pins always leave a
@@ -232,6 +243,9 @@ impl Default for Config {
             pool_mode: PoolMode::Transaction,
             default_pool_size: 20,
             min_pool_size: 0,
+            max_pool_size: 0,
+            autoscale: true,
+            scaling: ScalingConfig::default(),
             max_pinned: None,
             max_queue: 0,
             dedup: false,
@@ -314,6 +328,9 @@ pub struct DatabaseConfig {
     pub pool_size: Option<u32>,
     /// Minimum pool size for this database; `None` = the global `min_pool_size`.
     pub min_pool_size: Option<u32>,
+    /// The scaling engine's ceiling for this database's pools; `None` = the global
+    /// `max_pool_size` (0 there and here: fixed pools).
+    pub max_pool_size: Option<u32>,
     /// Most pinned clients per pool of this database; `None` = the global `max_pinned`.
     pub max_pinned: Option<u32>,
     /// Most waiting clients per pool of this database; `None` = the global `max_queue`.
@@ -335,6 +352,7 @@ impl Default for DatabaseConfig {
             password: None,
             pool_size: None,
             min_pool_size: None,
+            max_pool_size: None,
             max_pinned: None,
             max_queue: None,
             pool_mode: None,
@@ -353,6 +371,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("pool_size", &self.pool_size)
             .field("min_pool_size", &self.min_pool_size)
+            .field("max_pool_size", &self.max_pool_size)
             .field("max_pinned", &self.max_pinned)
             .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
@@ -563,13 +582,20 @@ impl Config {
     }
 
     /// Effective pin cap for each pool of database `db`: its `max_pinned`, else the
-    /// global one, else its pool size - 1.
+    /// global one, else its pool size (`max_pool_size` when autoscaled) - 1.
     pub fn max_pinned_for(&self, db: &str) -> u32 {
         self.databases
             .get(db)
             .and_then(|d| d.max_pinned)
             .or(self.max_pinned)
-            .unwrap_or_else(|| self.pool_size_for(db).saturating_sub(1))
+            .unwrap_or_else(|| {
+                // An autoscaled pool may grow to max_pool_size: pins leave one of those.
+                let size = match self.max_pool_size_for(db) {
+                    0 => self.pool_size_for(db),
+                    max => max,
+                };
+                size.saturating_sub(1)
+            })
     }
 
     /// Effective minimum pool size for database `db`: its `min_pool_size`, else the global one.
@@ -578,6 +604,19 @@ impl Config {
             .get(db)
             .and_then(|d| d.min_pool_size)
             .unwrap_or(self.min_pool_size)
+    }
+
+    /// Effective scaling ceiling for database `db` (0: fixed pools).
+    pub fn max_pool_size_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.max_pool_size)
+            .unwrap_or(self.max_pool_size)
+    }
+
+    /// Whether the scaling engine sizes the pools of database `db`.
+    pub fn autoscaled(&self, db: &str) -> bool {
+        self.autoscale && self.max_pool_size_for(db) > 0
     }
 
     /// Effective pool mode for `user` on `db`: the user's, else the database's, else the

@@ -83,7 +83,19 @@ impl Config {
                 "must be at least 1 (server connections per database/user pool)",
             ));
         }
-        if self.min_pool_size > self.default_pool_size {
+        if let Some((key, message)) = self.scaling.problem() {
+            return Err(Problem::new(&["scaling", key], message));
+        }
+        if self.max_pool_size > 0 && self.min_pool_size > self.max_pool_size {
+            return Err(Problem::new(
+                &["max_pool_size"],
+                format!(
+                    "must not be below min_pool_size ({} < {})",
+                    self.max_pool_size, self.min_pool_size
+                ),
+            ));
+        }
+        if self.max_pool_size == 0 && self.min_pool_size > self.default_pool_size {
             return Err(Problem::new(
                 &["min_pool_size"],
                 format!(
@@ -207,8 +219,17 @@ impl Config {
         if db.pool_size == Some(0) {
             return Err(Problem::new(&at("pool_size"), "must be at least 1"));
         }
-        let size = self.pool_size_for(name);
+        let size = match self.max_pool_size_for(name) {
+            0 => self.pool_size_for(name),
+            max => max,
+        };
         let min = self.min_pool_size_for(name);
+        if min > size && self.max_pool_size_for(name) > 0 {
+            return Err(Problem::new(
+                &at("max_pool_size"),
+                format!("max_pool_size ({size}) must not be below min_pool_size ({min}) for database `{name}`"),
+            ));
+        }
         if min > size {
             let key = if db.min_pool_size.is_some() {
                 "min_pool_size"

@@ -31,6 +31,7 @@ pub mod query_stats;
 mod queue;
 mod request;
 mod servers;
+mod sizing;
 mod state;
 
 use std::future::Future;
@@ -145,8 +146,14 @@ pub struct PoolStats {
     pub connecting: u32,
     /// Checkouts waiting in the queue.
     pub waiting: u32,
-    /// The current `max_size`.
+    /// The current `max_size` (the ceiling).
     pub max_size: u32,
+    /// The current `min_size` (the floor).
+    pub min_size: u32,
+    /// The size in force: the scaling engine's target within the bounds, else `max_size`.
+    pub size: u32,
+    /// The scaling engine's target, when it sizes this pool.
+    pub target: Option<u32>,
     /// How long the longest current waiter has waited (zero when none waits).
     pub max_wait: Duration,
     /// Taken by the pool itself: being probed or closed (`sv_used`).

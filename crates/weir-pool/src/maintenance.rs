@@ -24,6 +24,7 @@ pub(crate) fn spawn<M: ManageConnection>(
 ) -> tokio::task::JoinHandle<()> {
     let weak: Weak<Inner<M>> = Arc::downgrade(inner);
     let shutdown = Arc::clone(&inner.shutdown);
+    let kick = Arc::clone(&inner.kick);
     // `interval` panics on zero.
     let period = interval.max(Duration::from_millis(1));
     tokio::spawn(async move {
@@ -41,6 +42,7 @@ pub(crate) fn spawn<M: ManageConnection>(
             tokio::select! {
                 _ = &mut notified => return,
                 _ = tick.tick() => {}
+                _ = kick.notified() => {}
             }
             let Some(inner) = weak.upgrade() else {
                 return;
@@ -52,6 +54,7 @@ pub(crate) fn spawn<M: ManageConnection>(
 
 /// One maintenance pass.
 pub(crate) async fn run_once<M: ManageConnection>(inner: &Inner<M>) {
+    trim(inner);
     reap(inner);
     probe(inner);
     warm(inner).await;
@@ -99,6 +102,39 @@ fn reap<M: ManageConnection>(inner: &Inner<M>) {
     let n = expired.len();
     tracing::debug!(closed = n, "reaped expired idle server connections");
     drop(expired);
+    inner.metrics.closed.fetch_add(n as u64, Relaxed);
+    release_held(inner, n);
+}
+
+/// Fewest idle connections closed per pass when the pool is over its size.
+const TRIM_PER_PASS: usize = 4;
+
+/// Close idle connections (least recently used first) while the pool holds more than
+/// its size, gradually: half the surplus per pass, at least [`TRIM_PER_PASS`]. Busy
+/// surplus closes at checkin, never mid-transaction.
+fn trim<M: ManageConnection>(inner: &Inner<M>) {
+    let surplus: Vec<_> = {
+        let mut st = inner.lock();
+        if st.closed {
+            return;
+        }
+        let over = st.total().saturating_sub(st.cap());
+        let n = usize::try_from(over)
+            .unwrap_or(usize::MAX)
+            .min(TRIM_PER_PASS);
+        let n = n.min(st.idle.len());
+        st.held += u32::try_from(n).unwrap_or(u32::MAX);
+        st.idle.drain(..n).collect()
+    };
+    if surplus.is_empty() {
+        return;
+    }
+    let n = surplus.len();
+    tracing::debug!(
+        closed = n,
+        "closed idle server connections over the pool's size"
+    );
+    drop(surplus);
     inner.metrics.closed.fetch_add(n as u64, Relaxed);
     release_held(inner, n);
 }
@@ -152,13 +188,14 @@ fn probe<M: ManageConnection>(inner: &Inner<M>) {
     }
 }
 
-/// Open connections until the pool holds `min_size` (capped at `max_size`),
-/// unless the last connect failed less than `login_retry` ago.
+/// Open connections until the pool holds `min_size` (capped at `max_size`), or the
+/// whole size when the scaling engine sets it, unless the last connect failed less
+/// than `login_retry` ago.
 async fn warm<M: ManageConnection>(inner: &Inner<M>) {
     loop {
         let connect_timeout = {
             let mut st = inner.lock();
-            let target = st.settings.min_size.min(st.settings.max_size);
+            let target = st.warm_size();
             if st.closed || st.paused || st.total() >= target {
                 return;
             }

@@ -36,6 +36,8 @@ pub(crate) struct Inner<M: ManageConnection> {
     /// Wakes the maintenance task on `close`; kept apart from `Inner` so that task
     /// can wait on it without keeping the pool alive.
     pub(crate) shutdown: Arc<Notify>,
+    /// Wakes the maintenance task for an extra pass (a new target to warm up to).
+    pub(crate) kick: Arc<Notify>,
     /// Every open connection, for `SHOW SERVERS` and `WAIT_CLOSE`.
     pub(crate) servers: Arc<ServerRegistry>,
     /// `true` while paused; checkouts that find the pool paused wait for `false`.
@@ -85,6 +87,7 @@ impl<M: ManageConnection> Pool<M> {
                 state: Mutex::new(State::new(settings)),
                 metrics: PoolMetrics::new(),
                 shutdown: Arc::new(Notify::new()),
+                kick: Arc::new(Notify::new()),
                 servers: Arc::new(ServerRegistry::default()),
                 gate: watch::Sender::new(false),
             }),
@@ -126,8 +129,10 @@ impl<M: ManageConnection> Pool<M> {
         Ok(PooledConnection::new(Arc::clone(&self.inner), conn))
     }
 
-    /// Change settings at runtime. Shrinking `max_size` closes surplus idle
-    /// connections now and busy ones at checkin; growing it lets waiters connect.
+    /// Change settings at runtime (the bounds: RELOAD, `SET`, a mode change; the
+    /// scaling engine's target is kept, moved inside the new bounds). Shrinking the
+    /// size closes surplus idle connections now and busy ones at checkin; growing it
+    /// lets waiters connect.
     pub fn update_settings(&self, settings: PoolSettings) {
         let mut surplus = Vec::new();
         {
@@ -136,7 +141,8 @@ impl<M: ManageConnection> Pool<M> {
             st.settings = settings;
             // Held connections still count in `total`, so count down separately.
             let mut remaining = st.total();
-            while remaining > st.settings.max_size {
+            let cap = st.cap();
+            while remaining > cap {
                 let Some(conn) = st.idle.pop_front() else {
                     break;
                 };
@@ -204,6 +210,9 @@ impl<M: ManageConnection> Pool<M> {
                 waiting: u32::try_from(st.waiters.len() + st.paused_waiters.len())
                     .unwrap_or(u32::MAX),
                 max_size: st.settings.max_size,
+                min_size: st.settings.min_size,
+                size: st.cap(),
+                target: st.target,
                 max_wait: Duration::ZERO,
                 held: st.held,
                 paused: st.paused,
@@ -340,7 +349,7 @@ impl<M: ManageConnection> Inner<M> {
                     let id = st.paused_waiters.push(req.class, start, ());
                     Step::Paused(self.gate.subscribe(), st.settings.wait_timeout, id)
                 } else if let Some(conn) = st.idle.pop_back() {
-                    st.active += 1;
+                    st.add_active();
                     Step::Idle(conn)
                 } else {
                     let backoff = if st.has_room() {
@@ -495,7 +504,7 @@ impl<M: ManageConnection> Inner<M> {
                     let mut st = self.lock();
                     st.last_connect_failure = None;
                     st.connecting -= 1;
-                    st.active += 1;
+                    st.add_active();
                     st.closed
                 };
                 if closed {

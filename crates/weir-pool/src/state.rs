@@ -3,9 +3,10 @@
 //!
 //! Accounting invariant: every open connection and every connect in flight is
 //! counted exactly once, in `idle`, `active`, `connecting` or `held`, and their
-//! sum (`total`) only exceeds `max_size` after a shrink. A connection being
-//! closed stays counted until it has been dropped, so a new one is never opened
-//! while the old one still exists: the server never sees more than `max_size`.
+//! sum (`total`) only exceeds the pool's size ([`State::cap`]: the scaling engine's
+//! target within `min_size..=max_size`, else `max_size`) after a shrink. A connection
+//! being closed stays counted until it has been dropped, so a new one is never opened
+//! while the old one still exists: the server never sees more than the size.
 
 use std::collections::VecDeque;
 
@@ -61,6 +62,11 @@ pub(crate) enum Route<C> {
 /// Everything behind the pool's mutex.
 pub(crate) struct State<C> {
     pub(crate) settings: PoolSettings,
+    /// The size the scaling engine chose (kept within the bounds by [`State::cap`]);
+    /// `None`: the pool is fixed at `max_size`. Settings changes never touch it.
+    pub(crate) target: Option<u32>,
+    /// Most connections checked out at once since the scaling engine last asked.
+    pub(crate) peak_active: u32,
     /// Idle connections, least recently used at the front; checkouts pop the back (LIFO).
     pub(crate) idle: VecDeque<Conn<C>>,
     /// Checked out by clients (or granted to a waiter that has not woken yet).
@@ -92,6 +98,8 @@ impl<C> State<C> {
         waiters.aging = settings.priority_aging;
         Self {
             settings,
+            target: None,
+            peak_active: 0,
             idle: VecDeque::with_capacity(capacity),
             active: 0,
             connecting: 0,
@@ -141,9 +149,33 @@ impl<C> State<C> {
             .saturating_add(self.held)
     }
 
-    /// Whether a new connection (or slot) would still fit under `max_size`.
+    /// The pool's size now: the engine's target within the bounds, else `max_size`.
+    pub(crate) fn cap(&self) -> u32 {
+        let max = self.settings.max_size;
+        match self.target {
+            Some(t) => t.max(self.settings.min_size.min(max)).min(max),
+            None => max,
+        }
+    }
+
+    /// Connections maintenance keeps open: the whole size when the engine sets it
+    /// (servers are opened ahead of need), else `min_size`.
+    pub(crate) fn warm_size(&self) -> u32 {
+        match self.target {
+            Some(_) => self.cap(),
+            None => self.settings.min_size.min(self.settings.max_size),
+        }
+    }
+
+    /// Whether a new connection (or slot) would still fit in the size.
     pub(crate) fn has_room(&self) -> bool {
-        self.total() < self.settings.max_size
+        self.total() < self.cap()
+    }
+
+    /// Count one more connection checked out.
+    pub(crate) fn add_active(&mut self) {
+        self.active += 1;
+        self.peak_active = self.peak_active.max(self.active);
     }
 
     /// While the last connect failed less than `login_retry` ago: how long until the next attempt.
@@ -160,7 +192,7 @@ impl<C> State<C> {
     /// paused nothing is handed out and connections are closed (PgBouncer's
     /// `PAUSE` disconnects from the server); stale ones are always closed.
     pub(crate) fn route(&mut self, grant: Grant<C>) -> Route<C> {
-        let over = self.total() > self.settings.max_size;
+        let over = self.total() > self.cap();
         match grant {
             Grant::Conn(conn) => {
                 if self.closed || over || self.paused || conn.is_stale(self.generation) {

@@ -25,6 +25,7 @@ pub struct ProxyHandle {
 /// the pools, so a new value takes effect without dropping anything.
 pub const SETTABLE: &[&str] = &[
     "admin_users",
+    "autoscale",
     "client_idle_timeout",
     "client_login_timeout",
     "default_pool_size",
@@ -33,6 +34,8 @@ pub const SETTABLE: &[&str] = &[
     "log_disconnections",
     "log_pooler_errors",
     "max_client_conn",
+    "max_db_connections",
+    "max_pool_size",
     "min_pool_size",
     "mode",
     "pool_mode",
@@ -129,10 +132,6 @@ impl ProxyHandle {
         };
         restart("listen", old.listen != config.listen);
         restart("http_listen", old.http_listen != config.http_listen);
-        restart(
-            "max_db_connections",
-            old.max_db_connections != config.max_db_connections,
-        );
         restart("log_format", old.log_format != config.log_format);
         self.resize_client_limit(config.max_client_conn);
         self.shared.credentials.replace(credentials);
@@ -184,6 +183,9 @@ impl ProxyHandle {
             "stats_period" => c.stats_period = dur(value)?,
             "default_pool_size" => c.default_pool_size = num(value)?,
             "min_pool_size" => c.min_pool_size = num(value)?,
+            "max_pool_size" => c.max_pool_size = num(value)?,
+            "max_db_connections" => c.max_db_connections = num(value)?,
+            "autoscale" => c.autoscale = flag(value)?,
             "max_client_conn" => c.max_client_conn = num(value)?,
             "log_connections" => c.log_connections = flag(value)?,
             "log_disconnections" => c.log_disconnections = flag(value)?,
@@ -242,7 +244,6 @@ fn config_keys() -> &'static [&'static str] {
         "listen",
         "auth_type",
         "auth_file",
-        "max_db_connections",
         "max_message_size",
         "max_prepared_statements",
         "track_extra_parameters",

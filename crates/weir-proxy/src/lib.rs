@@ -11,6 +11,7 @@ pub mod client_auth;
 mod control;
 mod conversation;
 pub mod dedup;
+pub mod db_budget;
 pub mod error;
 pub mod features;
 mod handle;

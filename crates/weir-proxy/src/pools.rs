@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use weir_config::{Config, Mode, PoolMode};
 use weir_pool::{ConnLabel, ManageConnection, Pool, PoolSettings};
@@ -18,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use weir_pool::breaker::{Admit, Breaker, BreakerSettings};
 
 use crate::client_auth::Credentials;
+use crate::db_budget::DbGroup;
 use crate::server::{Fault, ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
 use crate::upstream::{log_transition, Upstream, Upstreams};
 
@@ -25,15 +25,13 @@ use crate::upstream::{log_transition, Upstream, Upstreams};
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// `resource_saver`: idle server connections are closed after at most this long.
 const RESOURCE_SAVER_IDLE: Duration = Duration::from_secs(30);
-/// How often a connect blocked by `max_db_connections` looks for an idle connection to evict.
-const EVICT_RETRY: Duration = Duration::from_millis(50);
 
 /// Opens server connections for one pool.
 pub struct ServerManager {
     /// Replaced by `RELOAD` when the database's upstream changes (with a reconnect).
     target: RwLock<ServerTarget>,
     /// `max_db_connections`: shared by every pool of the database.
-    db_group: Option<Arc<DbGroup>>,
+    db_group: Arc<DbGroup>,
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
     params: RwLock<Option<ServerParams>>,
@@ -115,10 +113,7 @@ impl ManageConnection for ServerManager {
             resolved: false,
         };
         // Waiting here counts against server_connect_timeout, like any slow connect.
-        let db_permit = match &self.db_group {
-            Some(group) => Some(group.acquire().await),
-            None => None,
-        };
+        let db_permit = Some(self.db_group.acquire(self).await);
         let target = self.target();
         let tls = self.tls.server();
         let result = ServerConn::connect(&target, &credential, tls.as_ref()).await;
@@ -139,6 +134,7 @@ impl ManageConnection for ServerManager {
     }
 
     fn is_reusable(&self, conn: &ServerConn) -> bool {
+        self.db_group.note_checkin();
         conn.clean
     }
 
@@ -228,39 +224,6 @@ impl Drop for ConnectOutcome<'_> {
     }
 }
 
-/// The pools of one database under `max_db_connections`.
-pub struct DbGroup {
-    limit: Arc<Semaphore>,
-    pools: Mutex<Vec<Pool<ServerManager>>>,
-}
-
-impl DbGroup {
-    /// A permit for one more server connection to this database. When none is free,
-    /// closes an idle connection of another pool of the database (as PgBouncer does),
-    /// retrying while the caller's connect timeout runs.
-    async fn acquire(&self) -> OwnedSemaphorePermit {
-        loop {
-            if let Ok(permit) = self.limit.clone().try_acquire_owned() {
-                return permit;
-            }
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for pool in pools {
-                if pool.close_idle_lru() {
-                    break;
-                }
-            }
-            tokio::select! {
-                permit = self.limit.clone().acquire_owned() => {
-                    if let Ok(permit) = permit {
-                        return permit;
-                    }
-                }
-                _ = tokio::time::sleep(EVICT_RETRY) => {}
-            }
-        }
-    }
-}
-
 impl Pools {
     /// An empty set of pools for `config`.
     pub fn new(config: Arc<Config>, tls: Arc<crate::tls::Tls>) -> Self {
@@ -305,19 +268,13 @@ impl Pools {
             return Some(entry.clone());
         }
         let (target, credential) = server_login(&config, database, user, credential)?;
-        let db_group = (config.max_db_connections > 0).then(|| {
-            self.db_groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(database.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(DbGroup {
-                        limit: Arc::new(Semaphore::new(config.max_db_connections as usize)),
-                        pools: Mutex::new(Vec::new()),
-                    })
-                })
-                .clone()
-        });
+        let db_group = self
+            .db_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(database.to_owned())
+            .or_insert_with(|| DbGroup::new(config.max_db_connections))
+            .clone();
         let manager = ServerManager {
             tls: self.tls.clone(),
             db_group: db_group.clone(),
@@ -333,13 +290,15 @@ impl Pools {
             drop(pool.pause());
         }
         pool.spawn_maintenance(MAINTENANCE_INTERVAL);
-        if let Some(group) = db_group {
-            group
-                .pools
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(pool.clone());
+        if config.autoscaled(database) {
+            // The engine starts a pool at its floor and grows it from there.
+            pool.set_target(Some(scaled_floor(&config, database)));
         }
+        db_group
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pool.clone());
         let entry = Arc::new(PoolEntry {
             database: database.to_owned(),
             user: user.to_owned(),
@@ -415,6 +374,11 @@ impl Pools {
                     }
                 }
                 entry.pool.update_settings(settings_for(&config, db));
+                match (config.autoscaled(db), entry.pool.target()) {
+                    (true, None) => entry.pool.set_target(Some(scaled_floor(&config, db))),
+                    (false, Some(_)) => entry.pool.set_target(None),
+                    _ => {}
+                }
                 let mode = config.pool_mode_for(db, user);
                 if mode != entry.mode {
                     *entry = Arc::new(PoolEntry {
@@ -430,6 +394,24 @@ impl Pools {
             tracing::info!(db = %entry.database, user = %entry.user, "database removed: closing its pool");
             entry.pool.close();
         }
+        let groups = self
+            .db_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for group in groups.values() {
+            if group.limit() != config.max_db_connections {
+                group.resize(config.max_db_connections);
+            }
+        }
+    }
+
+    /// The `max_db_connections` group of a database, once one of its pools exists.
+    pub fn db_group(&self, database: &str) -> Option<Arc<DbGroup>> {
+        self.db_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(database)
+            .cloned()
     }
 
     /// A snapshot of all pools.
@@ -493,10 +475,20 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Pool settings for a database from the configuration.
-fn settings_for(c: &Config, database: &str) -> PoolSettings {
+/// The floor of an autoscaled pool: `min_pool_size`, at least 1 (a pool of 0 serves nobody).
+pub fn scaled_floor(c: &Config, database: &str) -> u32 {
+    c.min_pool_size_for(database).max(1)
+}
+
+/// Pool settings for a database from the configuration: for an autoscaled pool the
+/// bounds (`min_pool_size`..=`max_pool_size`) inside which the engine sets the target.
+pub fn settings_for(c: &Config, database: &str) -> PoolSettings {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-    let (mut max_size, mut min_size) = (c.pool_size_for(database), c.min_pool_size_for(database));
+    let (mut max_size, mut min_size) = if c.autoscaled(database) {
+        (c.max_pool_size_for(database), scaled_floor(c, database))
+    } else {
+        (c.pool_size_for(database), c.min_pool_size_for(database))
+    };
     let mut idle_timeout = nonzero(c.server_idle_timeout);
     match c.mode {
         // The pool at its upper bound, kept warm.
