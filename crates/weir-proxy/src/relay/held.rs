@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use weir_config::Config;
 use weir_pool::PooledConnection;
 
