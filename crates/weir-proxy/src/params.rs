@@ -7,6 +7,9 @@
 //! JDBC's `extra_float_digits`) are re-read from the server after a transaction that may
 //! have changed them, since PostgreSQL does not announce those.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
 /// Reported settings a client may change and the proxy replays, in a fixed order.
 pub const REPLAYED: [&str; 8] = [
     "application_name",
@@ -29,9 +32,50 @@ fn replayed_index(name: &str) -> Option<usize> {
 
 /// Values of the [`REPLAYED`] settings; `None` = not known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reported([Option<Box<str>>; REPLAYED.len()]);
+pub struct Reported([Option<Arc<str>>; REPLAYED.len()]);
+
+/// Longest value [`intern`] shares; and most values it keeps.
+const INTERN_MAX_LEN: usize = 64;
+const INTERN_MAX_VALUES: usize = 4096;
+
+/// One shared copy of a setting's name or value. Every client of a pool starts from
+/// the same server settings and most send the same startup settings, so sharing them
+/// saves a dozen small allocations per idle client. Bounded: a long value, or any value
+/// once the table is full, gets its own copy.
+pub fn intern(s: &str) -> Arc<str> {
+    static TABLE: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    if s.len() > INTERN_MAX_LEN {
+        return s.into();
+    }
+    let mut table = TABLE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = table.get(s) {
+        return Arc::clone(v);
+    }
+    let v: Arc<str> = s.into();
+    if table.len() < INTERN_MAX_VALUES {
+        table.insert(Arc::clone(&v));
+    }
+    v
+}
 
 impl Reported {
+    /// Records a reported value, shared through [`intern`] (for values many clients
+    /// hold: the server's at login, the startup packet's).
+    fn set_shared(&mut self, name: &str, value: &str) -> bool {
+        match replayed_index(name) {
+            Some(i) => {
+                if self.0[i].as_deref() != Some(value) {
+                    self.0[i] = Some(intern(value));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Records a reported value; false if `name` is not replayed.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
         match replayed_index(name) {
@@ -53,7 +97,7 @@ impl Reported {
 
 /// Tracked settings PostgreSQL does not report: `None` = the server's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extras(Vec<(Box<str>, Option<Box<str>>)>);
+pub struct Extras(Vec<(Arc<str>, Option<Arc<str>>)>);
 
 impl Extras {
     /// Sets `name` (`None` = back to the default).
@@ -97,13 +141,13 @@ pub struct ClientParams {
     /// Unreported tracked settings.
     pub extras: Extras,
     /// Names of the unreported settings tracked for this client.
-    pub extra_names: Vec<Box<str>>,
+    pub extra_names: Vec<Arc<str>>,
     /// A statement may have changed an unreported setting: re-read them before release.
     pub extras_dirty: bool,
     /// Settings from the startup packet: what `RESET` goes back to on a direct connection.
-    pub startup: Vec<(Box<str>, Box<str>)>,
+    pub startup: Vec<(Arc<str>, Arc<str>)>,
     /// Startup settings the client reset: set back to their startup values before release.
-    pub restore: Vec<Box<str>>,
+    pub restore: Vec<Arc<str>>,
 }
 
 /// The settings a server connection has now.
@@ -123,15 +167,18 @@ impl ClientParams {
         track_extra: &[String],
     ) -> ClientParams {
         let mut p = ClientParams {
-            extra_names: track_extra.iter().map(|s| s.as_str().into()).collect(),
+            extra_names: track_extra.iter().map(|s| intern(s)).collect(),
             ..ClientParams::default()
         };
         for (name, value) in server {
-            p.reported.set(name, value);
+            p.reported.set_shared(name, value);
         }
         for (name, value) in startup {
-            p.set_from_client(name, value);
-            p.startup.push((name.into(), value.into()));
+            if !p.reported.set_shared(name, value) {
+                p.track(name);
+                p.extras.set(name, Some(value));
+            }
+            p.startup.push((intern(name), intern(value)));
         }
         p
     }
@@ -164,13 +211,6 @@ impl ClientParams {
             }
         }
         (!first).then_some(sql)
-    }
-
-    fn set_from_client(&mut self, name: &str, value: &str) {
-        if !self.reported.set(name, value) {
-            self.track(name);
-            self.extras.set(name, Some(value));
-        }
     }
 
     /// Appends every replayed and tracked setting's value: two clients share a query's
