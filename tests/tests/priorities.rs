@@ -67,17 +67,26 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
     let lows: Vec<_> = (0..24)
         .map(|_| tokio::spawn(loop_sleeps(low_url.clone(), None, until)))
         .collect();
-    // Let the low clients fill the queue first.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let waiting = table(&pgweir.admin_url(), "SHOW PRIORITIES");
-    assert_eq!(waiting.columns, ["database", "user", "class", "waiting"]);
-    let low_waiting: u32 = waiting
-        .rows
-        .iter()
-        .filter(|r| r.get(2).map(String::as_str) == Some("low"))
-        .filter_map(|r| r.get(3)?.parse::<u32>().ok())
-        .sum();
-    assert!(low_waiting > 0, "low clients queue behind the two servers");
+    // Let the low clients fill the queue first (their logins take a while on a
+    // loaded box, so look until they do rather than after a fixed time).
+    let low_waiting = || {
+        let waiting = table(&pgweir.admin_url(), "SHOW PRIORITIES");
+        assert_eq!(waiting.columns, ["database", "user", "class", "waiting"]);
+        waiting
+            .rows
+            .iter()
+            .filter(|r| r.get(2).map(String::as_str) == Some("low"))
+            .filter_map(|r| r.get(3)?.parse::<u32>().ok())
+            .sum::<u32>()
+    };
+    let queued_by = Instant::now() + Duration::from_secs(3);
+    while low_waiting() == 0 && Instant::now() < queued_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        low_waiting() > 0,
+        "low clients queue behind the two servers"
+    );
     // Two ask at startup, one (a low client by its rule) with SET in its session.
     let criticals: Vec<_> = (0..3)
         .map(|i| {
