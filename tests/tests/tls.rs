@@ -455,6 +455,10 @@ async fn hostssl_only_server_with_verify_full_serves_and_cancels() {
         )
         .await;
         assert_eq!(ssl, "true", "{mode}: the server connection is encrypted");
+        // The idle probe at the next checkout finds the TLS connection alive: reused.
+        let pid = "SELECT pg_catalog.pg_backend_pid()::text";
+        let first = common::value(&client, pid).await;
+        assert_eq!(common::value(&client, pid).await, first, "{mode}: reused");
         if mode == SslMode::VerifyFull {
             // A cancel reaches the server over TLS too.
             let token = client.cancel_token();
