@@ -435,6 +435,8 @@ async fn hostssl_only_server_with_verify_full_serves_and_cancels() {
     plain.stop().await;
 
     for mode in [
+        // allow: plaintext first; the server's 28000 makes the proxy retry with TLS.
+        SslMode::Allow,
         SslMode::Prefer,
         SslMode::Require,
         SslMode::VerifyCa,
@@ -453,6 +455,10 @@ async fn hostssl_only_server_with_verify_full_serves_and_cancels() {
         )
         .await;
         assert_eq!(ssl, "true", "{mode}: the server connection is encrypted");
+        // The idle probe at the next checkout finds the TLS connection alive: reused.
+        let pid = "SELECT pg_catalog.pg_backend_pid()::text";
+        let first = common::value(&client, pid).await;
+        assert_eq!(common::value(&client, pid).await, first, "{mode}: reused");
         if mode == SslMode::VerifyFull {
             // A cancel reaches the server over TLS too.
             let token = client.cancel_token();
@@ -587,4 +593,49 @@ async fn half_a_tls_record_does_not_block_the_idle_timeout() {
     assert!(closed.is_ok(), "the idle timeout closed the session");
     let idle_timeout = buf.windows(5).any(|w| w == b"57P05");
     assert!(idle_timeout, "57P05 sent before closing: {buf:?}");
+}
+
+/// The admin console is served over TLS like any login, and SHOW CONFIG lists the
+/// TLS settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_over_tls_shows_the_tls_settings() {
+    let tmp = temp_dir();
+    let certs = make_certs(tmp.path(), "pgweir test CA");
+    let mut config = with_client_tls(
+        app_config(PoolMode::Transaction, 2),
+        &certs,
+        SslMode::Require,
+    );
+    config.admin_users = vec![SCRAM_USER.to_owned()];
+    let started = pgweir::serve::start(config, None)
+        .await
+        .expect("pgweir starts");
+    let addr = started.addr;
+    tokio::spawn(async move {
+        let _ = started.run().await;
+    });
+    let url = format!(
+        "postgres://{SCRAM_USER}:{SCRAM_PASSWORD}@127.0.0.1:{}/pgbouncer?sslmode=verify-full&sslrootcert={}",
+        addr.port(),
+        certs.ca().display()
+    );
+    let out = tokio::task::spawn_blocking(move || run_psql(&url, &["-At", "-c", "SHOW CONFIG"]))
+        .await
+        .expect("psql task");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("client_tls_sslmode|require|disable")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("server_tls_sslmode|disable|disable")),
+        "{text}"
+    );
 }

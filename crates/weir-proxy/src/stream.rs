@@ -169,35 +169,31 @@ impl Stream {
         }
     }
 
-    /// Non-blocking check of an idle connection: true if nothing at all has arrived
-    /// (no bytes, no EOF, nothing decrypted waiting in the TLS layer). Anything from an
-    /// idle server means it is dead or out of sync, so consuming it here is harmless:
-    /// the caller closes the connection.
+    /// Non-blocking check of an idle connection: true if no data and no EOF has
+    /// arrived. Any byte from an idle plaintext server means it is dead or out of sync,
+    /// so consuming it here is harmless: the caller closes the connection. Under TLS,
+    /// records that carry no data (a late session ticket, a key update) are absorbed
+    /// by rustls and do not count.
     pub fn probe_idle(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        let tcp = match self {
-            Stream::Tcp(s) => s,
+        match self {
+            Stream::Tcp(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
             #[cfg(unix)]
             Stream::Unix(s) => {
-                return matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
             Stream::TlsServer(s) => {
                 let (io, conn) = s.get_mut();
-                if !matches!(tls_pending(conn, &io.prefix), Ok(false)) {
-                    return false;
-                }
-                &io.tcp
+                tls_idle(&io.tcp, &io.prefix, conn)
             }
             Stream::TlsClient(s) => {
                 let (io, conn) = s.get_mut();
-                if !matches!(tls_pending(conn, &io.prefix), Ok(false)) {
-                    return false;
-                }
-                &io.tcp
+                tls_idle(&io.tcp, &io.prefix, conn)
             }
-            Stream::Closed => return false,
-        };
-        matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            Stream::Closed => false,
+        }
     }
 
     /// Writes some of `data` or reads into `rbuf`, whichever the sockets allow first
@@ -237,6 +233,21 @@ fn poll_records<D>(
             // try_read cleared the readiness: the next poll_read_ready registers.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// True if nothing a read would return has arrived on a TLS connection: raw bytes are
+/// moved into rustls until the socket would block.
+fn tls_idle<D>(tcp: &TcpStream, prefix: &BytesMut, conn: &mut rustls::ConnectionCommon<D>) -> bool {
+    loop {
+        if !matches!(tls_pending(conn, prefix), Ok(false)) {
+            return false;
+        }
+        match conn.read_tls(&mut TryRead(tcp)) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
         }
     }
 }
