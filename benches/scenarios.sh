@@ -36,7 +36,7 @@
 #   step       (issue 12) STEP_BEFORE (5) clients loop `SELECT pg_sleep(0.01)` for
 #              STEP_BEFORE_SECONDS, then STEP_AFTER (60) for STEP_SECONDS, against
 #              PostgreSQL directly, pgweir sizing itself (min_pool_size 2,
-#              max_pool_size STEP_BUDGET = 40), pgweir with fixed pools of 20 and 40,
+#              max_pool_size STEP_BUDGET = 64), pgweir with fixed pools of 20 and 40,
 #              and PgBouncer's fixed 20 (scenarios/step.py). Its own table: throughput
 #              after the step and as a share of direct connections', convergence time
 #              (first second after the step at >= 90% of direct's throughput), peak
@@ -95,7 +95,7 @@
 #   SHED_CLIENTS=500  SHED_SECONDS=5  SHED_SQL="SELECT pg_sleep(0.05)"
 #   FLOOD_CLIENTS=50  FLOOD_SELECT_CLIENTS=10  FLOOD_SECONDS=3
 #   THINK_MS=10  ERROR_PAUSE_MS=100  HANG_SECONDS=5  QUERY_TIMEOUT_SECONDS=30
-#   STEP_BEFORE=5  STEP_AFTER=60  STEP_BEFORE_SECONDS=5  STEP_SECONDS=15  STEP_BUDGET=40
+#   STEP_BEFORE=5  STEP_AFTER=60  STEP_BEFORE_SECONDS=5  STEP_SECONDS=15  STEP_BUDGET=64
 #   RESULTS_DIR=                       also copy the JSON summaries, every query's
 #                                      record (*.records.jsonl: [kind, client, "q" or
 #                                      "c", start, end, outcome], seconds from the
@@ -170,7 +170,7 @@ STEP_BEFORE=${STEP_BEFORE:-5}
 STEP_AFTER=${STEP_AFTER:-60}
 STEP_BEFORE_SECONDS=${STEP_BEFORE_SECONDS:-5}
 STEP_SECONDS=${STEP_SECONDS:-15}
-STEP_BUDGET=${STEP_BUDGET:-40}
+STEP_BUDGET=${STEP_BUDGET:-64}
 
 for knob in POOL_SIZE QUERY_WAIT_TIMEOUT BLACKHOLE_CONNECT_TIMEOUT OUTAGE_CLIENTS SHED_CLIENTS FLOOD_CLIENTS \
     FLOOD_SELECT_CLIENTS STEP_BEFORE STEP_AFTER STEP_BEFORE_SECONDS STEP_SECONDS STEP_BUDGET; do
