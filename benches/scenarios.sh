@@ -33,6 +33,15 @@
 #              admin console is asked `SHOW BREAKERS` (the state column; "n/a" if
 #              the command fails). A unique violation is the application's error,
 #              not the server's: a breaker must not open on it.
+#   step       (issue 12) STEP_BEFORE (5) clients loop `SELECT pg_sleep(0.01)` for
+#              STEP_BEFORE_SECONDS, then STEP_AFTER (60) for STEP_SECONDS, against
+#              PostgreSQL directly, pgweir sizing itself (min_pool_size 2,
+#              max_pool_size STEP_BUDGET = 64), pgweir with fixed pools of 20 and 40,
+#              and PgBouncer's fixed 20 (scenarios/step.py). Its own table: throughput
+#              after the step and as a share of direct connections', convergence time
+#              (first second after the step at >= 90% of direct's throughput), peak
+#              server connections (pgweir, from SHOW POOLS every 250 ms), the p99 wait
+#              pgweir reported (self-sizing) and client-side p50/p99 query latency.
 #
 # How to read the table (one row per figure, one column per pooler):
 #   - "queries sent while down" are those started from the stop command (or the
@@ -65,7 +74,7 @@
 #     login for every reconnect.
 #
 # Usage:
-#   benches/scenarios.sh [--quick] [--only outage,blackhole,shed,flood]
+#   benches/scenarios.sh [--quick] [--only outage,blackhole,shed,flood,step]
 #   SCENARIO_LEGACY=1 benches/scenarios.sh      # binary without max_queue & co.
 # Output: the markdown table (and the messages) on stdout, progress on stderr.
 #
@@ -86,6 +95,7 @@
 #   SHED_CLIENTS=500  SHED_SECONDS=5  SHED_SQL="SELECT pg_sleep(0.05)"
 #   FLOOD_CLIENTS=50  FLOOD_SELECT_CLIENTS=10  FLOOD_SECONDS=3
 #   THINK_MS=10  ERROR_PAUSE_MS=100  HANG_SECONDS=5  QUERY_TIMEOUT_SECONDS=30
+#   STEP_BEFORE=5  STEP_AFTER=60  STEP_BEFORE_SECONDS=5  STEP_SECONDS=15  STEP_BUDGET=64
 #   RESULTS_DIR=                       also copy the JSON summaries, every query's
 #                                      record (*.records.jsonl: [kind, client, "q" or
 #                                      "c", start, end, outcome], seconds from the
@@ -111,7 +121,7 @@ source "$REPO/benches/lib.sh"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2; }
 QUICK=0
-ONLY="outage,blackhole,shed,flood"
+ONLY="outage,blackhole,shed,flood,step"
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
@@ -123,7 +133,7 @@ while (($#)); do
     shift
 done
 SCENARIOS=$(tr ',' ' ' <<<"$ONLY")
-for s in $SCENARIOS; do has "$s" "outage blackhole shed flood" || die "--only: unknown scenario '$s'"; done
+for s in $SCENARIOS; do has "$s" "outage blackhole shed flood step" || die "--only: unknown scenario '$s'"; done
 [[ -n ${SCENARIOS// /} ]] || die "--only: no scenario"
 
 if ((QUICK)); then
@@ -156,9 +166,14 @@ ERROR_PAUSE_MS=${ERROR_PAUSE_MS:-100}
 HANG_SECONDS=${HANG_SECONDS:-5}
 QUERY_TIMEOUT_SECONDS=${QUERY_TIMEOUT_SECONDS:-30}
 RESULTS_DIR=${RESULTS_DIR:-}
+STEP_BEFORE=${STEP_BEFORE:-5}
+STEP_AFTER=${STEP_AFTER:-60}
+STEP_BEFORE_SECONDS=${STEP_BEFORE_SECONDS:-5}
+STEP_SECONDS=${STEP_SECONDS:-15}
+STEP_BUDGET=${STEP_BUDGET:-64}
 
 for knob in POOL_SIZE QUERY_WAIT_TIMEOUT BLACKHOLE_CONNECT_TIMEOUT OUTAGE_CLIENTS SHED_CLIENTS FLOOD_CLIENTS \
-    FLOOD_SELECT_CLIENTS; do
+    FLOOD_SELECT_CLIENTS STEP_BEFORE STEP_AFTER STEP_BEFORE_SECONDS STEP_SECONDS STEP_BUDGET; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive whole number, not '${!knob}'"
 done
 for knob in BASELINE_SECONDS OUTAGE_SECONDS RECOVER_SECONDS SHED_SECONDS FLOOD_SECONDS THINK_MS ERROR_PAUSE_MS \
@@ -379,13 +394,53 @@ EOF
     log "   done in $((SECONDS - wall0)) s (load.py exit $rc)"
 }
 
+# --- the step load (issue 12) ---------------------------------------------------
+# run_step CELL: one fresh pooler (or none: direct), one step.py run, one JSON file.
+run_step() {
+    local cell=$1 port=$PG_PORT admin=0 out=$WORK/results/step-$cell.json
+    case $cell in
+        direct) ;;
+        pgweir-auto)
+            POOL_SIZE=20 start_pooler pgweir "step-$cell" "$PG_PORT" 15 \
+                $'min_pool_size = 2\nmax_pool_size = '"$STEP_BUDGET" || { log "!! $cell: $START_ERROR"; return 0; }
+            port=$POOLER_PORT admin=$POOLER_PORT ;;
+        pgweir-20 | pgweir-40)
+            POOL_SIZE=${cell#pgweir-} start_pooler pgweir "step-$cell" "$PG_PORT" 15 "" ||
+                { log "!! $cell: $START_ERROR"; return 0; }
+            port=$POOLER_PORT admin=$POOLER_PORT ;;
+        pgbouncer-20)
+            POOL_SIZE=20 start_pooler pgbouncer "step-$cell" "$PG_PORT" 15 "" ||
+                { log "!! $cell: $START_ERROR"; return 0; }
+            port=$POOLER_PORT ;;
+    esac
+    timeout -k 5 "$((STEP_BEFORE_SECONDS + STEP_SECONDS + 120))" "$PY" "$HERE/step.py" --port "$port" \
+        --admin-port "$admin" --before "$STEP_BEFORE" --after "$STEP_AFTER" \
+        --before-s "$STEP_BEFORE_SECONDS" --run-s "$STEP_SECONDS" >"$out" 2>"$WORK/results/step-$cell.stderr" ||
+        log "!! step.py failed for $cell: $(tail -n 3 "$WORK/results/step-$cell.stderr")"
+    [[ $cell == direct ]] || stop_pid "$POOLER_PID"
+}
+
+# step_report: the step load's table (markdown) from the cells' JSON files.
+step_report() {
+    "$PY" "$HERE/step_report.py" "$WORK/results" "$STEP_BUDGET" "$STEP_BEFORE" "$STEP_AFTER"
+}
+
 START=$SECONDS
 for scen in $SCENARIOS; do
+    [[ $scen == step ]] && continue
     for pooler in $POOLERS; do
         log "== $scen: $pooler"
         run_cell "$scen" "$pooler"
     done
 done
+if has step "$SCENARIOS"; then
+    for cell in direct pgweir-auto pgweir-20 pgweir-40 pgbouncer-20; do
+        [[ $cell == pgbouncer-20 ]] && ! has pgbouncer "$POOLERS" && continue
+        [[ $cell == pgweir-* ]] && ! has pgweir "$POOLERS" && continue
+        log "== step: $cell"
+        run_step "$cell"
+    done
+fi
 log "all scenarios done in $((SECONDS - START)) s"
 
 if [[ -n $RESULTS_DIR ]]; then
@@ -394,6 +449,12 @@ if [[ -n $RESULTS_DIR ]]; then
 fi
 
 # --- report ------------------------------------------------------------------
+if has step "$SCENARIOS"; then
+    echo "Step load, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $PG_VERSION; $(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1); $("$PGWEIR_BIN" --version 2>/dev/null | head -n 1) (repo HEAD $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null))"
+    step_report
+fi
+SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx step | tr '\n' ' ' || true)
+[[ -n ${SCENARIOS// /} ]] || exit 0
 pgweir_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 pgweir_ver=$("$PGWEIR_BIN" --version 2>/dev/null | head -n 1 || echo "pgweir ?")
 bouncer_version=$(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1 || echo "-")

@@ -65,13 +65,15 @@ pub struct ScalingHistoryRow {
     pub budget: Option<u32>,
 }
 
+/// A fraction as text: the console's binary numeric format carries integers only, so
+/// these columns are typed text (drivers asking for binary still get the digits).
 fn num(v: f64, places: usize) -> Val {
     Val::Text(format!("{v:.places$}"))
 }
 
 /// `SHOW SCALING`.
 pub fn show_scaling(backend: &dyn AdminBackend) -> Table {
-    use ColType::{Int4, Numeric, Text};
+    use ColType::{Int4, Text};
     let mut t = Table::new(&[
         ("database", Text),
         ("user", Text),
@@ -79,9 +81,9 @@ pub fn show_scaling(backend: &dyn AdminBackend) -> Table {
         ("min", Int4),
         ("max", Int4),
         ("target", Int4),
-        ("utilization", Numeric),
-        ("p99_wait_ms", Numeric),
-        ("predicted_next_hour", Numeric),
+        ("utilization", Text),
+        ("p99_wait_ms", Text),
+        ("predicted_next_hour", Text),
         ("last_decision", Text),
         ("reason", Text),
     ]);
@@ -105,7 +107,7 @@ pub fn show_scaling(backend: &dyn AdminBackend) -> Table {
 
 /// `SHOW SCALING_HISTORY`.
 pub fn show_history(backend: &dyn AdminBackend) -> Table {
-    use ColType::{Int4, Numeric, Text};
+    use ColType::{Int4, Text};
     let mut t = Table::new(&[
         ("time", Text),
         ("database", Text),
@@ -113,10 +115,10 @@ pub fn show_history(backend: &dyn AdminBackend) -> Table {
         ("from", Int4),
         ("to", Int4),
         ("reason", Text),
-        ("utilization", Numeric),
+        ("utilization", Text),
         ("waiting", Int4),
-        ("p99_wait_ms", Numeric),
-        ("predicted", Numeric),
+        ("p99_wait_ms", Text),
+        ("predicted", Text),
         ("budget", Int4),
     ]);
     for r in backend.scaling_history() {
