@@ -12,6 +12,9 @@ mod control;
 mod conversation;
 pub mod error;
 pub mod features;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 pub mod io;
 mod listener;
