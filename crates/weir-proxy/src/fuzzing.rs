@@ -40,7 +40,7 @@ struct Setup {
 impl Setup {
     /// Bit 0: session mode; 1: `session_features = "error"`; 2: `cache_unnamed_statements`;
     /// 3: `max_prepared_statements = 0`; 4: startup parameters set; 5: `max_pinned = 0`;
-    /// 6: a settings replay first; 7: a settings read-back first.
+    /// 6: a settings replay first; 7: a settings read-back and a pin check first.
     fn from_flags(flags: u8) -> Self {
         let bit = |n: u8| flags & (1 << n) != 0;
         Setup {
@@ -114,6 +114,7 @@ impl Harness {
         if setup.refresh {
             let sql = h.client.params.refresh_query();
             h.conv.refresh(&sql, setup.startup_params, &mut to_server);
+            h.conv.check_pins(&mut to_server);
         }
         h
     }
