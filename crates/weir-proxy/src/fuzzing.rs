@@ -15,6 +15,7 @@
 use bytes::BytesMut;
 use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
+use weir_wire::frame::Header;
 
 use crate::conversation::Conversation;
 use crate::params::ClientParams;
@@ -77,6 +78,13 @@ struct Harness {
     /// Client bytes not consumed yet, and server bytes not consumed yet.
     from_client: Vec<u8>,
     from_server: Vec<u8>,
+    /// Bytes for the server not sent yet (a prelude, then rewritten client bytes), and
+    /// answers for the client held back (both as the relay keeps them).
+    to_server: BytesMut,
+    to_client: BytesMut,
+    /// Everything the server and the client were sent.
+    server_got: Vec<u8>,
+    client_got: Vec<u8>,
     /// The client said Terminate or broke the protocol: the session is over.
     ended: bool,
 }
@@ -104,17 +112,20 @@ impl Harness {
             metrics: PoolMetrics::new(),
             from_client: Vec::new(),
             from_server: Vec::new(),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
+            server_got: Vec::new(),
+            client_got: Vec::new(),
             ended: false,
         };
-        let mut to_server = BytesMut::new();
         if setup.replay {
             h.conv
-                .replay("SET search_path = app, public", &mut to_server);
+                .replay("SET search_path = app, public", &mut h.to_server);
         }
         if setup.refresh {
             let sql = h.client.params.refresh_query();
-            h.conv.refresh(&sql, setup.startup_params, &mut to_server);
-            h.conv.check_pins(&mut to_server);
+            h.conv.refresh(&sql, setup.startup_params, &mut h.to_server);
+            h.conv.check_pins(&mut h.to_server);
         }
         h
     }
@@ -135,21 +146,31 @@ impl Harness {
         (&mut self.conv, ctx)
     }
 
-    /// The client's bytes arrive: scanned as the relay scans them.
+    /// The client's bytes arrive: scanned as the relay scans them, and what the server
+    /// and the client get is passed on as the relay passes it.
     fn client_sends(&mut self, bytes: &[u8]) {
         if self.ended {
             return;
         }
         self.from_client.extend_from_slice(bytes);
         let buf = std::mem::take(&mut self.from_client);
-        let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
+        let mut to_server = std::mem::take(&mut self.to_server);
+        let mut to_client = std::mem::take(&mut self.to_client);
         let (conv, mut ctx) = self.ctx();
-        match conv.scan_client(&buf, MAX_MESSAGE, &mut ctx, &mut to_server, &mut to_client) {
+        let result = conv.scan_client(&buf, MAX_MESSAGE, &mut ctx, &mut to_server, &mut to_client);
+        match result {
             Ok(scan) => {
                 assert!(
                     scan.consumed <= buf.len(),
                     "scan_client consumed bytes it was not given"
                 );
+                if scan.edited {
+                    self.server_got.extend_from_slice(&to_server);
+                    to_server.clear();
+                } else {
+                    assert!(to_server.is_empty(), "rewritten bytes not marked as edited");
+                    self.server_got.extend_from_slice(&buf[..scan.consumed]);
+                }
                 if scan.terminate {
                     self.ended = true;
                 }
@@ -161,16 +182,22 @@ impl Harness {
                 self.ended = true;
             }
         }
+        if !to_client.is_empty() && self.conv.owes_nothing() {
+            self.client_got.extend_from_slice(&to_client);
+            to_client.clear();
+        }
+        self.to_server = to_server;
+        self.to_client = to_client;
     }
 
-    /// The server's bytes arrive: scanned as the relay scans them.
+    /// The server's bytes arrive: scanned and passed on as the relay does.
     fn server_sends(&mut self, bytes: &[u8]) {
         if self.ended {
             return;
         }
         self.from_server.extend_from_slice(bytes);
         let buf = std::mem::take(&mut self.from_server);
-        let mut to_client = BytesMut::new();
+        let mut to_client = std::mem::take(&mut self.to_client);
         let (conv, mut ctx) = self.ctx();
         match conv.scan_server(&buf, MAX_MESSAGE, &mut ctx, &mut to_client) {
             Ok(scan) => {
@@ -178,11 +205,17 @@ impl Harness {
                     scan.consumed <= buf.len(),
                     "scan_server consumed bytes it was not given"
                 );
+                if !scan.edited {
+                    to_client.extend_from_slice(&buf[..scan.consumed]);
+                }
+                self.client_got.extend_from_slice(&to_client);
+                to_client.clear();
                 self.from_server = buf[scan.consumed..].to_vec();
             }
             // The relay ends the session with "server sent a malformed message".
             Err(_) => self.ended = true,
         }
+        self.to_client = to_client;
         // What the relay asks before releasing the connection: must not panic either.
         let _ = (
             self.conv.is_idle(),
@@ -191,6 +224,38 @@ impl Harness {
             self.conv.owes_nothing(),
             self.conv.replay_error(),
         );
+    }
+
+    /// Both peers must have been sent well-formed messages: every frame's length
+    /// valid, and the stream cut only inside a message that streams through
+    /// (CopyData to the server; DataRow or CopyData to the client).
+    fn check_output(&self) {
+        check_stream(&self.server_got, b"d", "server");
+        check_stream(&self.client_got, b"Dd", "client");
+    }
+}
+
+fn check_stream(mut stream: &[u8], streamed: &[u8], whom: &str) {
+    loop {
+        match Header::peek(stream, usize::MAX) {
+            Ok(Some(h)) if stream.len() >= h.frame_len() => stream = &stream[h.frame_len()..],
+            Ok(Some(h)) => {
+                assert!(
+                    streamed.contains(&h.tag),
+                    "the {whom} was sent part of a {:?} message",
+                    char::from(h.tag)
+                );
+                return;
+            }
+            Ok(None) => {
+                assert!(
+                    stream.is_empty(),
+                    "the {whom} was sent a partial message header"
+                );
+                return;
+            }
+            Err(e) => panic!("the {whom} was sent a malformed message: {e}"),
+        }
     }
 }
 
@@ -208,6 +273,7 @@ pub fn scan_client(data: &[u8]) {
     for piece in rest.chunks(chunk) {
         h.client_sends(piece);
     }
+    h.check_output();
 }
 
 /// Both directions through `scan_client` and `scan_server`: `flags, (direction, len,
@@ -227,6 +293,7 @@ pub fn conversation(data: &[u8]) {
         }
         rest = next;
     }
+    h.check_output();
 }
 
 /// Writes one [`conversation`] record: `direction` 0 = client, 1 = server; longer
