@@ -462,6 +462,20 @@ mod tests {
     }
 
     #[test]
+    fn statements_behind_what_postgresql_skips_are_classified() {
+        // PostgreSQL ends a `--` comment at \r: these ran on the server untracked, so
+        // the SET leaked to the next client of the server connection and LISTEN never
+        // pinned. Vertical tab is whitespace to PostgreSQL 17+.
+        assert_eq!(
+            fx("-- x\rSET search_path = evil").set_names,
+            vec![b"search_path".to_vec()]
+        );
+        assert_eq!(fx("-- x\rLISTEN jobs").pins, pin::LISTEN);
+        assert_eq!(fx("\x0bLISTEN jobs").pins, pin::LISTEN);
+        assert_eq!(fx("\x0b\x0bset search_path = x").set_names.len(), 1);
+    }
+
+    #[test]
     fn session_features_pin_and_unpin() {
         assert_eq!(fx("LISTEN chan").pins, pin::LISTEN);
         assert_eq!(fx("unlisten *").unpins, pin::LISTEN);

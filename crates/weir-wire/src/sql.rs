@@ -63,8 +63,15 @@ pub struct Lexer<'a> {
     pos: usize,
 }
 
-fn is_space(b: u8) -> bool {
+/// PostgreSQL's whitespace (`\v` since PostgreSQL 17; counting it on older servers,
+/// where it is a syntax error, costs nothing).
+pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// The bytes that end a `--` comment.
+pub(crate) fn is_newline(b: u8) -> bool {
+    matches!(b, b'\n' | b'\r')
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -112,10 +119,12 @@ impl<'a> Lexer<'a> {
             if is_space(b) {
                 self.pos += 1;
             } else if b == b'-' && self.at(self.pos + 1) == Some(b'-') {
+                // PostgreSQL ends a `--` comment at either newline byte (scan.l's
+                // `non_newline` is `[^\n\r]`): `-- x\rSET ...` runs the SET.
                 self.pos = match self
                     .src
                     .get(self.pos..)
-                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                    .and_then(|r| r.iter().position(|&c| is_newline(c)))
                 {
                     Some(nl) => self.pos + nl + 1,
                     None => self.src.len(),

@@ -163,6 +163,18 @@ fn long_queries_are_bounded() {
 }
 
 #[test]
+fn line_comments_end_at_either_newline_byte() {
+    // PostgreSQL's scan.l ends `--` comments at \n or \r: `-- x\rSET ...` runs the SET,
+    // so the lexer must see it (it hid a SET and a LISTEN from the proxy's tracking).
+    assert_eq!(keywords("-- comment\rSET search_path = evil"), vec!["SET"]);
+    assert_eq!(
+        keywords("select 1 -- c\r; listen ch"),
+        vec!["SELECT", "LISTEN"]
+    );
+    assert_eq!(kinds("-- a\rb"), vec![(TokenKind::Word, "b".into())]);
+}
+
+#[test]
 fn first_keyword_of_each_statement() {
     assert_eq!(keywords("set x = 1; listen ch"), vec!["SET", "LISTEN"]);
     assert_eq!(
