@@ -149,15 +149,36 @@ pub fn startup(data: &[u8]) {
 /// The SQL lexer (`sql.rs`) and everything built on it that sees client SQL: the
 /// fingerprint and normalizer, statement keywords, call detection, the session-feature
 /// classification (`features.rs`) and the `SET pgweir.priority` reader.
+///
+/// Checked against PostgreSQL's rules, not only for panics: between two tokens lies
+/// exactly what PostgreSQL skips ([`pg_skip_trivia`]), the first-keyword fast path skips
+/// the same, and the classification's fast path (which skips lexing most queries)
+/// decides as lexing would. A statement hidden from the classification runs on the
+/// server untracked: its settings leak to the next client, its LISTEN never pins.
 pub fn sql(data: &[u8]) {
     let mut prev_end = 0usize;
     for t in lex::Lexer::new(data) {
-        // Tokens are sub-slices of the input, in order.
+        // Tokens are sub-slices of the input, in order, with only trivia between them.
         let start = t.text.as_ptr() as usize - data.as_ptr() as usize;
         assert!(start >= prev_end && start + t.text.len() <= data.len());
+        assert_eq!(
+            start,
+            pg_skip_trivia(data, prev_end),
+            "the lexer skipped other bytes than PostgreSQL would"
+        );
         prev_end = start + t.text.len();
         let _ = t.is_literal();
     }
+    assert_eq!(
+        pg_skip_trivia(data, prev_end),
+        data.len(),
+        "the lexer found no token where PostgreSQL would"
+    );
+    assert_eq!(
+        frontend::skip_space_and_comments(data).len(),
+        data.len() - pg_skip_trivia(data, 0),
+        "the first-keyword fast path skipped other bytes than PostgreSQL would"
+    );
     let _ = lex::fingerprint(data);
     let _ = lex::normalize(data);
     for k in lex::statement_keywords(data) {
@@ -165,8 +186,53 @@ pub fn sql(data: &[u8]) {
     }
     let _ = lex::contains_call(data, "pg_advisory_lock");
     let _ = lex::contains_any_call(data, &["set_config", "pg_catalog.set_config", "lo_open"]);
-    let _ = frontend::skip_space_and_comments(data);
-    let effects = weir_proxy::features::effects(data);
-    let _ = effects.is_none();
+    let mut effects = weir_proxy::features::effects(data);
+    // A statement in front makes the classification lex the whole text: it must find
+    // what the fast path found (a lone DEALLOCATE is only recognised alone).
+    let mut lexed = weir_proxy::features::effects(&[b"SELECT 1;".as_slice(), data].concat());
+    effects.deallocate = None;
+    lexed.deallocate = None;
+    assert_eq!(
+        effects, lexed,
+        "the classification's fast path missed a statement"
+    );
     let _ = weir_proxy::features::priority_set(data);
+}
+
+/// Where the next token starts at or after `i`, by PostgreSQL's scan.l: whitespace
+/// (`[ \t\n\r\f\v]`, `\v` since PostgreSQL 17), `--` comments ended by `\n` or `\r`,
+/// and nested `/* */` comments (an unterminated one runs to the end).
+pub fn pg_skip_trivia(sql: &[u8], mut i: usize) -> usize {
+    loop {
+        match sql.get(i..).unwrap_or_default() {
+            [b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c, ..] => i += 1,
+            [b'-', b'-', rest @ ..] => {
+                i += 2 + rest
+                    .iter()
+                    .position(|&b| b == b'\n' || b == b'\r')
+                    .map_or(rest.len(), |nl| nl + 1);
+            }
+            [b'/', b'*', ..] => {
+                let mut depth = 0usize;
+                loop {
+                    match sql.get(i..).unwrap_or_default() {
+                        [b'/', b'*', ..] => {
+                            depth += 1;
+                            i += 2;
+                        }
+                        [b'*', b'/', ..] => {
+                            depth -= 1;
+                            i += 2;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        [] => return sql.len(),
+                        _ => i += 1,
+                    }
+                }
+            }
+            _ => return i,
+        }
+    }
 }
