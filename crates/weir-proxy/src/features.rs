@@ -473,6 +473,10 @@ mod tests {
         assert_eq!(fx("-- x\rLISTEN jobs").pins, pin::LISTEN);
         assert_eq!(fx("\x0bLISTEN jobs").pins, pin::LISTEN);
         assert_eq!(fx("\x0b\x0bset search_path = x").set_names.len(), 1);
+        // A dollar-quote tag longer than 64 bytes is still a string to PostgreSQL.
+        let tag = format!("${}$", "t".repeat(70));
+        let hidden = format!("SELECT {tag} ' {tag}; SET search_path = evil; --'");
+        assert_eq!(fx(&hidden).set_names, vec![b"search_path".to_vec()]);
     }
 
     #[test]
