@@ -266,6 +266,9 @@ impl Conversation {
                 }
                 b'Q' => self.client_query(body, pos, frame_len, ctx, &mut w, to_client),
                 b'F' => {
+                    if ctx.transaction_mode {
+                        self.function_call(body, pos, frame_len, ctx, &mut w);
+                    }
                     self.pending += 1;
                     self.queue.push_back(Expect::Query);
                 }
@@ -356,6 +359,28 @@ impl Conversation {
         }
         self.pending += 1;
         self.queue.push_back(Expect::Query);
+    }
+
+    /// A FunctionCall in transaction mode: what its function (named by OID) does to the
+    /// session is admitted and tracked like a statement's ([`features::function_call_effects`]).
+    fn function_call(
+        &mut self,
+        body: &[u8],
+        pos: usize,
+        frame_len: usize,
+        ctx: &mut Ctx<'_>,
+        w: &mut Rewriter<'_>,
+    ) {
+        let effects = features::function_call_effects(body);
+        if let Some(refusal) = admit_features(&effects, ctx) {
+            // Refused in the call's place, as a statement would be; the client gets the
+            // ErrorResponse and ReadyForQuery it expects after a FunctionCall.
+            let out = w.edit_at(pos);
+            put_query(out, &refusal);
+            w.skip_to(pos + frame_len);
+            return;
+        }
+        self.apply_effects(&effects, ctx);
     }
 
     /// Acts on what a statement does to the session (its pins were admitted already).

@@ -14,6 +14,9 @@ pub mod db_budget;
 pub mod dedup;
 pub mod error;
 pub mod features;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 pub mod io;
 mod listener;

@@ -2,6 +2,7 @@
 //! statement and portal names, and the leading keyword of a query.
 
 use crate::frame::read_cstr;
+use crate::sql::{is_newline, is_space};
 
 /// Reads a Query ('Q') body: the SQL text without its NUL.
 pub fn query_text(body: &[u8]) -> Option<&[u8]> {
@@ -45,11 +46,15 @@ pub fn first_keyword<'a>(sql: &'a [u8], out: &mut [u8; 16]) -> (usize, &'a [u8])
 }
 
 /// Skips leading whitespace, `-- line` and `/* block */` comments (nesting as PostgreSQL does).
+///
+/// Whitespace and comment ends are those of [`crate::sql`]'s lexer: the two must agree,
+/// or a statement the lexer would classify hides behind a prefix only one of them skips.
 pub fn skip_space_and_comments(mut sql: &[u8]) -> &[u8] {
     loop {
-        let trimmed = sql.trim_ascii_start();
+        let start = sql.iter().position(|&b| !is_space(b)).unwrap_or(sql.len());
+        let trimmed = &sql[start..];
         if let Some(rest) = trimmed.strip_prefix(b"--") {
-            sql = match rest.iter().position(|&b| b == b'\n') {
+            sql = match rest.iter().position(|&b| is_newline(b)) {
                 Some(i) => &rest[i + 1..],
                 None => &[],
             };
@@ -99,6 +104,16 @@ mod tests {
         assert_eq!(kw("/* unterminated"), "");
         assert_eq!(kw(""), "");
         assert_eq!(kw("verylongkeywordthatgoeson"), "VERYLONGKEYWORDT");
+    }
+
+    #[test]
+    fn keywords_after_what_postgresql_skips() {
+        // PostgreSQL ends a `--` comment at a carriage return too: this runs the SET.
+        assert_eq!(kw("-- comment\rSET search_path = evil"), "SET");
+        assert_eq!(kw("-- a\r\n-- b\rLISTEN jobs"), "LISTEN");
+        // Vertical tab is whitespace to PostgreSQL 17+ (and to the SQL lexer).
+        assert_eq!(kw("\x0bLISTEN jobs"), "LISTEN");
+        assert_eq!(kw("\x0c\x0b /* c */\x0bset x = 1"), "SET");
     }
 
     #[test]

@@ -52,8 +52,11 @@ impl Token<'_> {
     }
 }
 
-/// Longest dollar-quote tag honoured (PostgreSQL identifiers are at most 63 bytes);
-/// a longer one is lexed as an operator, which keeps the closing-tag search linear.
+/// Longest dollar-quote tag (with its two `$`) whose closing tag is found by checking
+/// each `$`; longer tags are searched with [`find_tag`], linear in the body whatever
+/// the tag. PostgreSQL accepts tags of any length, so no tag may be ignored: text
+/// after a tag the lexer skipped would be lexed as code the server sees as a string
+/// (and the other way round).
 const MAX_TAG: usize = 64;
 
 /// An iterator over the tokens of a SQL text; comments and whitespace are skipped.
@@ -63,8 +66,15 @@ pub struct Lexer<'a> {
     pos: usize,
 }
 
-fn is_space(b: u8) -> bool {
+/// PostgreSQL's whitespace (`\v` since PostgreSQL 17; counting it on older servers,
+/// where it is a syntax error, costs nothing).
+pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// The bytes that end a `--` comment.
+pub(crate) fn is_newline(b: u8) -> bool {
+    matches!(b, b'\n' | b'\r')
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -97,6 +107,36 @@ fn is_op_char(b: u8) -> bool {
     )
 }
 
+/// Where `tag` first occurs in `body`, in time linear in both (Knuth-Morris-Pratt):
+/// checking every `$` against a long tag would take `body × tag` steps.
+fn find_tag(body: &[u8], tag: &[u8]) -> Option<usize> {
+    // fail[i]: length of the longest proper prefix of tag[..=i] that is also its suffix.
+    let mut fail = vec![0usize; tag.len()];
+    let mut k = 0;
+    for i in 1..tag.len() {
+        while k > 0 && tag[i] != tag[k] {
+            k = fail[k - 1];
+        }
+        if tag[i] == tag[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    let mut matched = 0;
+    for (i, &b) in body.iter().enumerate() {
+        while matched > 0 && b != tag[matched] {
+            matched = fail[matched - 1];
+        }
+        if b == tag[matched] {
+            matched += 1;
+            if matched == tag.len() {
+                return Some(i + 1 - tag.len());
+            }
+        }
+    }
+    None
+}
+
 impl<'a> Lexer<'a> {
     /// A lexer at the start of `src`.
     pub fn new(src: &'a [u8]) -> Self {
@@ -112,10 +152,12 @@ impl<'a> Lexer<'a> {
             if is_space(b) {
                 self.pos += 1;
             } else if b == b'-' && self.at(self.pos + 1) == Some(b'-') {
+                // PostgreSQL ends a `--` comment at either newline byte (scan.l's
+                // `non_newline` is `[^\n\r]`): `-- x\rSET ...` runs the SET.
                 self.pos = match self
                     .src
                     .get(self.pos..)
-                    .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                    .and_then(|r| r.iter().position(|&c| is_newline(c)))
                 {
                     Some(nl) => self.pos + nl + 1,
                     None => self.src.len(),
@@ -188,7 +230,7 @@ impl<'a> Lexer<'a> {
                 end += 1;
             }
         }
-        if self.at(end) != Some(b'$') || end - start > MAX_TAG {
+        if self.at(end) != Some(b'$') {
             self.pos = start + 1;
             return TokenKind::Operator;
         }
@@ -196,8 +238,14 @@ impl<'a> Lexer<'a> {
             self.pos = self.src.len();
             return TokenKind::String;
         };
-        let mut from = 0;
         self.pos = self.src.len();
+        if tag.len() > MAX_TAG {
+            if let Some(at) = find_tag(body, tag) {
+                self.pos = end + 1 + at + tag.len();
+            }
+            return TokenKind::String;
+        }
+        let mut from = 0;
         while let Some(i) = body
             .get(from..)
             .and_then(|r| r.iter().position(|&c| c == b'$'))

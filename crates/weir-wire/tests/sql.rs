@@ -163,6 +163,56 @@ fn long_queries_are_bounded() {
 }
 
 #[test]
+fn dollar_quotes_with_long_tags_are_strings() {
+    // PostgreSQL takes a tag of any length. Lexing a 70-byte tag as an operator made
+    // `' $tag$; SET ...; --'` look like a string to the proxy while the server ran the SET.
+    let tag = format!("${}$", "t".repeat(70));
+    let sql = format!("SELECT {tag} ' {tag}; SET search_path = evil; --'");
+    assert_eq!(keywords(&sql), vec!["SELECT", "SET"]);
+    let toks = kinds(&format!("{tag}a{tag}b"));
+    assert_eq!(toks[0], (TokenKind::String, format!("{tag}a{tag}")));
+    assert_eq!(toks[1], (TokenKind::Word, "b".into()));
+    // Unterminated: to the end, like any string.
+    assert_eq!(kinds(&format!("{tag} x")).len(), 1);
+}
+
+#[test]
+fn long_dollar_tags_are_found_in_linear_time() {
+    // A body of near-matches: checking each `$` against the tag would take
+    // body × tag = 2 MB × 20 KB steps here.
+    let long = "a".repeat(20_000);
+    let tag = format!("${long}$");
+    let near = format!("${}b", &long[1..]);
+    let mut sql = tag.clone();
+    while sql.len() < 2_000_000 {
+        sql.push_str(&near);
+    }
+    sql.push_str(&tag);
+    sql.push_str(" x");
+    let started = std::time::Instant::now();
+    let toks: Vec<_> = Lexer::new(sql.as_bytes()).collect();
+    assert_eq!(toks.len(), 2);
+    assert_eq!(toks[1].text, b"x");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn line_comments_end_at_either_newline_byte() {
+    // PostgreSQL's scan.l ends `--` comments at \n or \r: `-- x\rSET ...` runs the SET,
+    // so the lexer must see it (it hid a SET and a LISTEN from the proxy's tracking).
+    assert_eq!(keywords("-- comment\rSET search_path = evil"), vec!["SET"]);
+    assert_eq!(
+        keywords("select 1 -- c\r; listen ch"),
+        vec!["SELECT", "LISTEN"]
+    );
+    assert_eq!(kinds("-- a\rb"), vec![(TokenKind::Word, "b".into())]);
+}
+
+#[test]
 fn first_keyword_of_each_statement() {
     assert_eq!(keywords("set x = 1; listen ch"), vec!["SET", "LISTEN"]);
     assert_eq!(
