@@ -6,7 +6,9 @@
 //! permits at once; shrinking takes permits away as connections close (one task
 //! waits for them; no polling). A connect that finds the budget spent closes an idle
 //! connection of another pool of the database, as PgBouncer does, then waits to be
-//! woken by a closing connection or by a connection returning idle somewhere.
+//! woken by a closing connection or by a connection returning idle somewhere (and
+//! looks again every 100 ms while it waits, since a checkin may ring just before its
+//! connection is idle).
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +17,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use weir_pool::Pool;
 
 use crate::pools::ServerManager;
+
+/// How often a connect waiting for the budget looks again for an idle connection of
+/// another pool to close, besides being woken by checkins.
+const BUDGET_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Permits standing for "no limit" (tokio's maximum is `usize::MAX >> 3`).
 const UNLIMITED: u32 = 1 << 24;
@@ -144,6 +150,11 @@ impl DbGroup {
                     }
                 }
                 () = &mut returned => {}
+                // The checkin rings before the connection is back in its pool's idle
+                // list: a waiter woken then finds nothing to close, and if that was the
+                // last checkin it would sleep until its connect timeout. Look again
+                // now and then while (only while) a connect waits for the budget.
+                () = tokio::time::sleep(BUDGET_RECHECK) => {}
             }
         }
     }
