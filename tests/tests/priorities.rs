@@ -63,7 +63,7 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
     );
     drop(c);
 
-    let until = Instant::now() + Duration::from_secs(4);
+    let until = Instant::now() + Duration::from_secs(8);
     let lows: Vec<_> = (0..24)
         .map(|_| tokio::spawn(loop_sleeps(low_url.clone(), None, until)))
         .collect();
@@ -79,7 +79,7 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
             .filter_map(|r| r.get(3)?.parse::<u32>().ok())
             .sum::<u32>()
     };
-    let queued_by = Instant::now() + Duration::from_secs(3);
+    let queued_by = Instant::now() + Duration::from_secs(5);
     while low_waiting() == 0 && Instant::now() < queued_by {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
