@@ -41,6 +41,16 @@ pub use scaling::ScalingConfig;
 pub const DEFAULT_SERVER_PORT: u16 = 5432;
 /// Default port of the HTTP endpoint (`http_listen`).
 pub const DEFAULT_HTTP_PORT: u16 = 9930;
+/// A boolean as PostgreSQL and PgBouncer spell them (`on`/`off`, `true`/`false`,
+/// `yes`/`no`, `1`/`0`, any case, surrounding blanks ignored); `None` for anything else.
+pub fn parse_flag(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Some(true),
+        "0" | "off" | "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// Smallest accepted `max_message_size` (1 MiB): lower limits break ordinary queries with
 /// large parameters or rows in ways that are hard to diagnose.
 pub const MIN_MESSAGE_SIZE: u32 = 1 << 20;

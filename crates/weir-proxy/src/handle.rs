@@ -155,10 +155,8 @@ impl ProxyHandle {
         let bad = |e: String| format!("invalid value for {key}: {e}");
         let dur = |v: &str| duration::parse(v).map_err(bad);
         let num = |v: &str| v.parse::<u32>().map_err(|e| bad(e.to_string()));
-        let flag = |v: &str| match v.to_ascii_lowercase().as_str() {
-            "1" | "on" | "true" | "yes" => Ok(true),
-            "0" | "off" | "false" | "no" => Ok(false),
-            _ => Err(bad(format!("`{v}` is not a boolean"))),
+        let flag = |v: &str| {
+            weir_config::parse_flag(v).ok_or_else(|| bad(format!("`{v}` is not a boolean")))
         };
         let list = |v: &str| {
             v.split(',')

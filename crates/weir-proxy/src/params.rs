@@ -65,23 +65,19 @@ impl Reported {
     /// Records a reported value, shared through [`intern`] (for values many clients
     /// hold: the server's at login, the startup packet's).
     fn set_shared(&mut self, name: &str, value: &str) -> bool {
-        match replayed_index(name) {
-            Some(i) => {
-                if self.0[i].as_deref() != Some(value) {
-                    self.0[i] = Some(intern(value));
-                }
-                true
-            }
-            None => false,
-        }
+        self.set_with(name, value, intern)
     }
 
     /// Records a reported value; false if `name` is not replayed.
     pub fn set(&mut self, name: &str, value: &str) -> bool {
+        self.set_with(name, value, |v| v.into())
+    }
+
+    fn set_with(&mut self, name: &str, value: &str, copy: fn(&str) -> Arc<str>) -> bool {
         match replayed_index(name) {
             Some(i) => {
                 if self.0[i].as_deref() != Some(value) {
-                    self.0[i] = Some(value.into());
+                    self.0[i] = Some(copy(value));
                 }
                 true
             }

@@ -120,10 +120,7 @@ impl<'a> Relay<'a> {
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         let config = shared.config();
-        let dedup = transaction_mode
-            && session
-                .dedup
-                .unwrap_or_else(|| config.dedup_for(&entry.database));
+        let dedup = dedup_on(transaction_mode, session.dedup, &config, &entry.database);
         Relay {
             max_message: config.max_message_size as usize,
             max_pinned: config.max_pinned_for(&entry.database),
@@ -274,11 +271,12 @@ impl<'a> Relay<'a> {
             // the pool to another upstream).
             self.max_pinned = config.max_pinned_for(&self.entry.database);
             self.upstream = self.entry.pool.manager().upstream();
-            self.dedup = self.transaction_mode
-                && self
-                    .session
-                    .dedup
-                    .unwrap_or_else(|| config.dedup_for(&self.entry.database));
+            self.dedup = dedup_on(
+                self.transaction_mode,
+                self.session.dedup,
+                &config,
+                &self.entry.database,
+            );
             self.config = config;
         }
         let mut conn = crate::session::checkout(
@@ -318,6 +316,12 @@ impl<'a> Relay<'a> {
                 .fetch_add(c.bytes_from_server, Relaxed);
         }
     }
+}
+
+/// Whether query dedup is on for a client: transaction mode only, then its own
+/// `pgweir.dedup` if it set one, else its database's setting.
+fn dedup_on(transaction_mode: bool, own: Option<bool>, config: &Config, database: &str) -> bool {
+    transaction_mode && own.unwrap_or_else(|| config.dedup_for(database))
 }
 
 /// Sleeps until `deadline` (forever if none; the branch is disabled then anyway).

@@ -523,10 +523,9 @@ fn client_dedup(settings: &mut Vec<(String, String)>) -> Result<Option<bool>, Cl
         return Ok(None);
     };
     let value = settings.remove(i).1;
-    match value.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Ok(Some(true)),
-        "off" | "false" | "no" | "0" => Ok(Some(false)),
-        _ => Err(ClientError::InvalidParameter(format!(
+    match weir_config::parse_flag(&value) {
+        Some(on) => Ok(Some(on)),
+        None => Err(ClientError::InvalidParameter(format!(
             "invalid value for parameter \"{DEDUP_SETTING}\": \"{value}\" (on or off)"
         ))),
     }

@@ -65,10 +65,9 @@ fn number(e: &Entry, notes: &mut Notes) -> Option<u64> {
 }
 
 fn boolean(e: &Entry, notes: &mut Notes) -> Option<bool> {
-    match e.value.trim().to_ascii_lowercase().as_str() {
-        "1" | "on" | "yes" | "true" => Some(true),
-        "0" | "off" | "no" | "false" => Some(false),
-        _ => {
+    match weir_config::parse_flag(&e.value) {
+        Some(b) => Some(b),
+        None => {
             notes.push(
                 &e.at,
                 NoteKind::Unsupported,
