@@ -98,7 +98,12 @@ async fn the_pool_grows_under_load_until_waits_are_short_and_shrinks_back_after(
         pool_view(&pgweir).is_some_and(|(t, _, _)| t == 2)
     })
     .await;
-    assert!(floor, "starts at min_pool_size: {:?}", pool_view(&pgweir));
+    assert!(
+        floor,
+        "starts at min_pool_size: {:?} {:?}",
+        pool_view(&pgweir),
+        table(&pgweir.admin_url(), "SHOW SCALING_HISTORY").rows
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let (done, errors, tasks) = load(&pgweir.app_url(), 60, stop.clone()).await;

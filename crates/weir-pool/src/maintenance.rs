@@ -207,7 +207,7 @@ async fn warm<M: ManageConnection>(inner: &Inner<M>) {
             st.connecting += 1;
             st.settings.connect_timeout
         };
-        match inner.open(connect_timeout).await {
+        match inner.open(connect_timeout, crate::pool::Opener::Warm).await {
             Ok(conn) => {
                 let route = inner.lock().route(Grant::Conn(conn));
                 inner.finish(route);

@@ -404,7 +404,9 @@ impl<M: ManageConnection> Inner<M> {
                     self.metrics.closed.fetch_add(1, Relaxed);
                     dropped_dead = true;
                 }
-                Step::Connect(connect_timeout) => return self.open(connect_timeout).await,
+                Step::Connect(connect_timeout) => {
+                    return self.open(connect_timeout, Opener::Checkout).await
+                }
                 Step::Paused(mut gate, wait_timeout, id) => {
                     let _leave = PausedGuard { inner: self, id };
                     // PgBouncer keeps applying query_wait_timeout to clients held by PAUSE.
@@ -430,7 +432,7 @@ impl<M: ManageConnection> Inner<M> {
                 } => {
                     return match self.wait(id, rx, wait_timeout).await? {
                         Grant::Conn(conn) => Ok(conn),
-                        Grant::Slot => self.open(connect_timeout).await,
+                        Grant::Slot => self.open(connect_timeout, Opener::Checkout).await,
                         Grant::Shed(reason) => Err(PoolError::Shed { reason }),
                     };
                 }
@@ -475,7 +477,11 @@ impl<M: ManageConnection> Inner<M> {
 
     /// Open a connection in a slot already counted in `connecting`. On success
     /// the connection is counted as active; on failure the slot is freed.
-    pub(crate) async fn open(&self, connect_timeout: Duration) -> Result<Conn<M::Connection>, M> {
+    pub(crate) async fn open(
+        &self,
+        connect_timeout: Duration,
+        opener: Opener,
+    ) -> Result<Conn<M::Connection>, M> {
         let mut slot = SlotGuard {
             inner: self,
             armed: true,
@@ -504,7 +510,13 @@ impl<M: ManageConnection> Inner<M> {
                     let mut st = self.lock();
                     st.last_connect_failure = None;
                     st.connecting -= 1;
-                    st.add_active();
+                    match opener {
+                        Opener::Checkout => st.add_active(),
+                        // Not demand: a warmed connection must not read as a busy one
+                        // to the scaling engine (it would see a pool of 2 with one
+                        // client as full).
+                        Opener::Warm => st.active += 1,
+                    }
                     st.closed
                 };
                 if closed {
@@ -575,6 +587,16 @@ impl<M: ManageConnection> Drop for PausedGuard<'_, M> {
     fn drop(&mut self) {
         self.inner.lock().paused_waiters.remove(self.id);
     }
+}
+
+/// Who opens a server connection: a checkout that will hold it, or maintenance keeping
+/// the pool warm (which is not demand, so it does not count toward peak activity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opener {
+    /// A checkout that gets the connection.
+    Checkout,
+    /// Maintenance opening ahead of need.
+    Warm,
 }
 
 /// Frees a reserved connect slot if the connecting future is dropped.

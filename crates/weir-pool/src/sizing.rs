@@ -114,6 +114,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn warming_is_not_demand() {
+        let pool = Pool::new(Dummy, settings(0, 40));
+        pool.spawn_maintenance(Duration::from_secs(1));
+        pool.set_target(Some(8));
+        until(&pool, |s| s.idle == 8).await;
+        assert_eq!(
+            pool.take_peak_active(),
+            0,
+            "opened ahead of need, never busy"
+        );
+        let one = pool.get().await.expect("idle");
+        assert_eq!(pool.take_peak_active(), 1);
+        drop(one);
+    }
+
+    #[tokio::test]
     async fn a_busy_connection_over_the_size_closes_at_checkin_not_before() {
         let pool = Pool::new(Dummy, settings(0, 10));
         pool.set_target(Some(4));

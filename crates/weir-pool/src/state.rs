@@ -199,6 +199,8 @@ impl<C> State<C> {
                     return Route::Close(conn);
                 }
                 if let Some(tx) = self.waiters.pop() {
+                    // A warmed or probed connection becomes a checkout here.
+                    self.peak_active = self.peak_active.max(self.active);
                     return Route::Send(tx, Grant::Conn(conn));
                 }
                 self.active -= 1;
