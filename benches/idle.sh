@@ -7,7 +7,8 @@
 # Knobs: IDLE="1000 10000" (client counts), AUTH=md5|scram-sha-256 (client logins;
 #        the proxies log in to PostgreSQL with SCRAM either way), PGBOUNCER=1,
 #        HEAP=1 (run the first binary once more under heaptrack at the first count and
-#        print where its live heap is), PG_BIN as for e2e.sh.
+#        print where its live heap is), LOG=info (pgweir's RUST_LOG; info is its default),
+#        PG_BIN as for e2e.sh.
 # Output: a markdown table on stdout; progress on stderr.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ IDLE=${IDLE:-"1000 10000"}
 AUTH=${AUTH:-md5}
 PGBOUNCER=${PGBOUNCER:-1}
 HEAP=${HEAP:-0}
+# pgweir's log level; its default (info) keeps a tracing span per client.
+LOG=${LOG:-info}
 BINS=("$@")
 ((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
 for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
@@ -58,7 +61,7 @@ default_pool_size = 4
 host = "127.0.0.1"
 port = $PG_PORT
 EOF
-    RUST_LOG=warn "$@" "$bin" --config "$WORK/pgweir.toml" >"$WORK/pgweir.log" 2>&1 &
+    RUST_LOG=$LOG "$@" "$bin" --config "$WORK/pgweir.toml" >"$WORK/pgweir.log" 2>&1 &
     PID=$!
     KILL_PIDS+=("$PID")
     wait_port "$PORT" "$PID" 60 || die "pgweir did not start: $(tail -n 20 "$WORK/pgweir.log")"

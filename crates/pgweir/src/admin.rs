@@ -131,7 +131,9 @@ impl AdminBackend for Admin {
         let mut counts: HashMap<(String, String), (u32, u32)> = HashMap::new();
         for c in self.handle.clients() {
             let Some(login) = c.login() else { continue };
-            let slot = counts.entry((login.database, login.user)).or_default();
+            let slot = counts
+                .entry((login.database.to_string(), login.user.to_string()))
+                .or_default();
             match c.state() {
                 ClientState::Waiting => slot.1 += 1,
                 ClientState::Active | ClientState::Idle => slot.0 += 1,
@@ -184,10 +186,12 @@ impl AdminBackend for Admin {
                 let changed = c.changed_at_us();
                 SocketRow {
                     kind: "C",
-                    user: login.as_ref().map_or("(nouser)".into(), |l| l.user.clone()),
+                    user: login
+                        .as_ref()
+                        .map_or("(nouser)".into(), |l| l.user.to_string()),
                     database: login
                         .as_ref()
-                        .map_or("(nodb)".into(), |l| l.database.clone()),
+                        .map_or("(nodb)".into(), |l| l.database.to_string()),
                     state: match state {
                         ClientState::Login => "login",
                         ClientState::Idle => "idle",
@@ -206,7 +210,7 @@ impl AdminBackend for Admin {
                     } else {
                         Duration::ZERO
                     },
-                    close_needed: c.kill.is_cancelled(),
+                    close_needed: c.stop.is_killed(),
                     ptr: ptr(0xc, 0, c.id),
                     link: c
                         .server_pid()
@@ -214,7 +218,9 @@ impl AdminBackend for Admin {
                         .unwrap_or_default(),
                     remote_pid: 0,
                     tls: String::new(),
-                    application_name: login.map(|l| l.application_name).unwrap_or_default(),
+                    application_name: login
+                        .map(|l| l.application_name.to_string())
+                        .unwrap_or_default(),
                     pinned: weir_proxy::features::pin::describe_all(c.pins()),
                 }
             })

@@ -203,8 +203,8 @@ impl Shared {
         self.pools.flags().paused.insert(database.to_owned());
         let mut killed = 0;
         for client in self.clients.snapshot() {
-            if client.login().is_some_and(|l| l.database == database) {
-                client.kill.cancel();
+            if client.login().is_some_and(|l| &*l.database == database) {
+                client.stop.request(crate::stop::Stop::Kill);
                 killed += 1;
             }
         }

@@ -483,7 +483,10 @@ fn admit_features(effects: &Effects, ctx: &mut Ctx<'_>) -> Option<String> {
             Some("Use pool_mode = \"session\" for this database, or session_features = \"pin\" to keep the client on one server connection until the feature is released."),
         ));
     }
-    if ctx.client.pin(effects.pins, ctx.metrics, ctx.max_pinned) {
+    if ctx
+        .client
+        .pin(effects.pins, ctx.metrics, ctx.max_pinned, ctx.who)
+    {
         return None;
     }
     let cap = ctx.max_pinned;

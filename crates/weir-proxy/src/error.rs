@@ -105,6 +105,15 @@ pub enum ClientError {
     TlsHandshake(String),
 }
 
+impl From<crate::stop::Stop> for ClientError {
+    fn from(stop: crate::stop::Stop) -> Self {
+        match stop {
+            crate::stop::Stop::Drain => ClientError::Shutdown,
+            crate::stop::Stop::Kill => ClientError::Killed,
+        }
+    }
+}
+
 /// SQLSTATE 55000 `object_not_in_prerequisite_state`, PostgreSQL's code for a database
 /// that does not accept connections.
 const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";

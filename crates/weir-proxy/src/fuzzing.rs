@@ -142,6 +142,7 @@ impl Harness {
             max_pinned: self.setup.max_pinned,
             breaker: breaker(),
             cache_unnamed: self.setup.cache_unnamed,
+            who: crate::registry::ClientTag::NONE,
         };
         (&mut self.conv, ctx)
     }

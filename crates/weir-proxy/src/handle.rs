@@ -105,9 +105,7 @@ impl ProxyHandle {
     pub fn shutdown_fast(&self) {
         self.shared.draining.store(true, Relaxed);
         self.shared.stop.cancel();
-        for client in self.shared.clients.snapshot() {
-            client.kill.cancel();
-        }
+        self.shared.clients.stop_all(crate::stop::Stop::Kill);
     }
 
     /// `RELOAD`/SIGHUP: applies `config` (already loaded and validated) without

@@ -30,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod session_state;
 mod statement;
+pub mod stop;
 pub mod stream;
 pub mod tls;
 pub mod upstream;

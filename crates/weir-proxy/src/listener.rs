@@ -101,9 +101,7 @@ impl Proxy {
                 _ = sessions.wait(), if draining => break,
                 _ = sleep_until_opt(deadline), if draining => {
                     warn!("shutdown_timeout passed: disconnecting the remaining clients");
-                    for client in shared.clients.snapshot() {
-                        client.kill.cancel();
-                    }
+                    shared.clients.stop_all(crate::stop::Stop::Kill);
                     if tokio::time::timeout(KILL_GRACE, sessions.wait()).await.is_err() {
                         warn!("sessions still running after shutdown");
                     }
@@ -163,6 +161,7 @@ fn begin_drain(shared: &Shared, sessions: &TaskTracker) -> Instant {
     );
     shared.draining.store(true, Relaxed);
     shared.shutdown.cancel();
+    shared.clients.stop_all(crate::stop::Stop::Drain);
     // Pools held by PAUSE would keep waiting clients (and the drain) until the deadline.
     shared.pools.resume_all_for_shutdown();
     sessions.close();

@@ -8,6 +8,7 @@
 //! have changed them, since PostgreSQL does not announce those.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Reported settings a client may change and the proxy replays, in a fixed order.
@@ -31,7 +32,7 @@ fn replayed_index(name: &str) -> Option<usize> {
 }
 
 /// Values of the [`REPLAYED`] settings; `None` = not known.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Reported([Option<Arc<str>>; REPLAYED.len()]);
 
 /// Longest value [`intern`] shares; and most values it keeps.
@@ -43,22 +44,44 @@ const INTERN_MAX_VALUES: usize = 4096;
 /// saves a dozen small allocations per idle client. Bounded: a long value, or any value
 /// once the table is full, gets its own copy.
 pub fn intern(s: &str) -> Arc<str> {
-    static TABLE: OnceLock<Mutex<HashSet<Arc<str>>>> = OnceLock::new();
+    static TABLE: SharedTable<str> = OnceLock::new();
     if s.len() > INTERN_MAX_LEN {
         return s.into();
     }
-    let mut table = TABLE
+    locked(&TABLE, |table| match table.get(s) {
+        Some(v) => Arc::clone(v),
+        None => keep(table, Arc::from(s)),
+    })
+}
+
+/// A bounded table of shared values (see [`intern`]).
+type SharedTable<T> = OnceLock<Mutex<HashSet<Arc<T>>>>;
+
+/// Runs `f` on the table, created on first use.
+fn locked<T: ?Sized, R>(table: &SharedTable<T>, f: impl FnOnce(&mut HashSet<Arc<T>>) -> R) -> R {
+    let mut table = table
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = table.get(s) {
-        return Arc::clone(v);
-    }
-    let v: Arc<str> = s.into();
+    f(&mut table)
+}
+
+/// Keeps a new value in the table while there is room.
+fn keep<T: Hash + Eq + ?Sized>(table: &mut HashSet<Arc<T>>, v: Arc<T>) -> Arc<T> {
     if table.len() < INTERN_MAX_VALUES {
         table.insert(Arc::clone(&v));
     }
     v
+}
+
+/// The shared copy of a whole set of settings: most clients of a pool start with the
+/// same reported values, startup settings and tracked names, so each idle client holds
+/// a pointer to them, not its own copy, until it changes one (copy on write).
+fn share_set<T: Hash + Eq>(table: &SharedTable<T>, value: T) -> Arc<T> {
+    locked(table, |table| match table.get(&value) {
+        Some(v) => Arc::clone(v),
+        None => keep(table, Arc::new(value)),
+    })
 }
 
 impl Reported {
@@ -129,19 +152,20 @@ impl Extras {
     }
 }
 
-/// The settings a client expects on every server connection it uses.
+/// The settings a client expects on every server connection it uses. The sets most
+/// clients have in common are shared (`Arc`, copied on a client's first change).
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
     /// Reported settings as the client last saw them.
-    pub reported: Reported,
+    pub reported: Arc<Reported>,
     /// Unreported tracked settings.
     pub extras: Extras,
     /// Names of the unreported settings tracked for this client.
-    pub extra_names: Vec<Arc<str>>,
+    pub extra_names: Arc<Vec<Arc<str>>>,
     /// A statement may have changed an unreported setting: re-read them before release.
     pub extras_dirty: bool,
     /// Settings from the startup packet: what `RESET` goes back to on a direct connection.
-    pub startup: Vec<(Arc<str>, Arc<str>)>,
+    pub startup: Arc<Vec<(Arc<str>, Arc<str>)>>,
     /// Startup settings the client reset: set back to their startup values before release.
     pub restore: Vec<Arc<str>>,
 }
@@ -162,27 +186,53 @@ impl ClientParams {
         startup: impl IntoIterator<Item = (&'a str, &'a str)>,
         track_extra: &[String],
     ) -> ClientParams {
-        let mut p = ClientParams {
-            extra_names: track_extra.iter().map(|s| intern(s)).collect(),
-            ..ClientParams::default()
-        };
+        static REPORTED: SharedTable<Reported> = OnceLock::new();
+        static NAMES: SharedTable<Vec<Arc<str>>> = OnceLock::new();
+        static STARTUP: SharedTable<Vec<(Arc<str>, Arc<str>)>> = OnceLock::new();
+        let mut reported = Reported::default();
+        let mut extra_names: Vec<Arc<str>> = track_extra.iter().map(|s| intern(s)).collect();
+        let mut extras = Extras::default();
+        let mut settings = Vec::new();
         for (name, value) in server {
-            p.reported.set_shared(name, value);
+            reported.set_shared(name, value);
         }
         for (name, value) in startup {
-            if !p.reported.set_shared(name, value) {
-                p.track(name);
-                p.extras.set(name, Some(value));
+            if !reported.set_shared(name, value) {
+                if !extra_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                    extra_names.push(intern(name));
+                }
+                extras.set(name, Some(value));
             }
-            p.startup.push((intern(name), intern(value)));
+            settings.push((intern(name), intern(value)));
         }
-        p
+        ClientParams {
+            reported: share_set(&REPORTED, reported),
+            extras,
+            extra_names: share_set(&NAMES, extra_names),
+            extras_dirty: false,
+            startup: share_set(&STARTUP, settings),
+            restore: Vec::new(),
+        }
+    }
+
+    /// Records a value the server reported to this client; false if `name` is not a
+    /// replayed setting. Copies the shared set only when the value changes.
+    pub fn set_reported(&mut self, name: &str, value: &str) -> bool {
+        match replayed_index(name) {
+            Some(i) => {
+                if self.reported.0[i].as_deref() != Some(value) {
+                    Arc::make_mut(&mut self.reported).0[i] = Some(value.into());
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// The client ran `RESET` of `names` (or of everything): the ones it set at startup
     /// must go back to those values, as on a direct connection.
     pub fn note_reset(&mut self, names: &[Vec<u8>], all: bool) {
-        for (name, _) in &self.startup {
+        for (name, _) in self.startup.iter() {
             let hit = all
                 || names
                     .iter()
@@ -232,7 +282,7 @@ impl ClientParams {
     /// Starts tracking a setting the client changed, unless it already is.
     pub fn track(&mut self, name: &str) {
         if replayed_index(name).is_none() && !self.tracks(name) {
-            self.extra_names.push(name.into());
+            Arc::make_mut(&mut self.extra_names).push(name.into());
         }
     }
 
@@ -260,7 +310,7 @@ impl ClientParams {
             }
         }
         let mut resets: Vec<&str> = Vec::new();
-        for name in &self.extra_names {
+        for name in self.extra_names.iter() {
             let want = self.extras.get(name);
             if want != server.extras.get(name) {
                 match want {

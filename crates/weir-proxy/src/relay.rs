@@ -13,14 +13,13 @@
 //! future per checkout ([`held`]), freed when the server goes back. The session's own
 //! future, which the task keeps for its whole life, stays small.
 
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use weir_config::{Config, PoolMode};
 
 use crate::cancel::CancelGuard;
@@ -92,13 +91,6 @@ struct Counters {
     bytes_from_server: u64,
 }
 
-/// The two events that end a session from outside: shutdown and `KILL`. Pinned once
-/// per session, so waiting on them registers no new waiter per transaction.
-struct Stops<'p> {
-    shutdown: Pin<&'p mut WaitForCancellationFutureOwned>,
-    killed: Pin<&'p mut WaitForCancellationFutureOwned>,
-}
-
 /// How a held server connection was let go.
 enum Parted {
     /// It went back; the client is idle again.
@@ -155,17 +147,14 @@ impl<'a> Relay<'a> {
     }
 
     async fn relay(&mut self) -> Result<(), ClientError> {
-        let shutdown = pin!(self.shared.shutdown.clone().cancelled_owned());
-        let killed = pin!(self.info.kill.clone().cancelled_owned());
-        let mut stops = Stops { shutdown, killed };
         loop {
-            if !self.wait_for_request(&mut stops).await? {
+            if !self.wait_for_request().await? {
                 return Ok(());
             }
             // Boxed: everything that exists while a server is held lives in this future,
             // allocated per checkout and freed when the server goes back, so the future
             // an idle session keeps stays small.
-            match Box::pin(self.hold_server(&mut stops)).await? {
+            match Box::pin(self.hold_server()).await? {
                 Parted::Released => {}
                 Parted::ClientLeft => return Ok(()),
             }
@@ -174,7 +163,7 @@ impl<'a> Relay<'a> {
 
     /// Idle, holding no server: reads the client's messages and answers what needs no
     /// server. Returns true once a message needs one, false when the client leaves.
-    async fn wait_for_request(&mut self, stops: &mut Stops<'_>) -> Result<bool, ClientError> {
+    async fn wait_for_request(&mut self) -> Result<bool, ClientError> {
         self.phase = Phase::Idle;
         loop {
             // From the config in force (checkout re-reads it), so RELOAD reaches here.
@@ -192,7 +181,7 @@ impl<'a> Relay<'a> {
                     return Err(ClientError::Shutdown)
                 }
                 // Boxed: only a client that follows a flight needs the waiting future.
-                Idle::NeedServer if self.dedup && Box::pin(self.follow_or_lead(stops)).await? => {
+                Idle::NeedServer if self.dedup && Box::pin(self.follow_or_lead()).await? => {
                     continue
                 }
                 Idle::NeedServer => return Ok(true),
@@ -215,8 +204,7 @@ impl<'a> Relay<'a> {
                 // readable(), its future holds no waiter node (~150 bytes per idle client).
                 // Under TLS it is ready only once a whole record's plaintext is there.
                 r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => r?,
-                _ = &mut stops.shutdown => return Err(ClientError::Shutdown),
-                _ = &mut stops.killed => return Err(ClientError::Killed),
+                stop = self.info.stop.stopped(true) => return Err(stop.into()),
                 _ = boxed_sleep(&mut idle_timer), if idle_timer.is_some() => {
                     return Err(ClientError::IdleTimeout(idle_timeout));
                 }
@@ -235,14 +223,14 @@ impl<'a> Relay<'a> {
     /// Checks a server out for the client's request, relays until the server goes
     /// back or the session ends, and lets the server go in the one way its state
     /// allows ([`phase::verdict`]).
-    async fn hold_server(&mut self, stops: &mut Stops<'_>) -> Result<Parted, ClientError> {
-        let result = self.hold_server_once(stops).await;
+    async fn hold_server(&mut self) -> Result<Parted, ClientError> {
+        let result = self.hold_server_once().await;
         // A flight this client led and did not finish: its followers run it themselves.
         self.client.end_flight(false);
         result
     }
 
-    async fn hold_server_once(&mut self, stops: &mut Stops<'_>) -> Result<Parted, ClientError> {
+    async fn hold_server_once(&mut self) -> Result<Parted, ClientError> {
         let mut held = match self.checkout().await {
             Ok(held) => held,
             Err(e) if e.is_refusal() => {
@@ -251,7 +239,7 @@ impl<'a> Relay<'a> {
             }
             Err(e) => return Err(e),
         };
-        let result = self.relay_held(&mut held, stops).await;
+        let result = self.relay_held(&mut held).await;
         let parting = match &result {
             Ok(Parted::Released) => return result,
             Ok(Parted::ClientLeft) => phase::Parting::ClientLeft,

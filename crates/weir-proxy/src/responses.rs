@@ -182,7 +182,7 @@ impl Conversation {
             }
             b'D' if kind == HiddenQuery::PinCheck => {
                 let pins = features::pins_from_check(data_row_values(body));
-                ctx.client.settle_pins(pins, ctx.metrics);
+                ctx.client.settle_pins(pins, ctx.metrics, ctx.who);
             }
             b'E' => {
                 let e = ErrorFields::parse(body);
@@ -194,11 +194,11 @@ impl Conversation {
                         self.replay_error.get_or_insert_with(|| e.message_lossy());
                     }
                     HiddenQuery::Refresh | HiddenQuery::Restore => {
-                        tracing::warn!(error = %e.message_lossy(), "could not read back session settings");
+                        tracing::warn!(client = %ctx.who, error = %e.message_lossy(), "could not read back session settings");
                     }
                     HiddenQuery::PinCheck => {
                         // The pins stay as they are: holding a server is the safe side.
-                        tracing::warn!(error = %e.message_lossy(), "could not check which session features remain");
+                        tracing::warn!(client = %ctx.who, error = %e.message_lossy(), "could not check which session features remain");
                     }
                 }
             }
@@ -305,7 +305,7 @@ fn apply_undo(undo: Undo, conv: &mut Conversation, ctx: &mut Ctx<'_>) {
 fn note_parameter(body: &[u8], ctx: &mut Ctx<'_>) {
     if let Some((name, value)) = parse_parameter_status(body) {
         ctx.server.params.reported.set(name, value);
-        ctx.client.params.reported.set(name, value);
+        ctx.client.params.set_reported(name, value);
     }
 }
 

@@ -12,6 +12,7 @@ use weir_pool::PoolMetrics;
 use crate::features::pin;
 use crate::params::{ClientParams, ServerParamsState};
 use crate::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
+use crate::registry::ClientTag;
 
 /// One client's state that outlives its server connections.
 #[derive(Debug, Default)]
@@ -57,7 +58,13 @@ impl ClientSession {
     /// Pins the client for the session features `bits`, unless that would make more
     /// than `max_pinned` clients of the pool pinned (a client already pinned only adds
     /// features). Returns false if the cap refused it.
-    pub fn pin(&mut self, bits: u8, metrics: &PoolMetrics, max_pinned: u32) -> bool {
+    pub fn pin(
+        &mut self,
+        bits: u8,
+        metrics: &PoolMetrics,
+        max_pinned: u32,
+        who: ClientTag<'_>,
+    ) -> bool {
         if self.pins == 0 {
             let reserved = metrics
                 .pinned_clients
@@ -70,6 +77,7 @@ impl ClientSession {
             }
             metrics.pins.fetch_add(1, Relaxed);
             tracing::info!(
+                client = %who,
                 feature = %pin::describe_all(bits),
                 "client pinned to its server connection"
             );
@@ -80,11 +88,12 @@ impl ClientSession {
 
     /// Sets the features in use to what the server says remain (`bits`), releasing the
     /// pin when none do.
-    pub fn settle_pins(&mut self, bits: u8, metrics: &PoolMetrics) {
+    pub fn settle_pins(&mut self, bits: u8, metrics: &PoolMetrics, who: ClientTag<'_>) {
         let before = std::mem::replace(&mut self.pins, bits);
         if before != 0 && bits == 0 {
             metrics.pinned_clients.fetch_sub(1, Relaxed);
             tracing::info!(
+                client = %who,
                 ended = %pin::describe_all(before),
                 "client unpinned: its session features ended"
             );
@@ -94,6 +103,7 @@ impl ClientSession {
             metrics.pinned_clients.fetch_add(1, Relaxed);
             metrics.pins.fetch_add(1, Relaxed);
             tracing::info!(
+                client = %who,
                 feature = %pin::describe_all(bits),
                 "client pinned to its server connection"
             );
@@ -151,6 +161,8 @@ pub struct Ctx<'a> {
     pub breaker: &'a weir_pool::breaker::Breaker,
     /// `cache_unnamed_statements` (and mapping on).
     pub cache_unnamed: bool,
+    /// The client, as log lines name it.
+    pub who: crate::registry::ClientTag<'a>,
 }
 
 /// Shared handle type for the registry.

@@ -131,6 +131,7 @@ fn ctx<'a>(
         max_pinned: 1,
         breaker: breaker(),
         cache_unnamed,
+        who: crate::registry::ClientTag::NONE,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use weir_wire::frame::{Header, HEADER_LEN};
 
-use super::{Relay, Stops};
+use super::Relay;
 use crate::dedup::{classify, Outcome, Role};
 use crate::error::ClientError;
 use crate::registry::ClientState;
@@ -14,10 +14,7 @@ use crate::registry::ClientState;
 impl Relay<'_> {
     /// Returns true if the client's request was answered from another client's
     /// execution; false if it needs a server (possibly now leading a flight).
-    pub(super) async fn follow_or_lead(
-        &mut self,
-        stops: &mut Stops<'_>,
-    ) -> Result<bool, ClientError> {
+    pub(super) async fn follow_or_lead(&mut self) -> Result<bool, ClientError> {
         let Some(key) = self.dedup_key() else {
             return Ok(false);
         };
@@ -32,8 +29,7 @@ impl Relay<'_> {
         self.info.set_state(ClientState::Waiting);
         let outcome = tokio::select! {
             o = crate::dedup::outcome(rx) => o,
-            _ = &mut stops.shutdown => return Err(ClientError::Shutdown),
-            _ = &mut stops.killed => return Err(ClientError::Killed),
+            stop = self.info.stop.stopped(true) => return Err(stop.into()),
         };
         self.info.set_state(ClientState::Idle);
         match outcome {

@@ -12,8 +12,7 @@ use weir_pool::PooledConnection;
 
 use super::phase::{self, Parting, Phase, Reuse};
 use super::{
-    armed_sleep, reserve, sleep_until, Parted, Relay, Stops, CLIENT_READ, RESET_TIMEOUT,
-    SERVER_READ,
+    armed_sleep, reserve, sleep_until, Parted, Relay, CLIENT_READ, RESET_TIMEOUT, SERVER_READ,
 };
 use crate::conversation::Conversation;
 use crate::error::ClientError;
@@ -69,11 +68,7 @@ enum Source {
 
 impl Relay<'_> {
     /// Relays until the server goes back (`Released`) or the client leaves.
-    pub(super) async fn relay_held(
-        &mut self,
-        h: &mut Held,
-        stops: &mut Stops<'_>,
-    ) -> Result<Parted, ClientError> {
+    pub(super) async fn relay_held(&mut self, h: &mut Held) -> Result<Parted, ClientError> {
         loop {
             if self.forward_client(h).await? {
                 return Ok(Parted::ClientLeft);
@@ -128,8 +123,7 @@ impl Relay<'_> {
                         n => self.counters.bytes_from_client += n as u64,
                     }
                 }
-                _ = &mut stops.shutdown, if between_transactions => return Err(ClientError::Shutdown),
-                _ = &mut stops.killed => return Err(ClientError::Killed),
+                stop = self.info.stop.stopped(between_transactions) => return Err(stop.into()),
                 // Session mode keeps the server between transactions: idle there is still idle.
                 _ = armed_sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
                     return Err(ClientError::IdleTimeout(idle_timeout));
@@ -270,6 +264,7 @@ impl Relay<'_> {
             self.transaction_mode,
             self.max_pinned,
             &self.upstream.breaker,
+            self.info.tag(),
         );
         let scan = h.conv.scan_client(
             &self.cbuf,
@@ -382,6 +377,7 @@ impl Relay<'_> {
             self.transaction_mode,
             self.max_pinned,
             &self.upstream.breaker,
+            self.info.tag(),
         );
         let scan = h
             .conv
@@ -456,7 +452,7 @@ impl Relay<'_> {
         if let Some(server) = h.server.as_ref() {
             let target = server.cancel.clone();
             if let Err(e) = crate::server::send_cancel(&target).await {
-                tracing::warn!(error = %e, "could not cancel a query over query_timeout");
+                tracing::warn!(client = %self.info.tag(), error = %e, "could not cancel a query over query_timeout");
             }
         }
         ClientError::QueryTimeout(limit)
@@ -475,6 +471,7 @@ fn ctx<'b>(
     transaction_mode: bool,
     max_pinned: u32,
     breaker: &'b weir_pool::breaker::Breaker,
+    who: crate::registry::ClientTag<'b>,
 ) -> Ctx<'b> {
     Ctx {
         client,
@@ -487,6 +484,7 @@ fn ctx<'b>(
         max_pinned,
         breaker,
         cache_unnamed: config.cache_unnamed_statements && config.max_prepared_statements > 0,
+        who,
     }
 }
 
