@@ -130,8 +130,33 @@ pub enum PoolError<E> {
     /// longer than the checkout's budget.
     #[error("{reason}")]
     Shed {
-        /// Why, for the client's message.
-        reason: String,
+        /// Why.
+        reason: ShedReason,
+    },
+}
+
+/// Why a checkout was shed under overload; its text is the client's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShedReason {
+    /// No connection is free and the checkout may not wait at all.
+    #[error("pgweir: shed under overload: no server connection is free and this request may not wait for one; retry later")]
+    MayNotWait,
+    /// The expected wait (from the wait histogram and the release rate) is longer than
+    /// the checkout may wait.
+    #[error("pgweir: shed under overload: the expected wait for a server connection ({} ms) is longer than this client may wait ({} ms); retry later", expected.as_millis(), budget.as_millis())]
+    Hopeless {
+        /// The expected wait.
+        expected: Duration,
+        /// What the checkout may wait.
+        budget: Duration,
+    },
+    /// `max_queue` clients already wait.
+    #[error("pgweir: shed under overload: {waiting} clients already wait for a server connection (max_queue = {max_queue}); retry later")]
+    QueueFull {
+        /// Clients waiting.
+        waiting: usize,
+        /// `max_queue`.
+        max_queue: usize,
     },
 }
 

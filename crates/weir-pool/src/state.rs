@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::queue::WaitQueue;
 use crate::servers::ConnTicket;
-use crate::PoolSettings;
+use crate::{PoolSettings, ShedReason};
 
 /// A pooled connection with the times the pool needs for reaping.
 pub(crate) struct Conn<C> {
@@ -40,7 +40,7 @@ pub(crate) enum Grant<C> {
     /// Permission to open a new connection (counted in `connecting`).
     Slot,
     /// Shed to make room for a more important waiter: give up with this reason.
-    Shed(String),
+    Shed(ShedReason),
 }
 
 /// Release intervals averaged before the expected wait is trusted.
@@ -235,33 +235,26 @@ impl<C> State<C> {
     pub(crate) fn admit_waiter(
         &mut self,
         req: &crate::request::Checkout,
-    ) -> Result<Option<(Waiter<C>, String)>, String> {
+    ) -> Result<Option<(Waiter<C>, ShedReason)>, ShedReason> {
         let budget = req.budget.or(self.settings.wait_timeout);
         if budget.is_some_and(|b| b.is_zero()) {
-            return Err(
-                "pgweir: shed under overload: no server connection is free and this request may not wait for one; retry later"
-                    .to_owned(),
-            );
+            return Err(ShedReason::MayNotWait);
         }
         if let (Some(budget), Some(expected)) =
             (budget, self.expected_wait(self.waiters.ahead_of(req.class)))
         {
             if expected > budget {
-                return Err(format!(
-                    "pgweir: shed under overload: the expected wait for a server connection ({} ms) is longer than this client may wait ({} ms); retry later",
-                    expected.as_millis(),
-                    budget.as_millis()
-                ));
+                return Err(ShedReason::Hopeless { expected, budget });
             }
         }
         let limit = self.settings.max_queue;
         if limit == 0 || self.waiters.len() < limit {
             return Ok(None);
         }
-        let reason = format!(
-            "pgweir: shed under overload: {} clients already wait for a server connection (max_queue = {limit}); retry later",
-            self.waiters.len()
-        );
+        let reason = ShedReason::QueueFull {
+            waiting: self.waiters.len(),
+            max_queue: limit,
+        };
         match self.waiters.last_class() {
             Some(last) if last > req.class => {
                 Ok(self.waiters.pop_last().map(|(_, tx)| (tx, reason)))

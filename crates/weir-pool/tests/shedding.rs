@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use common::{pool, settings, until};
-use weir_pool::{Checkout, Class, PoolError};
+use weir_pool::{Checkout, Class, PoolError, ShedReason};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -35,7 +35,13 @@ async fn a_full_queue_sheds_the_newcomer_at_once() {
     until(LIMIT, "two waiters", || pool.stats().waiting == 2).await;
     let started = tokio::time::Instant::now();
     match pool.get().await {
-        Err(PoolError::Shed { reason }) => assert!(reason.contains("max_queue = 2"), "{reason}"),
+        Err(PoolError::Shed { reason }) => {
+            assert!(
+                matches!(reason, ShedReason::QueueFull { max_queue: 2, .. }),
+                "{reason:?}"
+            );
+            assert!(reason.to_string().contains("max_queue = 2"), "{reason}");
+        }
         other => panic!("expected Shed, got {:?}", other.map(|c| c.id)),
     }
     assert!(started.elapsed() < Duration::from_millis(100));
@@ -62,7 +68,10 @@ async fn a_more_important_newcomer_sheds_the_least_important_waiter() {
         tokio::spawn(async move { p.checkout(&req(Class::High)).await.map(|c| c.id) })
     };
     match low.await.expect("task") {
-        Err(PoolError::Shed { reason }) => assert!(reason.contains("overload"), "{reason}"),
+        Err(PoolError::Shed { reason }) => {
+            assert!(matches!(reason, ShedReason::QueueFull { .. }), "{reason:?}");
+            assert!(reason.to_string().contains("overload"), "{reason}");
+        }
         other => panic!("the low waiter should be shed, got {other:?}"),
     }
     drop(held);
@@ -123,7 +132,10 @@ async fn a_hopeless_expected_wait_is_shed_at_once() {
     };
     let result = pool.checkout(&tight).await;
     match result {
-        Err(PoolError::Shed { reason }) => assert!(reason.contains("expected wait"), "{reason}"),
+        Err(PoolError::Shed { reason }) => {
+            assert!(matches!(reason, ShedReason::Hopeless { .. }), "{reason:?}");
+            assert!(reason.to_string().contains("expected wait"), "{reason}");
+        }
         other => panic!("expected Shed, got {:?}", other.map(|c| c.id)),
     }
     for w in waiters {

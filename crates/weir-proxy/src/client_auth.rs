@@ -12,7 +12,7 @@ use weir_wire::auth::messages as authmsg;
 use weir_wire::auth::scram::{ScramSecret, ScramServer};
 use weir_wire::auth::{md5, AuthError};
 
-use crate::error::{ClientError, ProxyError};
+use crate::error::{AuthRefusal, ClientError, ProxyError, Violation};
 use crate::io::read_frame;
 use crate::server::ServerCredential;
 
@@ -155,7 +155,7 @@ pub async fn authenticate(
             flush(stream, &mut out).await?;
             let first = expect_password_message(stream, rbuf).await?;
             let (mechanism, data) = authmsg::parse_sasl_initial_response(first.body())
-                .map_err(|e| ClientError::Protocol(format!("malformed SASL message: {e}")))?;
+                .map_err(Violation::SaslMessage)?;
             let server_first = server
                 .handle_client_first(mechanism, data)
                 .map_err(|e| scram_error(user, e))?;
@@ -176,8 +176,8 @@ pub async fn authenticate(
             authmsg::put_authentication_md5(&mut out, salt);
             flush(stream, &mut out).await?;
             let msg = expect_password_message(stream, rbuf).await?;
-            let response = authmsg::parse_password_message(msg.body())
-                .map_err(|e| ClientError::Protocol(format!("malformed password message: {e}")))?;
+            let response =
+                authmsg::parse_password_message(msg.body()).map_err(Violation::PasswordMessage)?;
             let ok = secrets
                 .and_then(|s| s.md5.as_deref())
                 .is_some_and(|secret| md5::verify_md5_response(secret, salt, response));
@@ -194,8 +194,8 @@ pub async fn authenticate(
 fn scram_error(user: &str, e: AuthError) -> ClientError {
     match e {
         AuthError::InvalidPassword => ClientError::PasswordFailed(user.to_owned()),
-        AuthError::UnsupportedMechanism(m) => ClientError::AuthRefused(m),
-        other => ClientError::Protocol(format!("SCRAM authentication failed: {other}")),
+        AuthError::UnsupportedMechanism(m) => AuthRefusal::UnsupportedMechanism(m).into(),
+        other => Violation::Scram(other).into(),
     }
 }
 
@@ -205,10 +205,7 @@ async fn expect_password_message(
 ) -> Result<weir_wire::Frame, ClientError> {
     let frame = read_frame(stream, rbuf, MAX_AUTH_MESSAGE).await?;
     if frame.tag() != b'p' {
-        return Err(ClientError::Protocol(format!(
-            "expected password response, got message type {:?}",
-            frame.tag() as char
-        )));
+        return Err(Violation::ExpectedPassword(frame.tag() as char).into());
     }
     Ok(frame)
 }

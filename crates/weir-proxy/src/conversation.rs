@@ -15,7 +15,7 @@ use weir_wire::frame::{FrameError, Header, HEADER_LEN};
 use weir_wire::frontend::query_text;
 use weir_wire::scan::StreamScanner;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Violation};
 use crate::features::{self, pin, Effects};
 use crate::prepared::Statement;
 use crate::session_state::Ctx;
@@ -503,19 +503,12 @@ fn admit_features(effects: &Effects, ctx: &mut Ctx<'_>) -> Option<String> {
 
 /// PostgreSQL's own wording for an unknown message type.
 pub fn invalid_message_type(tag: u8) -> ClientError {
-    ClientError::Protocol(format!("invalid frontend message type {tag}"))
+    Violation::UnknownMessage(tag).into()
 }
 
 /// A client framing error as the client is told.
 pub fn frame_error(e: FrameError) -> ClientError {
-    match e {
-        FrameError::LengthTooSmall { tag, len } => ClientError::Protocol(format!(
-            "invalid message length {len} for message type {tag:?}"
-        )),
-        FrameError::TooLarge { tag, len, max } => ClientError::Protocol(format!(
-            "message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)"
-        )),
-    }
+    Violation::from(e).into()
 }
 
 mod extended;

@@ -1,6 +1,16 @@
 //! What can end a client session, whose fault it was, and what the client is told.
+//! Every error is typed: what happened, with the values it names; the text a client
+//! reads is each type's `Display`, in PostgreSQL's words where PostgreSQL has them.
 
+use std::time::Duration;
+
+use weir_pool::ShedReason;
+use weir_wire::auth::AuthError;
+use weir_wire::frame::FrameError;
 use weir_wire::sqlstate;
+use weir_wire::startup::StartupError;
+
+use crate::server::ServerError;
 
 /// Why a client session ended (or could not start). Each variant maps to the SQLSTATE and
 /// message the client receives in a FATAL ErrorResponse.
@@ -10,14 +20,14 @@ pub enum ClientError {
     #[error("client connection lost: {0}")]
     Io(#[from] std::io::Error),
     /// The client broke the protocol.
-    #[error("{0}")]
-    Protocol(String),
+    #[error(transparent)]
+    Protocol(#[from] Violation),
     /// Authentication failed; the text is PostgreSQL's own.
     #[error("password authentication failed for user \"{0}\"")]
     PasswordFailed(String),
     /// Authentication could not even be attempted (method, missing secret).
-    #[error("{0}")]
-    AuthRefused(String),
+    #[error(transparent)]
+    AuthRefused(#[from] AuthRefusal),
     /// No such database in the proxy's configuration.
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
@@ -26,7 +36,7 @@ pub enum ClientError {
     TooManyClients,
     /// The pool could not give a server connection: server down or refusing.
     #[error("server connection unavailable: {0}")]
-    ServerUnavailable(String),
+    ServerUnavailable(#[source] Unavailable),
     /// The server refused the pool's login with its own error (`28P01`, `3D000`,
     /// `53300`, `57P03`, ...): relayed as PostgreSQL sent it.
     #[error("{message}")]
@@ -41,28 +51,43 @@ pub enum ClientError {
         hint: Option<String>,
     },
     /// The upstream's circuit breaker is open: failed at once, nothing attempted.
-    #[error("{0}")]
-    BreakerOpen(String),
+    #[error("pgweir: upstream {upstream} is unavailable (circuit breaker open: {last_error}); next attempt in {} ms", retry_in.as_millis())]
+    BreakerOpen {
+        /// host:port.
+        upstream: String,
+        /// Until the next probe.
+        retry_in: Duration,
+        /// What opened it, as the breaker recorded it.
+        last_error: String,
+    },
     /// A startup parameter pgweir reads itself has a value it cannot use.
-    #[error("{0}")]
-    InvalidParameter(String),
-    /// Shed under overload (`max_queue`, or a hopeless expected wait).
-    #[error("{0}")]
-    Shed(String),
+    #[error("invalid value for parameter \"{name}\": \"{value}\" ({expected})")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What it may be.
+        expected: &'static str,
+    },
+    /// Shed under overload (`max_queue`, or a hopeless expected wait); `emergency`:
+    /// the emergency mode admits only critical and high work.
+    #[error("{reason}{}", if *emergency { " (mode = emergency: only critical and high work may wait)" } else { "" })]
+    Shed {
+        /// Why the pool shed it.
+        reason: ShedReason,
+        /// Shed because of the emergency mode.
+        emergency: bool,
+    },
     /// No server connection became free within `query_wait_timeout`.
     #[error("query_wait_timeout: no server connection became free within {0:?}")]
     WaitTimeout(std::time::Duration),
     /// The server connection broke while this client was using it.
     #[error("server connection lost: {0}")]
-    ServerLost(String),
+    ServerLost(#[source] ServerLoss),
     /// Something this version of pgweir does not support in the current pool mode.
-    #[error("{message}")]
-    Unsupported {
-        /// What is not supported.
-        message: String,
-        /// What to do instead.
-        hint: &'static str,
-    },
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
     /// `client_login_timeout` passed before the login finished.
     #[error("client_login_timeout: login not completed within {0:?}")]
     LoginTimeout(std::time::Duration),
@@ -81,9 +106,13 @@ pub enum ClientError {
     /// `query_timeout` passed while a query ran; the query was cancelled.
     #[error("query_timeout: query ran longer than {0:?} and was canceled")]
     QueryTimeout(std::time::Duration),
-    /// Session settings could not be restored on a server connection.
-    #[error("could not restore session settings on the server connection: {0}")]
-    SettingsRestore(String),
+    /// Session settings could not be restored on a server connection; the text is the
+    /// server's own error message.
+    #[error("could not restore session settings on the server connection: {server_message}")]
+    SettingsRestore {
+        /// What the server answered.
+        server_message: String,
+    },
     /// A user in neither `admin_users` nor `stats_users` asked for the admin console.
     #[error("not allowed: user \"{0}\" may not connect to the admin console")]
     AdminNotAllowed(String),
@@ -102,7 +131,130 @@ pub enum ClientError {
     TlsRequired,
     /// The TLS handshake with the client failed; nothing can be told to it.
     #[error("TLS handshake failed: {0}")]
-    TlsHandshake(String),
+    TlsHandshake(#[source] std::io::Error),
+}
+
+/// How a client broke the protocol (08P01), in PostgreSQL's words where it has them.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    /// A message type byte no frontend message has.
+    #[error("invalid frontend message type {0}")]
+    UnknownMessage(u8),
+    /// A length field smaller than itself.
+    #[error("invalid message length {len} for message type {tag:?}")]
+    LengthTooSmall {
+        /// The message type.
+        tag: char,
+        /// The length sent.
+        len: i32,
+    },
+    /// A message over `max_message_size`.
+    #[error("message of type {tag:?} is {len} bytes, over max_message_size ({max} bytes)")]
+    TooLarge {
+        /// The message type.
+        tag: char,
+        /// The length sent.
+        len: usize,
+        /// `max_message_size`.
+        max: usize,
+    },
+    /// The startup packet (or an encryption request) is malformed.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// A SASLInitialResponse that does not parse.
+    #[error("malformed SASL message: {0}")]
+    SaslMessage(#[source] AuthError),
+    /// A PasswordMessage that does not parse.
+    #[error("malformed password message: {0}")]
+    PasswordMessage(#[source] AuthError),
+    /// The SCRAM exchange broke (not a wrong password: that is 28P01).
+    #[error("SCRAM authentication failed: {0}")]
+    Scram(#[source] AuthError),
+    /// Something else where a password message was due.
+    #[error("expected password response, got message type {0:?}")]
+    ExpectedPassword(char),
+    /// A TLS ClientHello first while TLS is off.
+    #[error(
+        "received a direct TLS connection, but TLS is not enabled (client_tls_sslmode = disable)"
+    )]
+    DirectTlsDisabled,
+    /// Plaintext bytes pipelined behind an SSLRequest (CVE-2021-23214).
+    #[error("received unencrypted data after encryption request")]
+    DataAfterEncryptionRequest,
+    /// SSLRequest or GSSENCRequest over and over.
+    #[error("too many encryption requests before the startup packet")]
+    TooManyEncryptionRequests,
+    /// Direct TLS without the `postgresql` ALPN protocol (as PostgreSQL 17 refuses).
+    #[error("received direct SSL connection request without ALPN protocol negotiation extension")]
+    NoAlpn,
+    /// The connection cannot be upgraded to TLS (not plain TCP any more).
+    #[error("cannot start TLS on this connection: {0}")]
+    NotUpgradable(#[source] std::io::Error),
+}
+
+impl From<FrameError> for Violation {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::LengthTooSmall { tag, len } => Violation::LengthTooSmall { tag, len },
+            FrameError::TooLarge { tag, len, max } => Violation::TooLarge { tag, len, max },
+        }
+    }
+}
+
+/// Why a login cannot even be attempted (28000).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthRefusal {
+    /// The startup packet named no user.
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+    /// The client chose a SASL mechanism the proxy did not offer (its description).
+    #[error("unsupported authentication mechanism: {0}")]
+    UnsupportedMechanism(String),
+}
+
+/// Why the pool had no server connection to give (08006).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The connect or the pool's login failed.
+    #[error(transparent)]
+    Connect(ServerError),
+    /// The connect took longer than `server_connect_timeout`.
+    #[error("timed out connecting to the server after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The last connect failed less than `server_login_retry` ago.
+    #[error("server login has been failing, next attempt in {0:?} (server_login_retry)")]
+    LoginRetry(Duration),
+}
+
+/// How a server connection broke while a client used it (08006).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerLoss {
+    /// The server closed it.
+    #[error("server closed the connection")]
+    Closed,
+    /// Reading or writing it failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// It sent something that is not the protocol.
+    #[error("server sent a malformed message: {0}")]
+    Malformed(#[source] weir_wire::frame::FrameError),
+}
+
+/// What this version of pgweir does not support where the client asked for it (0A000).
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    /// A named prepared statement in transaction mode with `max_prepared_statements = 0`.
+    #[error("named prepared statement \"{0}\" is not supported in transaction pooling mode with max_prepared_statements = 0: the next transaction may run on another server connection")]
+    NamedStatement(String),
+}
+
+impl Unsupported {
+    /// What to do instead.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Unsupported::NamedStatement(_) => crate::statement::PREPARED_HINT,
+        }
+    }
 }
 
 impl From<crate::stop::Stop> for ClientError {
@@ -142,8 +294,8 @@ impl ClientError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ClientError::BreakerOpen(_)
-                | ClientError::Shed(_)
+            ClientError::BreakerOpen { .. }
+                | ClientError::Shed { .. }
                 | ClientError::ServerUnavailable(_)
                 | ClientError::ServerSaid { .. }
         )
@@ -155,7 +307,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::ServerLost(_)
-                | ClientError::SettingsRestore(_)
+                | ClientError::SettingsRestore { .. }
                 | ClientError::QueryTimeout(_)
         )
     }
@@ -165,10 +317,10 @@ impl ClientError {
         Some(match self {
             ClientError::ServerSaid { code, .. } => code,
             // cannot_connect_now: drivers treat it as retryable.
-            ClientError::BreakerOpen(_) => CANNOT_CONNECT_NOW,
-            ClientError::Shed(_) => sqlstate::TOO_MANY_CONNECTIONS,
+            ClientError::BreakerOpen { .. } => CANNOT_CONNECT_NOW,
+            ClientError::Shed { .. } => sqlstate::TOO_MANY_CONNECTIONS,
             // invalid_parameter_value
-            ClientError::InvalidParameter(_) => "22023",
+            ClientError::InvalidParameter { .. } => "22023",
             ClientError::Io(_) => return None,
             ClientError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::PasswordFailed(_) => sqlstate::INVALID_PASSWORD,
@@ -179,13 +331,13 @@ impl ClientError {
                 sqlstate::CONNECTION_FAILURE
             }
             ClientError::WaitTimeout(_) => sqlstate::QUERY_CANCELED,
-            ClientError::Unsupported { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            ClientError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
             ClientError::LoginTimeout(_) => sqlstate::PROTOCOL_VIOLATION,
             ClientError::IdleTimeout(_) => sqlstate::IDLE_SESSION_TIMEOUT,
             ClientError::IdleInTransaction(_) => sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
             ClientError::Shutdown | ClientError::Killed => sqlstate::ADMIN_SHUTDOWN,
             ClientError::QueryTimeout(_) => sqlstate::QUERY_CANCELED,
-            ClientError::SettingsRestore(_) => sqlstate::CONNECTION_FAILURE,
+            ClientError::SettingsRestore { .. } => sqlstate::CONNECTION_FAILURE,
             ClientError::AdminNotAllowed(_) | ClientError::AdminUnavailable => {
                 sqlstate::INVALID_AUTHORIZATION
             }
@@ -208,13 +360,13 @@ impl ClientError {
     pub fn hint(&self) -> Option<&str> {
         match self {
             ClientError::ServerSaid { hint, .. } => hint.as_deref(),
-            ClientError::BreakerOpen(_) => Some(
+            ClientError::BreakerOpen { .. } => Some(
                 "The database is down or unreachable; pgweir fails fast and retries it on its own. Retry later.",
             ),
-            ClientError::Shed(_) => Some(
+            ClientError::Shed { .. } => Some(
                 "The database is saturated: pgweir turned this request away at once rather than let every client time out. Retry with backoff, or raise max_queue / pool_size.",
             ),
-            ClientError::Unsupported { hint, .. } => Some(hint),
+            ClientError::Unsupported(u) => Some(u.hint()),
             ClientError::WaitTimeout(_) => Some(
                 "The database is saturated; raise pool_size or query_wait_timeout, or retry later.",
             ),

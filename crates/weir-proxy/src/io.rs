@@ -25,7 +25,7 @@ impl From<ReadFrameError> for ClientError {
     fn from(e: ReadFrameError) -> Self {
         match e {
             ReadFrameError::Io(e) => ClientError::Io(e),
-            ReadFrameError::Frame(e) => ClientError::Protocol(e.to_string()),
+            ReadFrameError::Frame(e) => crate::error::Violation::from(e).into(),
         }
     }
 }

@@ -24,7 +24,7 @@ use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
 use crate::admin_hook::{AdminConsole, AdminRole};
 use crate::cancel::CancelRegistry;
 use crate::client_auth::{authenticate, Credentials};
-use crate::error::ClientError;
+use crate::error::{ClientError, Unavailable, Violation};
 use crate::params::{startup_settings, ClientParams};
 use crate::pools::{PoolEntry, Pools};
 use crate::prepared::StatementRegistry;
@@ -398,9 +398,7 @@ async fn login(
     };
     let user = startup
         .user()
-        .ok_or_else(|| {
-            ClientError::AuthRefused("no PostgreSQL user name specified in startup packet".into())
-        })?
+        .ok_or_else(|| ClientError::from(crate::error::AuthRefusal::NoUser))?
         .to_owned();
     let database = startup.database().unwrap_or(&user).to_owned();
 
@@ -521,9 +519,11 @@ fn client_dedup(settings: &mut Vec<(String, String)>) -> Result<Option<bool>, Cl
     let value = settings.remove(i).1;
     match weir_config::parse_flag(&value) {
         Some(on) => Ok(Some(on)),
-        None => Err(ClientError::InvalidParameter(format!(
-            "invalid value for parameter \"{DEDUP_SETTING}\": \"{value}\" (on or off)"
-        ))),
+        None => Err(ClientError::InvalidParameter {
+            name: DEDUP_SETTING,
+            value,
+            expected: "on or off",
+        }),
     }
 }
 
@@ -560,11 +560,15 @@ fn client_class(
 /// # Errors
 /// It names none (22023).
 pub fn parse_priority(value: &str) -> Result<weir_pool::Class, ClientError> {
-    value.trim().parse::<Priority>().map(class_of).map_err(|_| {
-        ClientError::InvalidParameter(format!(
-            "invalid value for parameter \"{PRIORITY_SETTING}\": \"{value}\" (critical, high, normal, low or background)"
-        ))
-    })
+    value
+        .trim()
+        .parse::<Priority>()
+        .map(class_of)
+        .map_err(|_| ClientError::InvalidParameter {
+            name: PRIORITY_SETTING,
+            value: value.to_owned(),
+            expected: "critical, high, normal, low or background",
+        })
 }
 
 /// The pool's class for a configured priority.
@@ -596,18 +600,14 @@ async fn read_startup(
             if rbuf.first() == Some(&crate::tls::TLS_HANDSHAKE_RECORD) && !stream.is_tls() {
                 // No startup packet starts so (its length would be over 350 MB).
                 let Some(config) = &config else {
-                    return Err(ClientError::Protocol(
-                        "received a direct TLS connection, but TLS is not enabled (client_tls_sslmode = disable)".into(),
-                    ));
+                    return Err(Violation::DirectTlsDisabled.into());
                 };
                 let prefix = rbuf.split();
                 upgrade(config, stream, prefix, true).await?;
                 *tls = Some(config.clone());
                 continue;
             }
-            if let Some(p) =
-                parse_initial(rbuf).map_err(|e| ClientError::Protocol(e.to_string()))?
-            {
+            if let Some(p) = parse_initial(rbuf).map_err(Violation::Startup)? {
                 break p;
             }
             if stream.read_buf(rbuf).await? == 0 {
@@ -618,9 +618,7 @@ async fn read_startup(
             InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
                 if !rbuf.is_empty() {
                     // Bytes after an encryption request before our answer: a buffer-stuffing attack (CVE-2021-23222).
-                    return Err(ClientError::Protocol(
-                        "received unencrypted data after encryption request".into(),
-                    ));
+                    return Err(Violation::DataAfterEncryptionRequest.into());
                 }
                 match &config {
                     Some(config)
@@ -650,9 +648,7 @@ async fn read_startup(
             }
         }
     }
-    Err(ClientError::Protocol(
-        "too many encryption requests before the startup packet".into(),
-    ))
+    Err(Violation::TooManyEncryptionRequests.into())
 }
 
 /// Runs the TLS handshake on a client connection (after our `S`, or at once for direct
@@ -664,20 +660,15 @@ async fn upgrade(
     prefix: BytesMut,
     direct: bool,
 ) -> Result<(), ClientError> {
-    let tcp = stream
-        .take_tcp()
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let tcp = stream.take_tcp().map_err(Violation::NotUpgradable)?;
     let tls = config
         .accept(tcp, prefix)
         .await
-        .map_err(|e| ClientError::TlsHandshake(e.to_string()))?;
+        .map_err(ClientError::TlsHandshake)?;
     let alpn_ok = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_POSTGRESQL);
     *stream = Stream::TlsServer(Box::new(tls));
     if direct && !alpn_ok {
-        return Err(ClientError::Protocol(
-            "received direct SSL connection request without ALPN protocol negotiation extension"
-                .into(),
-        ));
+        return Err(Violation::NoAlpn.into());
     }
     Ok(())
 }
@@ -724,14 +715,11 @@ pub async fn checkout(
         if refusal.probe_due {
             crate::pools::spawn_probe(entry.pool.clone());
         }
-        return Err(ClientError::BreakerOpen(
-            ServerError::BreakerOpen {
-                upstream: upstream.addr.clone(),
-                retry_in: refusal.retry_in,
-                last_error: refusal.last_error,
-            }
-            .to_string(),
-        ));
+        return Err(ClientError::BreakerOpen {
+            upstream: upstream.addr.clone(),
+            retry_in: refusal.retry_in,
+            last_error: refusal.last_error,
+        });
     }
     let budget = match mode {
         // New work that cannot be served at once is shed; critical and high work waits.
@@ -746,9 +734,10 @@ pub async fn checkout(
         .checkout(&req)
         .await
         .map_err(|e| match (e, mode) {
-            (PoolError::Shed { reason }, Mode::Emergency) => ClientError::Shed(format!(
-                "{reason} (mode = emergency: only critical and high work may wait)"
-            )),
+            (PoolError::Shed { reason }, Mode::Emergency) => ClientError::Shed {
+                reason,
+                emergency: true,
+            },
             (e, _) => pool_error(e),
         })
 }
@@ -768,16 +757,25 @@ pub fn pool_error(e: PoolError<ServerError>) -> ClientError {
             detail,
             hint,
         },
-        PoolError::Connect(e @ ServerError::BreakerOpen { .. }) => {
-            ClientError::BreakerOpen(e.to_string())
+        PoolError::Connect(ServerError::BreakerOpen {
+            upstream,
+            retry_in,
+            last_error,
+        }) => ClientError::BreakerOpen {
+            upstream,
+            retry_in,
+            last_error,
+        },
+        PoolError::Connect(e) => ClientError::ServerUnavailable(Unavailable::Connect(e)),
+        PoolError::ConnectTimeout(d) => {
+            ClientError::ServerUnavailable(Unavailable::ConnectTimeout(d))
         }
-        PoolError::Connect(e) => ClientError::ServerUnavailable(e.to_string()),
-        PoolError::ConnectTimeout(d) => ClientError::ServerUnavailable(format!(
-            "timed out connecting to the server after {d:?}"
-        )),
-        PoolError::LoginRetry(_) => ClientError::ServerUnavailable(e.to_string()),
+        PoolError::LoginRetry(d) => ClientError::ServerUnavailable(Unavailable::LoginRetry(d)),
         PoolError::Closed => ClientError::Shutdown,
-        PoolError::Shed { reason } => ClientError::Shed(reason),
+        PoolError::Shed { reason } => ClientError::Shed {
+            reason,
+            emergency: false,
+        },
     }
 }
 

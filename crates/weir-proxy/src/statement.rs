@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::error::ClientError;
 
-const PREPARED_HINT: &str = "Set max_prepared_statements above 0, use pool_mode = \"session\" for this database, or unnamed statements.";
+pub(crate) const PREPARED_HINT: &str = "Set max_prepared_statements above 0, use pool_mode = \"session\" for this database, or unnamed statements.";
 
 /// A `DO` block that raises an ERROR with `code`, `message` and `hint`. The texts travel
 /// hex-encoded, so no quoting of theirs can break out of the block.
@@ -33,13 +33,7 @@ fn push_hex_text(sql: &mut String, text: &str) {
 
 /// Named statements with `max_prepared_statements = 0` in transaction mode.
 pub fn refuse_named_statements(name: &[u8]) -> ClientError {
-    ClientError::Unsupported {
-        message: format!(
-            "named prepared statement \"{}\" is not supported in transaction pooling mode with max_prepared_statements = 0: the next transaction may run on another server connection",
-            String::from_utf8_lossy(name)
-        ),
-        hint: PREPARED_HINT,
-    }
+    crate::error::Unsupported::NamedStatement(String::from_utf8_lossy(name).into_owned()).into()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::{
     armed_sleep, reserve, sleep_until, Parted, Relay, CLIENT_READ, RESET_TIMEOUT, SERVER_READ,
 };
 use crate::conversation::Conversation;
-use crate::error::ClientError;
+use crate::error::{ClientError, ServerLoss};
 use crate::pools::{PoolEntry, ServerManager};
 use crate::registry::ClientState;
 use crate::server::ServerConn;
@@ -107,14 +107,14 @@ impl Relay<'_> {
                 biased;
                 r = sstream.read_buf(srbuf) => {
                     match r {
-                        Ok(0) => return Err(self.server_gone(h, "server closed the connection".into())),
+                        Ok(0) => return Err(self.server_gone(h, ServerLoss::Closed)),
                         Ok(n) => {
                             self.counters.bytes_from_server += n as u64;
                             if self.forward_server(h).await? {
                                 return Ok(Parted::Released);
                             }
                         }
-                        Err(e) => return Err(self.server_gone(h, e.to_string())),
+                        Err(e) => return Err(self.server_gone(h, ServerLoss::Io(e))),
                     }
                 }
                 r = self.client.stream().read_buf(&mut self.cbuf) => {
@@ -139,7 +139,7 @@ impl Relay<'_> {
     }
 
     /// The server connection failed: it is closed, never reused.
-    fn server_gone(&mut self, h: &mut Held, why: String) -> ClientError {
+    fn server_gone(&mut self, h: &mut Held, why: ServerLoss) -> ClientError {
         if let Some(server) = h.server.take() {
             server.discard();
         }
@@ -338,17 +338,17 @@ impl Relay<'_> {
             // The write first, as a biased select would.
             match conn.stream.write_or_read(data, &mut conn.rbuf).await {
                 WriteOrRead::Wrote(r) => match r {
-                    Ok(0) => return Err(self.server_gone(h, "server closed the connection".into())),
+                    Ok(0) => return Err(self.server_gone(h, ServerLoss::Closed)),
                     Ok(k) => written += k,
-                    Err(e) => return Err(self.server_gone(h, e.to_string())),
+                    Err(e) => return Err(self.server_gone(h, ServerLoss::Io(e))),
                 },
                 WriteOrRead::Read(r) => match r {
-                    Ok(0) => return Err(self.server_gone(h, "server closed the connection".into())),
+                    Ok(0) => return Err(self.server_gone(h, ServerLoss::Closed)),
                     Ok(k) => {
                         self.counters.bytes_from_server += k as u64;
                         self.forward_server(h).await?;
                     }
-                    Err(e) => return Err(self.server_gone(h, e.to_string())),
+                    Err(e) => return Err(self.server_gone(h, ServerLoss::Io(e))),
                 },
             }
         }
@@ -382,9 +382,7 @@ impl Relay<'_> {
         let scan = h
             .conv
             .scan_server(&conn.rbuf, self.max_message, &mut ctx, &mut self.to_client)
-            .map_err(|e| {
-                ClientError::ServerLost(format!("server sent a malformed message: {e}"))
-            })?;
+            .map_err(|e| ClientError::ServerLost(ServerLoss::Malformed(e)))?;
         // Counted before the client hears the answer, so whatever it does next (such as
         // scraping /metrics) sees this query.
         // One clock read serves the transaction and the query timing.
@@ -432,7 +430,9 @@ impl Relay<'_> {
             self.client.end_flight(true);
         }
         if let Some(e) = h.conv.replay_error() {
-            let e = ClientError::SettingsRestore(e.to_owned());
+            let e = ClientError::SettingsRestore {
+                server_message: e.to_owned(),
+            };
             if let Some(server) = h.server.take() {
                 server.discard();
             }
