@@ -8,7 +8,8 @@
 #
 # Usage: benches/hotpath.sh [pgweir-binary ...]    (default: target/release/pgweir)
 # Knobs: TXNS=4000 (transactions per run), MODES="simple extended", CLIENTS=4,
-#        PGBOUNCER=1 (0 skips it), PG_BIN as for e2e.sh.
+#        PGBOUNCER=1 (0 skips it), CG_DIR= (keep the callgrind files there, for
+#        callgrind_annotate), PG_BIN as for e2e.sh.
 # Output: one markdown table on stdout; progress on stderr. Instructions are "a run
 # with the measured workload" minus "a run with the warm-up only": start-up, shutdown
 # and each run's 4 client logins largely cancel out, but work done per second
@@ -65,6 +66,7 @@ callgrind_ir() {
     run_pgbench "$port" "$mode" >/dev/null # warm-up: logins, statements, pool
     if ((measure)); then txns=$(run_pgbench "$port" "$mode"); fi
     stop_pid "$pid" 30
+    if [[ -n ${CG_DIR:-} ]]; then mkdir -p "$CG_DIR" && cp "$out" "$CG_DIR/"; fi
     printf '%s %s\n' "$(callgrind_annotate "$out" 2>/dev/null |
         sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | head -1)" "$txns"
 }

@@ -2,7 +2,8 @@
 //! between `min_pool_size` 2 and `max_pool_size` 40 grows under 60 clients looping
 //! `pg_sleep(0.01)` until the p99 wait is under `target_wait`, shrinks back to its
 //! floor once the load stops, and in front of a server with `max_connections` 30 of
-//! which another client holds 10 it never makes the server refuse a connection.
+//! which another client holds 10 it never makes the server refuse a connection; the
+//! automation HTTP API and the alert webhook, end to end.
 
 mod admin_support;
 mod common;
@@ -327,6 +328,206 @@ async fn max_db_connections_set_at_runtime_caps_a_grown_pool_without_an_error() 
         "the cut is recorded as budget: {:?}",
         history.rows
     );
+    pgweir.stop().await;
+}
+
+/// Every automation path answers with what it says, and POSTs need the admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automation_api_evaluates_predicts_recommends_and_forces_a_scale_up() {
+    let mut config = scaled(admin_config(PoolMode::Transaction, 20));
+    config.max_pool_size = 12;
+    config.http_listen = Some(([127, 0, 0, 1], 0).into());
+    config.admin_token = Some(Secret::Plain("tok".to_owned()));
+    config.scaling.tick = Duration::from_millis(200);
+    let pgweir = start(config, None).await;
+    let addr = pgweir.http_addr.expect("http");
+    let (c, _t) = must_connect(&pgweir.app_url()).await;
+    for _ in 0..20 {
+        simple(&c, "select 1").await.expect("served");
+    }
+    let known =
+        weir_tests::eventually(Duration::from_secs(5), || pool_view(&pgweir).is_some()).await;
+    assert!(known, "the engine sees the pool");
+    let api = |p: &str| format!("/api/v1/database/automation/{p}");
+
+    let (status, body) = http(addr, "GET", &api("status"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(APP_DB) && body.contains("\"enabled\":true"),
+        "{body}"
+    );
+
+    let (status, body) = http(addr, "GET", &api("scaling/patterns"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.matches("\"slot\":").count(),
+        168,
+        "one hour-of-week profile: {body:.300}"
+    );
+
+    let (status, _) = http(addr, "POST", &api("scaling/evaluate"), None).await;
+    assert_eq!(status, 401, "POSTs need the admin token");
+    let (status, body) = http(addr, "POST", &api("scaling/evaluate"), Some("tok")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(APP_DB), "{body}");
+
+    let (status, body) = http(addr, "GET", &api("scaling/history"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"decisions\"") && body.contains("initial"),
+        "{body}"
+    );
+
+    let (status, body) = http(addr, "GET", &api("load/history?hours=2"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"hours\":2"), "{body}");
+
+    let (status, body) = http(addr, "GET", &api("recommendations"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(APP_DB), "{body}");
+
+    // An emergency scale-up takes the idle pool to its ceiling at once...
+    let (status, body) = http(
+        addr,
+        "POST",
+        &api("emergency/scale-up?seconds=30"),
+        Some("tok"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"seconds\":30"), "{body}");
+    let forced = weir_tests::eventually(Duration::from_secs(10), || {
+        pool_view(&pgweir).is_some_and(|(t, _, open)| t == 12 && open == 12)
+    })
+    .await;
+    assert!(
+        forced,
+        "forced to max_pool_size and opened: {:?}",
+        pool_view(&pgweir)
+    );
+
+    // ... and stop leaves every pool at the size it has, start hands it back.
+    let (status, body) = http(addr, "POST", &api("stop"), Some("tok")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = http(addr, "GET", &api("status"), None).await;
+    assert!(body.contains("\"enabled\":false"), "{body}");
+    let (status, body) = http(addr, "POST", &api("start"), Some("tok")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"enabled\":true"), "{body}");
+    let (status, _) = http(addr, "GET", &api("no/such/path"), None).await;
+    assert_eq!(status, 404);
+    pgweir.stop().await;
+}
+
+/// A pool held by `max_db_connections` under load raises a `budget_exhausted` alert:
+/// one JSON POST to the webhook (rate-limited), besides the log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_budget_posts_an_alert_to_the_webhook() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_addr = hook.local_addr().expect("addr");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let receiver = tokio::spawn(async move {
+        for _ in 0..50 {
+            let Ok((mut s, _)) = hook.accept().await else {
+                return;
+            };
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let body = loop {
+                let Ok(n) = s.read(&mut buf).await else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(text);
+                    }
+                }
+            };
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            if let Some(request) = body {
+                let _ = tx.send(request);
+            }
+        }
+    });
+    let mut config = scaled(admin_config(PoolMode::Transaction, 20));
+    config.max_pool_size = 20;
+    config.max_db_connections = 3;
+    config.scaling.tick = Duration::from_millis(200);
+    config.scaling.alert_webhook = Some(format!("http://{hook_addr}/hooks/pgweir"));
+    let pgweir = start(config, None).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let shed = Arc::new(AtomicU64::new(0));
+    let (_done, errors, tasks) =
+        load_counting_shed(&pgweir.app_url(), 12, stop.clone(), shed.clone()).await;
+    let mut alert = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alert.is_none() && Instant::now() < deadline {
+        if let Ok(Some(request)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            if request.contains("budget_exhausted") {
+                alert = Some(request);
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let alert = alert.unwrap_or_else(|| {
+        panic!(
+            "no budget_exhausted alert; history: {:?}",
+            table(&pgweir.admin_url(), "SHOW SCALING_HISTORY").rows
+        )
+    });
+    assert!(alert.starts_with("POST /hooks/pgweir HTTP/1.1"), "{alert}");
+    assert!(
+        alert
+            .to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{alert}"
+    );
+    assert!(alert.contains("\"kind\":\"budget_exhausted\""), "{alert}");
+    assert!(alert.contains(APP_DB), "names the pool: {alert}");
+    assert_eq!(
+        errors.load(Relaxed),
+        0,
+        "clients only waited within the budget"
+    );
+    // Rate-limited: the same kind for the same pool at most once per alert_interval.
+    let again = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match rx.recv().await {
+                Some(r) if r.contains("budget_exhausted") => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(
+        !matches!(again, Ok(true)),
+        "a second budget alert within alert_interval"
+    );
+    receiver.abort();
     pgweir.stop().await;
 }
 
