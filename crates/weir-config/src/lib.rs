@@ -51,6 +51,11 @@ pub fn parse_flag(s: &str) -> Option<bool> {
     }
 }
 
+/// PgBouncer's default `auth_query`, with `pg_catalog.` so that no `search_path` can
+/// put another `pg_shadow` in front of the real one (CVE-2025-12819's lesson).
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1";
+
 /// Smallest accepted `max_message_size` (1 MiB): lower limits break ordinary queries with
 /// large parameters or rows in ways that are hard to diagnose.
 pub const MIN_MESSAGE_SIZE: u32 = 1 << 20;
@@ -124,6 +129,19 @@ pub struct Config {
     /// PgBouncer-style `userlist.txt`; relative to the config file's directory. After
     /// [`Config::load`] this holds the resolved path.
     pub auth_file: Option<PathBuf>,
+    /// PgBouncer's `auth_user`: a user not in the auth file is looked up on the server by
+    /// running `auth_query` as this user (whose own secret must be known). `None` = off.
+    pub auth_user: Option<String>,
+    /// The query `auth_user` runs to fetch a user's name and secret; `$1` is the user
+    /// name, sent as a parameter. Default PgBouncer's, schema-qualified.
+    pub auth_query: String,
+    /// Database (a `[databases]` name) `auth_query` runs in; `None` = the one the client
+    /// asked for.
+    pub auth_dbname: Option<String>,
+    /// How long a secret fetched with `auth_query` is reused before it is fetched again;
+    /// 0 = every login. Default 60s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub auth_query_cache_ttl: Duration,
     /// Run on a server connection before another client gets it, in session mode only;
     /// empty = none. Default `DISCARD ALL`.
     pub server_reset_query: String,
@@ -270,6 +288,10 @@ impl Default for Config {
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,
             auth_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_owned(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Duration::from_secs(60),
             server_reset_query: "DISCARD ALL".to_owned(),
             max_message_size: 1 << 30,
             server_connect_timeout: Duration::from_secs(15),
@@ -349,6 +371,12 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     /// Query dedup for this database; `None` = the global `dedup`.
     pub dedup: Option<bool>,
+    /// `auth_user` for logins to this database; `None` = the global one.
+    pub auth_user: Option<String>,
+    /// `auth_query` for logins to this database; `None` = the global one.
+    pub auth_query: Option<String>,
+    /// `auth_dbname` for logins to this database; `None` = the global one.
+    pub auth_dbname: Option<String>,
 }
 
 impl Default for DatabaseConfig {
@@ -367,6 +395,9 @@ impl Default for DatabaseConfig {
             max_queue: None,
             pool_mode: None,
             dedup: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
         }
     }
 }
@@ -386,6 +417,9 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
             .field("dedup", &self.dedup)
+            .field("auth_user", &self.auth_user)
+            .field("auth_query", &self.auth_query)
+            .field("auth_dbname", &self.auth_dbname)
             .finish()
     }
 }
@@ -622,6 +656,23 @@ impl Config {
             .get(db)
             .and_then(|d| d.max_pool_size)
             .unwrap_or(self.max_pool_size)
+    }
+
+    /// The `auth_query` set-up for logins to database `db`: (auth user, query, database
+    /// the query runs in); `None` when no `auth_user` applies.
+    pub fn auth_query_for<'a>(&'a self, db: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let d = self.databases.get(db);
+        let user = d
+            .and_then(|d| d.auth_user.as_deref())
+            .or(self.auth_user.as_deref())?;
+        let query = d
+            .and_then(|d| d.auth_query.as_deref())
+            .unwrap_or(&self.auth_query);
+        let dbname = d
+            .and_then(|d| d.auth_dbname.as_deref())
+            .or(self.auth_dbname.as_deref())
+            .unwrap_or(db);
+        Some((user, query, dbname))
     }
 
     /// Whether the scaling engine sizes the pools of database `db`.

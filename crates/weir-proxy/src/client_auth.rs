@@ -29,6 +29,38 @@ pub struct UserSecrets {
     pub server: ServerCredential,
 }
 
+impl UserSecrets {
+    /// The secrets of user `name` whose stored secret is `secret` (SCRAM verifiers are
+    /// derived here, once).
+    ///
+    /// # Errors
+    /// A SCRAM verifier that does not parse.
+    pub fn from_secret(name: &str, secret: Option<&Secret>) -> Result<UserSecrets, String> {
+        Ok(match secret {
+            None => UserSecrets {
+                scram: None,
+                md5: None,
+                server: ServerCredential::None,
+            },
+            Some(Secret::Plain(p)) => UserSecrets {
+                scram: Some(ScramSecret::generate(p)),
+                md5: Some(md5::md5_secret(name, p)),
+                server: ServerCredential::Password(p.clone()),
+            },
+            Some(Secret::Md5(m)) => UserSecrets {
+                scram: None,
+                md5: Some(m.clone()),
+                server: ServerCredential::Md5(m.clone()),
+            },
+            Some(Secret::Scram(v)) => UserSecrets {
+                scram: Some(ScramSecret::parse(v).map_err(|e| e.to_string())?),
+                md5: None,
+                server: ServerCredential::None,
+            },
+        })
+    }
+}
+
 /// All configured users' secrets; replaced as a whole on `RELOAD`.
 #[derive(Default)]
 pub struct Credentials {
@@ -43,31 +75,13 @@ impl Credentials {
     pub fn from_config(config: &Config) -> Result<Credentials, ProxyError> {
         let mut users = HashMap::new();
         for (name, user) in &config.users {
-            let secrets = match &user.password {
-                None => UserSecrets {
-                    scram: None,
-                    md5: None,
-                    server: ServerCredential::None,
-                },
-                Some(Secret::Plain(p)) => UserSecrets {
-                    scram: Some(ScramSecret::generate(p)),
-                    md5: Some(md5::md5_secret(name, p)),
-                    server: ServerCredential::Password(p.clone()),
-                },
-                Some(Secret::Md5(m)) => UserSecrets {
-                    scram: None,
-                    md5: Some(m.clone()),
-                    server: ServerCredential::Md5(m.clone()),
-                },
-                Some(Secret::Scram(v)) => UserSecrets {
-                    scram: Some(ScramSecret::parse(v).map_err(|e| ProxyError::Credential {
+            let secrets =
+                UserSecrets::from_secret(name, user.password.as_ref()).map_err(|message| {
+                    ProxyError::Credential {
                         user: name.clone(),
-                        message: e.to_string(),
-                    })?),
-                    md5: None,
-                    server: ServerCredential::None,
-                },
-            };
+                        message,
+                    }
+                })?;
             users.insert(name.clone(), Arc::new(secrets));
         }
         Ok(Credentials {
@@ -116,6 +130,8 @@ pub struct AuthOutcome {
 }
 
 /// Runs the authentication exchange with a client and sends AuthenticationOk on success.
+/// `secrets` are the user's (from the configuration or `auth_query`); `None` runs the
+/// exchange against a throwaway secret and fails it as a wrong password.
 ///
 /// # Errors
 /// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
@@ -124,11 +140,9 @@ pub async fn authenticate(
     rbuf: &mut BytesMut,
     user: &str,
     auth_type: AuthType,
-    credentials: &Credentials,
+    secrets: Option<&UserSecrets>,
     channel_binding: Option<&[u8]>,
 ) -> Result<AuthOutcome, ClientError> {
-    let secrets = credentials.get(user);
-    let secrets = secrets.as_deref();
     let mut out = BytesMut::with_capacity(256);
     let mut outcome = AuthOutcome::default();
     let use_scram = match auth_type {

@@ -135,6 +135,8 @@ impl ProxyHandle {
         restart("log_format", old.log_format != config.log_format);
         self.resize_client_limit(config.max_client_conn);
         self.shared.credentials.replace(credentials);
+        // auth_user, auth_query or the databases may have changed: look users up again.
+        self.shared.auth_query.clear();
         self.shared
             .pools
             .apply_config(Arc::new(config), &self.shared.credentials);

@@ -6,6 +6,7 @@
 //! HTTP endpoints and signal handlers a [`ProxyHandle`] on the running proxy.
 
 pub mod admin_hook;
+pub mod auth_query;
 pub mod cancel;
 pub mod client_auth;
 mod control;

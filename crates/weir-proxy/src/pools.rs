@@ -70,15 +70,31 @@ impl ServerManager {
     }
 
     /// Learns a SCRAM ClientKey from a client's login (checked against the user's
-    /// verifier), when no better credential is known.
+    /// verifier), when no better credential is known; a newer key replaces an older one
+    /// (the verifier may have changed: `auth_query` fetched a new one).
     pub fn learn_client_key(&self, key: [u8; 32], secret: &ScramSecret) {
         let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
-        if matches!(*cred, ServerCredential::None) {
+        let stale = match &*cred {
+            ServerCredential::None => true,
+            ServerCredential::ScramClientKey { key: old, .. } => *old != key,
+            _ => false,
+        };
+        if stale {
             *cred = ServerCredential::ScramClientKey {
                 key,
                 secret: Box::new(secret.clone()),
             };
         }
+    }
+
+    /// Takes `credential` (fetched with `auth_query` for `user`) as this pool's server
+    /// login, unless the pool logs in as a database's fixed user or the credential is no
+    /// better than a ClientKey already learned.
+    pub fn refresh_credential(&self, user: &str, credential: &ServerCredential) {
+        if matches!(credential, ServerCredential::None) || self.target().user != user {
+            return;
+        }
+        *self.credential.write().unwrap_or_else(|e| e.into_inner()) = credential.clone();
     }
 }
 

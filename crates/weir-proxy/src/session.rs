@@ -47,6 +47,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Users' secrets, derived once per (re)load.
     pub credentials: Credentials,
+    /// Secrets fetched with `auth_query`, cached for `auth_query_cache_ttl`.
+    pub auth_query: crate::auth_query::AuthQueryCache,
     /// The server connection pools (they hold the configuration in force).
     pub pools: Pools,
     /// Live clients' cancel keys.
@@ -93,6 +95,7 @@ impl Shared {
             max_client_conn: AtomicU32::new(config.max_client_conn),
             config,
             credentials,
+            auth_query: Default::default(),
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(ClientRegistry::default()),
             statements: Arc::default(),
@@ -414,12 +417,27 @@ async fn login(
         stream.write_all(&out).await?;
         out.clear();
     }
+    let auth_type = shared.config().auth_type;
+    // A user in no file is looked up with auth_query (when an auth_user applies); trust
+    // needs no secret, and the admin console's users are always configured ones.
+    let (secrets, from_query) = match shared.credentials.get(&user) {
+        Some(s) => (Some(s), false),
+        None if auth_type != weir_config::AuthType::Trust
+            && !crate::admin_hook::is_admin_database(&database) =>
+        {
+            (
+                shared.auth_query.lookup(shared, &database, &user).await?,
+                true,
+            )
+        }
+        None => (None, false),
+    };
     let outcome = authenticate(
         stream,
         rbuf,
         &user,
-        shared.config().auth_type,
-        &shared.credentials,
+        auth_type,
+        secrets.as_deref(),
         tls.as_ref().map(|t| t.end_point()),
     )
     .await?;
@@ -433,20 +451,23 @@ async fn login(
         }));
     }
 
-    let credential = shared
-        .credentials
-        .get(&user)
+    let credential = secrets
+        .as_ref()
         .map(|s| s.server.clone())
         .unwrap_or(crate::server::ServerCredential::None);
     let entry = shared
         .pools
         .get_or_create(&database, &user, &credential)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
+    if from_query {
+        // The pool may predate a password change the lookup just saw.
+        entry.pool.manager().refresh_credential(&user, &credential);
+    }
     if let (Some(key), Some(secret)) = (
         outcome.client_key,
-        shared.credentials.get(&user).and_then(|s| s.scram.clone()),
+        secrets.as_ref().and_then(|s| s.scram.as_ref()),
     ) {
-        entry.pool.manager().learn_client_key(key, &secret);
+        entry.pool.manager().learn_client_key(key, secret);
     }
 
     // The client expects the server's parameters now; the first login to a pool makes a
