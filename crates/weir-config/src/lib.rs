@@ -12,6 +12,7 @@
 pub mod auth_file;
 pub mod duration;
 mod error;
+pub mod hba;
 mod locate;
 mod scaling;
 pub mod size;
@@ -129,6 +130,13 @@ pub struct Config {
     /// PgBouncer-style `userlist.txt`; relative to the config file's directory. After
     /// [`Config::load`] this holds the resolved path.
     pub auth_file: Option<PathBuf>,
+    /// pg_hba.conf-style rules used when `auth_type = "hba"`; relative to the config
+    /// file's directory, re-read by `RELOAD`. After [`Config::load`] this holds the
+    /// resolved path and [`Config::hba`] the rules.
+    pub auth_hba_file: Option<PathBuf>,
+    /// The rules of `auth_hba_file`, read by [`Config::load`] or [`Config::read_hba_file`].
+    #[serde(skip)]
+    pub hba: Option<std::sync::Arc<hba::HbaRules>>,
     /// PgBouncer's `auth_user`: a user not in the auth file is looked up on the server by
     /// running `auth_query` as this user (whose own secret must be known). `None` = off.
     pub auth_user: Option<String>,
@@ -288,6 +296,8 @@ impl Default for Config {
             max_db_connections: 0,
             auth_type: AuthType::ScramSha256,
             auth_file: None,
+            auth_hba_file: None,
+            hba: None,
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.to_owned(),
             auth_dbname: None,
@@ -555,6 +565,10 @@ impl Config {
             config.auth_file = Some(resolved);
         }
         let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(file) = config.auth_hba_file.take() {
+            config.auth_hba_file = Some(dir.join(file));
+            config.read_hba_file()?;
+        }
         for file in config.tls_files_mut() {
             if let Some(p) = file.as_mut() {
                 *p = dir.join(&*p);
@@ -566,6 +580,18 @@ impl Config {
             .check()
             .map_err(|p| p.into_error(&origin, tree.as_ref(), &overridden))?;
         Ok(config)
+    }
+
+    /// Reads `auth_hba_file` (as given: resolved by [`Config::load`]) into [`Config::hba`].
+    ///
+    /// # Errors
+    /// The file cannot be read, or a rule is malformed or unsupported (with its line).
+    pub fn read_hba_file(&mut self) -> Result<(), ConfigError> {
+        self.hba = match &self.auth_hba_file {
+            Some(path) => Some(std::sync::Arc::new(hba::HbaRules::read(path)?)),
+            None => None,
+        };
+        Ok(())
     }
 
     /// The TLS certificate, key and CA file settings (resolved against the config file's

@@ -142,6 +142,27 @@ impl Config {
             ));
         }
         self.check_tls()?;
+        match (&self.auth_hba_file, self.auth_type) {
+            (None, crate::AuthType::Hba) => {
+                return Err(Problem::new(
+                    &["auth_type"],
+                    "\"hba\" needs auth_hba_file (the pg_hba.conf-style rules)",
+                ))
+            }
+            (Some(p), _) if p.as_os_str().is_empty() => {
+                return Err(Problem::new(
+                    &["auth_hba_file"],
+                    "must not be empty; remove the key if there is no hba file",
+                ))
+            }
+            (Some(_), t) if t != crate::AuthType::Hba => {
+                return Err(Problem::new(
+                    &["auth_hba_file"],
+                    format!("is only used with auth_type = \"hba\" (auth_type is \"{t}\")"),
+                ))
+            }
+            _ => {}
+        }
         self.check_auth_query(
             &[],
             self.auth_user.as_deref(),

@@ -19,6 +19,7 @@ pub mod features;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+pub mod hba;
 pub mod io;
 mod listener;
 pub mod params;

@@ -87,6 +87,21 @@ impl ServerManager {
         }
     }
 
+    /// Learns the clear-text password `user` proved (`password` method) when nothing
+    /// better than a learned ClientKey is known (and the pool logs in as `user`).
+    pub fn learn_password(&self, user: &str, password: String) {
+        if self.target().user != user {
+            return;
+        }
+        let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(
+            *cred,
+            ServerCredential::None | ServerCredential::ScramClientKey { .. }
+        ) {
+            *cred = ServerCredential::Password(password);
+        }
+    }
+
     /// Takes `credential` (fetched with `auth_query` for `user`) as this pool's server
     /// login, unless the pool logs in as a database's fixed user or the credential is no
     /// better than a ClientKey already learned.

@@ -23,7 +23,7 @@ use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
 
 use crate::admin_hook::{AdminConsole, AdminRole};
 use crate::cancel::CancelRegistry;
-use crate::client_auth::{authenticate, Credentials};
+use crate::client_auth::{authenticate, Credentials, Method};
 use crate::error::ClientError;
 use crate::params::{startup_settings, ClientParams};
 use crate::pools::{PoolEntry, Pools};
@@ -85,7 +85,12 @@ impl Shared {
     ///
     /// # Errors
     /// A configured secret is unusable.
-    pub(crate) fn new(config: Config) -> Result<Shared, crate::ProxyError> {
+    pub(crate) fn new(mut config: Config) -> Result<Shared, crate::ProxyError> {
+        if config.auth_hba_file.is_some() && config.hba.is_none() {
+            config
+                .read_hba_file()
+                .map_err(|e| crate::ProxyError::Config(e.to_string()))?;
+        }
         let credentials = Credentials::from_config(&config)?;
         let tls = Arc::new(crate::tls::Tls::from_config(&config)?);
         let config = Arc::new(config);
@@ -417,26 +422,27 @@ async fn login(
         stream.write_all(&out).await?;
         out.clear();
     }
-    let auth_type = shared.config().auth_type;
+    let config = shared.config();
+    let method = match Method::of(config.auth_type) {
+        Some(m) => m,
+        None => crate::hba::method_for(&config, stream, &user, &database)?,
+    };
+    drop(config);
     // A user in no file is looked up with auth_query (when an auth_user applies); trust
     // needs no secret, and the admin console's users are always configured ones.
     let (secrets, from_query) = match shared.credentials.get(&user) {
         Some(s) => (Some(s), false),
-        None if auth_type != weir_config::AuthType::Trust
-            && !crate::admin_hook::is_admin_database(&database) =>
-        {
-            (
-                shared.auth_query.lookup(shared, &database, &user).await?,
-                true,
-            )
-        }
+        None if method != Method::Trust && !crate::admin_hook::is_admin_database(&database) => (
+            shared.auth_query.lookup(shared, &database, &user).await?,
+            true,
+        ),
         None => (None, false),
     };
     let outcome = authenticate(
         stream,
         rbuf,
         &user,
-        auth_type,
+        method,
         secrets.as_deref(),
         tls.as_ref().map(|t| t.end_point()),
     )
@@ -468,6 +474,9 @@ async fn login(
         secrets.as_ref().and_then(|s| s.scram.as_ref()),
     ) {
         entry.pool.manager().learn_client_key(key, secret);
+    }
+    if let Some(password) = outcome.password {
+        entry.pool.manager().learn_password(&user, password);
     }
 
     // The client expects the server's parameters now; the first login to a pool makes a
