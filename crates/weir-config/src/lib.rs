@@ -125,6 +125,9 @@ pub struct Config {
     pub max_client_conn: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
     pub max_db_connections: u32,
+    /// Most server connections per user over all its pools (every database); 0 =
+    /// unlimited (default). Per user too (`[users.NAME]`).
+    pub max_user_connections: u32,
     /// How clients authenticate to the proxy. Default `scram-sha-256`.
     pub auth_type: AuthType,
     /// PgBouncer-style `userlist.txt`; relative to the config file's directory. After
@@ -294,6 +297,7 @@ impl Default for Config {
             priority_rules: Vec::new(),
             max_client_conn: 10_000,
             max_db_connections: 0,
+            max_user_connections: 0,
             auth_type: AuthType::ScramSha256,
             auth_file: None,
             auth_hba_file: None,
@@ -475,6 +479,9 @@ pub struct UserConfig {
     pub password: Option<Secret>,
     /// Pool mode for this user's pools; wins over the database's and the global one.
     pub pool_mode: Option<PoolMode>,
+    /// Most server connections of this user over all databases; `None` = the global
+    /// `max_user_connections`.
+    pub max_user_connections: Option<u32>,
 }
 
 /// Command-line / environment values; each `Some` wins over everything in the file.
@@ -704,6 +711,14 @@ impl Config {
     /// Whether the scaling engine sizes the pools of database `db`.
     pub fn autoscaled(&self, db: &str) -> bool {
         self.autoscale && self.max_pool_size_for(db) > 0
+    }
+
+    /// Effective `max_user_connections` for server logins as `user` (0 = unlimited).
+    pub fn max_user_connections_for(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.max_user_connections)
     }
 
     /// Effective pool mode for `user` on `db`: the user's, else the database's, else the

@@ -1,5 +1,6 @@
 //! `max_db_connections`: one budget of server connections per database, shared by all
-//! its pools, that RELOAD can change without a restart.
+//! its pools, that RELOAD can change without a restart. `max_user_connections` uses the
+//! same kind of group, one per server login user over the pools of every database.
 //!
 //! A semaphore holds the budget (a very large one when unlimited, so connections
 //! opened while unlimited are counted too and a later limit is exact). Growing adds
