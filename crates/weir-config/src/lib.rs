@@ -125,6 +125,12 @@ pub struct Config {
     pub max_client_conn: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
     pub max_db_connections: u32,
+    /// PgBouncer's `reserve_pool_size`: extra server connections a pool may open once a
+    /// client has waited `reserve_pool_timeout`; 0 = none (default). Per database too.
+    pub reserve_pool_size: u32,
+    /// How long a client waits before its pool may use the reserve. Default 5s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reserve_pool_timeout: Duration,
     /// Most server connections per user over all its pools (every database); 0 =
     /// unlimited (default). Per user too (`[users.NAME]`).
     pub max_user_connections: u32,
@@ -298,6 +304,8 @@ impl Default for Config {
             max_client_conn: 10_000,
             max_db_connections: 0,
             max_user_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
             auth_type: AuthType::ScramSha256,
             auth_file: None,
             auth_hba_file: None,
@@ -385,6 +393,11 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     /// Query dedup for this database; `None` = the global `dedup`.
     pub dedup: Option<bool>,
+    /// `reserve_pool_size` for this database's pools; `None` = the global one.
+    pub reserve_pool_size: Option<u32>,
+    /// `reserve_pool_timeout` for this database's pools; `None` = the global one.
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub reserve_pool_timeout: Option<Duration>,
     /// `auth_user` for logins to this database; `None` = the global one.
     pub auth_user: Option<String>,
     /// `auth_query` for logins to this database; `None` = the global one.
@@ -409,6 +422,8 @@ impl Default for DatabaseConfig {
             max_queue: None,
             pool_mode: None,
             dedup: None,
+            reserve_pool_size: None,
+            reserve_pool_timeout: None,
             auth_user: None,
             auth_query: None,
             auth_dbname: None,
@@ -431,6 +446,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
             .field("dedup", &self.dedup)
+            .field("reserve_pool_size", &self.reserve_pool_size)
+            .field("reserve_pool_timeout", &self.reserve_pool_timeout)
             .field("auth_user", &self.auth_user)
             .field("auth_query", &self.auth_query)
             .field("auth_dbname", &self.auth_dbname)
@@ -711,6 +728,17 @@ impl Config {
     /// Whether the scaling engine sizes the pools of database `db`.
     pub fn autoscaled(&self, db: &str) -> bool {
         self.autoscale && self.max_pool_size_for(db) > 0
+    }
+
+    /// Effective (`reserve_pool_size`, `reserve_pool_timeout`) for database `db`.
+    pub fn reserve_pool_for(&self, db: &str) -> (u32, Duration) {
+        let d = self.databases.get(db);
+        (
+            d.and_then(|d| d.reserve_pool_size)
+                .unwrap_or(self.reserve_pool_size),
+            d.and_then(|d| d.reserve_pool_timeout)
+                .unwrap_or(self.reserve_pool_timeout),
+        )
     }
 
     /// Effective `max_user_connections` for server logins as `user` (0 = unlimited).

@@ -575,6 +575,8 @@ pub fn settings_for(c: &Config, database: &str) -> PoolSettings {
         max_lifetime: Some(c.server_lifetime),
         login_retry: c.server_login_retry,
         max_queue: c.max_queue_for(database) as usize,
+        reserve_size: c.reserve_pool_for(database).0,
+        reserve_timeout: c.reserve_pool_for(database).1,
         priority_aging: c.priority_aging,
     }
 }
