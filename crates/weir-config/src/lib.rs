@@ -123,6 +123,9 @@ pub struct Config {
     pub dedup_functions: Vec<String>,
     /// Most client connections at once. Default 10 000.
     pub max_client_conn: u32,
+    /// Most new connections per second from one source address (a burst of one
+    /// second's worth); more are refused at once with 53300. 0 = unlimited (default).
+    pub max_connection_rate: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
     pub max_db_connections: u32,
     /// PgBouncer's `reserve_pool_size`: extra server connections a pool may open once a
@@ -302,6 +305,7 @@ impl Default for Config {
             priority_aging: Duration::from_secs(1),
             priority_rules: Vec::new(),
             max_client_conn: 10_000,
+            max_connection_rate: 0,
             max_db_connections: 0,
             max_user_connections: 0,
             reserve_pool_size: 0,

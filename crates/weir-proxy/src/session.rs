@@ -49,6 +49,8 @@ pub struct Shared {
     pub credentials: Credentials,
     /// Secrets fetched with `auth_query`, cached for `auth_query_cache_ttl`.
     pub auth_query: crate::auth_query::AuthQueryCache,
+    /// `max_connection_rate`'s buckets by source address.
+    pub(crate) connection_rate: crate::rate::ConnectionRate,
     /// The server connection pools (they hold the configuration in force).
     pub pools: Pools,
     /// Live clients' cancel keys.
@@ -101,6 +103,7 @@ impl Shared {
             config,
             credentials,
             auth_query: Default::default(),
+            connection_rate: Default::default(),
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(ClientRegistry::default()),
             statements: Arc::default(),
