@@ -59,11 +59,7 @@ fn documented_small_example() {
     // auth_file is relative to PgBouncer's working directory: written absolute.
     let auth_file = v["auth_file"].as_str().expect("auth_file");
     assert!(Path::new(auth_file).is_absolute(), "{auth_file}");
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "auth_user=someuser"
-    ));
+    assert_eq!(db.auth_user.as_deref(), Some("someuser"));
     assert!(has_note(&imported, NoteKind::Ignored, "logfile"));
     assert!(has_note(&imported, NoteKind::Ignored, "pidfile"));
 }
@@ -118,11 +114,7 @@ fn documented_database_examples() {
         (nd.pool_size, nd.pool_mode),
         (Some(50), Some(PoolMode::Transaction))
     );
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "reserve_pool=10"
-    ));
+    assert_eq!(nd.reserve_pool_size, Some(10));
     assert!(has_note(
         &imported,
         NoteKind::Unsupported,
@@ -142,11 +134,7 @@ fn documented_database_examples() {
     ));
     assert!(!dbs.contains_key("*"));
     assert_eq!(config.users["user1"].pool_mode, Some(PoolMode::Session));
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "max_user_connections=3"
-    ));
+    assert_eq!(config.users["user1"].max_user_connections, Some(3));
     assert_eq!(config.listen.to_string(), "0.0.0.0:6432");
 }
 
