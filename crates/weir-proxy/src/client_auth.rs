@@ -173,6 +173,36 @@ impl Method {
     }
 }
 
+/// How `user` asking for `database` logs in (`auth_type`, or its `auth_hba_file` rule)
+/// and with which secrets: the configured ones, else (unless no password is needed, or
+/// it is the admin console) those `auth_query` fetches. The flag says they came from
+/// `auth_query`.
+///
+/// # Errors
+/// An hba rule refuses the client (28000), or the `auth_query` lookup failed.
+pub async fn method_and_secrets(
+    shared: &crate::session::Shared,
+    stream: &Stream,
+    user: &str,
+    database: &str,
+) -> Result<(Method, Option<Arc<UserSecrets>>, bool), ClientError> {
+    let method = {
+        let config = shared.config();
+        match Method::of(config.auth_type) {
+            Some(m) => m,
+            None => crate::hba::method_for(&config, stream, user, database)?,
+        }
+    };
+    Ok(match shared.credentials.get(user) {
+        Some(s) => (method, Some(s), false),
+        None if method != Method::Trust && !crate::admin_hook::is_admin_database(database) => {
+            let found = shared.auth_query.lookup(shared, database, user).await?;
+            (method, found, true)
+        }
+        None => (method, None, false),
+    })
+}
+
 /// Runs the authentication exchange with a client and sends AuthenticationOk on success.
 /// `secrets` are the user's (from the configuration or `auth_query`); `None` runs the
 /// exchange against a throwaway secret and fails it as a wrong password.

@@ -23,7 +23,7 @@ use weir_wire::startup::{parse_initial, InitialPacket, StartupMessage};
 
 use crate::admin_hook::{AdminConsole, AdminRole};
 use crate::cancel::CancelRegistry;
-use crate::client_auth::{authenticate, Credentials, Method};
+use crate::client_auth::{authenticate, Credentials};
 use crate::error::ClientError;
 use crate::params::{startup_settings, ClientParams};
 use crate::pools::{PoolEntry, Pools};
@@ -425,22 +425,8 @@ async fn login(
         stream.write_all(&out).await?;
         out.clear();
     }
-    let config = shared.config();
-    let method = match Method::of(config.auth_type) {
-        Some(m) => m,
-        None => crate::hba::method_for(&config, stream, &user, &database)?,
-    };
-    drop(config);
-    // A user in no file is looked up with auth_query (when an auth_user applies); trust
-    // needs no secret, and the admin console's users are always configured ones.
-    let (secrets, from_query) = match shared.credentials.get(&user) {
-        Some(s) => (Some(s), false),
-        None if method != Method::Trust && !crate::admin_hook::is_admin_database(&database) => (
-            shared.auth_query.lookup(shared, &database, &user).await?,
-            true,
-        ),
-        None => (None, false),
-    };
+    let (method, secrets, from_query) =
+        crate::client_auth::method_and_secrets(shared, stream, &user, &database).await?;
     let outcome = authenticate(
         stream,
         rbuf,
