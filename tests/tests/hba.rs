@@ -3,8 +3,11 @@
 //! 28000 answers when no rule matches or the rule rejects. Real clients (tokio-postgres
 //! from two loopback addresses, psql with and without TLS and with a certificate).
 
+mod admin_support;
+
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
@@ -201,4 +204,50 @@ async fn cert_logs_in_the_user_its_certificate_names() {
         "{text}"
     );
     proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_rereads_the_rules_and_keeps_the_old_ones_if_the_new_file_is_bad() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = admin_support::admin_config(PoolMode::Transaction, 2);
+    let hba = tmp.path().join("hba.conf");
+    let config = with_hba(
+        base.clone(),
+        tmp.path(),
+        &format!(
+            "host all {MD5_USER} 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        ),
+    );
+    // RELOAD re-reads the file as the binary does (Config::load reads it with the config).
+    let loader: pgweir::admin::Loader = {
+        let (base, hba) = (config.clone(), hba.clone());
+        Arc::new(move || {
+            let mut c = base.clone();
+            c.auth_hba_file = Some(hba.clone());
+            c.read_hba_file().map_err(|e| e.to_string())?;
+            Ok(c)
+        })
+    };
+    let pgweir = admin_support::start(config, Some(loader)).await;
+    let md5 = || connect_from("127.0.0.1", pgweir.addr, MD5_USER, MD5_PASSWORD, APP_DB);
+    let (code, _) = refusal(md5().await);
+    assert_eq!(code, SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+
+    std::fs::write(&hba, "host all all 127.0.0.1/32 md5\n").unwrap();
+    admin_support::ok(&pgweir.admin("RELOAD"));
+    md5().await.expect("allowed after RELOAD");
+
+    // A bad file: RELOAD fails with file:line and the rules in force stay.
+    std::fs::write(
+        &hba,
+        "host all all 127.0.0.1/32 md5\nhost all +staff all md5\n",
+    )
+    .unwrap();
+    let err = admin_support::err(&pgweir.admin("RELOAD"));
+    assert!(
+        err.contains("hba.conf:2") && err.contains("+staff"),
+        "{err}"
+    );
+    md5().await.expect("the previous rules still apply");
+    pgweir.stop().await;
 }
