@@ -223,3 +223,25 @@ async fn a_failed_lookup_is_a_clear_connection_error() {
     assert!(db_message(&err).contains("auth_query"), "{err:?}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_database_auth_user_applies_to_that_database_only() {
+    let pg = cluster();
+    let mut config = config(&pg, "");
+    let mut other = config.databases[APP_DB].clone();
+    other.dbname = Some(APP_DB.to_owned());
+    config.databases.insert("other".to_owned(), other);
+    config.databases.get_mut(APP_DB).expect("app").auth_user = Some("postgres".to_owned());
+    config.validate().expect("valid");
+    let proxy = start_proxy(config).await;
+    connect(&proxy.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB))
+        .await
+        .expect("app has an auth_user")
+        .simple_query("select 1")
+        .await
+        .unwrap();
+    // `other` has none, and the user is in no file: refused like a wrong password.
+    let refused = connect(&proxy.url(SCRAM_USER, SCRAM_PASSWORD, "other")).await;
+    assert_eq!(code(refused), Some(SqlState::INVALID_PASSWORD));
+    proxy.stop().await;
+}

@@ -332,7 +332,7 @@ impl Config {
         Ok(())
     }
 
-    fn durations(&self) -> [(&'static str, std::time::Duration); 8] {
+    fn durations(&self) -> [(&'static str, std::time::Duration); 10] {
         [
             ("server_connect_timeout", self.server_connect_timeout),
             ("server_login_retry", self.server_login_retry),
@@ -342,6 +342,8 @@ impl Config {
             ("idle_transaction_timeout", self.idle_transaction_timeout),
             ("server_idle_timeout", self.server_idle_timeout),
             ("server_lifetime", self.server_lifetime),
+            ("reserve_pool_timeout", self.reserve_pool_timeout),
+            ("auth_query_cache_ttl", self.auth_query_cache_ttl),
         ]
     }
 }
