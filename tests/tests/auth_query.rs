@@ -34,9 +34,11 @@ fn cluster() -> TempCluster {
         APP_DB,
         &format!(
             "CREATE SCHEMA pgweir_auth;
+             CREATE TABLE pgweir_auth.calls (usename text);
              CREATE FUNCTION pgweir_auth.lookup(i_user text, OUT usename text, OUT passwd text)
                RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS
-               $$ SELECT rolname::text, rolpassword FROM pg_catalog.pg_authid
+               $$ INSERT INTO pgweir_auth.calls VALUES (i_user);
+                  SELECT rolname::text, rolpassword FROM pg_catalog.pg_authid
                   WHERE rolname = i_user AND rolcanlogin $$;
              REVOKE ALL ON FUNCTION pgweir_auth.lookup(text) FROM public;
              GRANT USAGE ON SCHEMA pgweir_auth TO {AUTH_USER};
@@ -243,5 +245,25 @@ async fn a_per_database_auth_user_applies_to_that_database_only() {
     // `other` has none, and the user is in no file: refused like a wrong password.
     let refused = connect(&proxy.url(SCRAM_USER, SCRAM_PASSWORD, "other")).await;
     assert_eq!(code(refused), Some(SqlState::INVALID_PASSWORD));
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_runs_one_lookup() {
+    let pg = cluster();
+    let proxy = start_proxy(lookup_config(&pg)).await;
+    let logins: Vec<_> = (0..16)
+        .map(|_| {
+            let url = proxy.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB);
+            tokio::spawn(async move { connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for login in logins {
+        login.await.unwrap().expect("login via auth_query");
+    }
+    let calls = pg
+        .psql(APP_DB, "select count(*) from pgweir_auth.calls")
+        .unwrap();
+    assert_eq!(calls, "1", "16 logins at once, one lookup (then the cache)");
     proxy.stop().await;
 }

@@ -38,6 +38,9 @@ type CacheKey = (String, String);
 #[derive(Default)]
 pub struct AuthQueryCache {
     entries: Mutex<HashMap<CacheKey, (Instant, Arc<UserSecrets>)>>,
+    /// One lookup per key at a time: a burst of logins (an application's pool starting)
+    /// waits for the first answer instead of each opening a connection to the server.
+    inflight: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AuthQueryCache {
@@ -62,15 +65,61 @@ impl AuthQueryCache {
         };
         let key = (auth_db.to_owned(), user.to_owned());
         let ttl = config.auth_query_cache_ttl;
-        if !ttl.is_zero() {
-            let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, secrets)) = entries.get(&key) {
-                if at.elapsed() < ttl {
-                    return Ok(Some(secrets.clone()));
+        if let Some(secrets) = self.cached(&key, ttl) {
+            return Ok(Some(secrets));
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _turn = gate.lock().await;
+            // The lookup this one waited for may have answered it.
+            match self.cached(&key, ttl) {
+                Some(secrets) => Ok(Some(secrets)),
+                None => {
+                    self.fetch_and_cache(shared, &config, (auth_user, query), key.clone(), ttl)
+                        .await
                 }
             }
+        };
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the map and this lookup hold it: nobody waits, forget it.
+        if inflight
+            .get(&key)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            inflight.remove(&key);
         }
-        let secret = fetch(shared, &config, auth_user, query, auth_db, user).await?;
+        result
+    }
+
+    /// The cached secrets for `key`, if fetched within `ttl`.
+    fn cached(&self, key: &CacheKey, ttl: Duration) -> Option<Arc<UserSecrets>> {
+        if ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, secrets)| secrets.clone())
+    }
+
+    /// Runs the lookup for `key` (auth database, user) and caches a secret found.
+    async fn fetch_and_cache(
+        &self,
+        shared: &Shared,
+        config: &Config,
+        (auth_user, query): (&str, &str),
+        key: CacheKey,
+        ttl: Duration,
+    ) -> Result<Option<Arc<UserSecrets>>, ClientError> {
+        let (auth_db, user) = (key.0.as_str(), key.1.as_str());
+        let secret = fetch(shared, config, auth_user, query, auth_db, user).await?;
         let Some(secret) = secret else {
             self.forget(&key);
             return Ok(None);
