@@ -267,3 +267,30 @@ async fn a_burst_of_logins_runs_one_lookup() {
     assert_eq!(calls, "1", "16 logins at once, one lookup (then the cache)");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_works_with_a_verifier_from_auth_query() {
+    let pg = cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = weir_tests::certs::make_certs(tmp.path(), "pgweir auth_query CA");
+    let mut config = lookup_config(&pg);
+    config.client_tls_sslmode = weir_config::SslMode::Prefer;
+    config.client_tls_cert_file = Some(certs.server_cert());
+    config.client_tls_key_file = Some(certs.server_key());
+    let proxy = start_proxy(config).await;
+    let url = format!(
+        "{}?sslmode=require&channel_binding=require",
+        proxy.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB)
+    );
+    let out =
+        tokio::task::spawn_blocking(move || run_psql(&url, &["-At", "-c", "select current_user"]))
+            .await
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "SCRAM-SHA-256-PLUS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), SCRAM_USER);
+    proxy.stop().await;
+}
