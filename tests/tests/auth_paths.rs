@@ -105,3 +105,85 @@ async fn max_db_connections_caps_all_pools_of_a_database() {
     assert!(peak >= 1, "saw the server connections");
     assert!(peak <= 2, "max_db_connections = 2 but saw {peak} backends");
 }
+
+/// Peak number of backends per user while `tasks` run (sampled from pg_stat_activity).
+async fn peak_backends(
+    tasks: &[tokio::task::JoinHandle<()>],
+    users: &[&str],
+) -> std::collections::HashMap<String, u32> {
+    let mut peak = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let list = users
+        .iter()
+        .map(|u| format!("'{u}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    while tasks.iter().any(|t| !t.is_finished()) && tokio::time::Instant::now() < deadline {
+        let out = shared_cluster()
+            .psql(
+                "postgres",
+                &format!("select usename, count(*) from pg_stat_activity where usename in ({list}) group by usename"),
+            )
+            .unwrap();
+        for line in out.lines() {
+            if let Some((user, n)) = line.split_once('|') {
+                let n: u32 = n.trim().parse().unwrap();
+                let p = peak.entry(user.to_owned()).or_insert(0);
+                *p = (*p).max(n);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_caps_a_users_pools_across_databases() {
+    let mut config = config(&format!(
+        "max_user_connections = 2\ndefault_pool_size = 5\nquery_wait_timeout = \"20s\"\n\
+         [users.{SCRAM_USER}]\npassword = \"{SCRAM_PASSWORD}\"\n\
+         [users.{MD5_USER}]\npassword = \"{MD5_PASSWORD}\"\nmax_user_connections = 1\n"
+    ));
+    // A second name for the same database: a second pool of each user.
+    let mut other = config.databases[APP_DB].clone();
+    other.dbname = Some(APP_DB.to_owned());
+    config.databases.insert("app2".to_owned(), other);
+    let proxy = start_proxy(config).await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (user, password) = if i % 3 == 0 {
+            (MD5_USER, MD5_PASSWORD)
+        } else {
+            (SCRAM_USER, SCRAM_PASSWORD)
+        };
+        let db = if i % 2 == 0 { APP_DB } else { "app2" };
+        let url = proxy.url(user, password, db);
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&url).await.expect("login");
+            for _ in 0..3 {
+                client
+                    .simple_query("select pg_sleep(0.05)")
+                    .await
+                    .expect("query waits for a connection, then runs");
+            }
+        }));
+    }
+    let peak = peak_backends(&tasks, &[SCRAM_USER, MD5_USER]).await;
+    for t in tasks {
+        t.await.expect("client task succeeded");
+    }
+    let scram = peak.get(SCRAM_USER).copied().unwrap_or(0);
+    let md5 = peak.get(MD5_USER).copied().unwrap_or(0);
+    assert!(
+        scram >= 1 && md5 >= 1,
+        "saw the server connections: {peak:?}"
+    );
+    assert!(
+        scram <= 2,
+        "max_user_connections = 2 but saw {scram} backends of {SCRAM_USER}"
+    );
+    assert!(
+        md5 <= 1,
+        "{MD5_USER}'s max_user_connections = 1 but saw {md5}"
+    );
+}

@@ -175,7 +175,10 @@ fn every_setting_in_pgbouncers_manual_is_mapped_or_explained() {
         "auth_type" => "md5",
         "pool_mode" => "transaction",
         "auth_file" | "auth_hba_file" => "/dev/null",
-        "server_reset_query" | "server_check_query" | "auth_query" => "SELECT 1",
+        "server_reset_query" | "server_check_query" => "SELECT 1",
+        "auth_query" => "SELECT usename, passwd FROM pg_shadow WHERE usename=$1",
+        // The one database below.
+        "auth_dbname" => "all",
         k if k.ends_with("_users") || k == "user" || k == "auth_user" => "someone",
         _ => "1",
     };
@@ -190,6 +193,10 @@ fn every_setting_in_pgbouncers_manual_is_mapped_or_explained() {
             "pool_mode" => "pool_mode=session".to_owned(),
             "password" | "user" | "dbname" | "auth_user" => format!("{k}=x"),
             "connect_query" => "connect_query='SELECT 1'".to_owned(),
+            "auth_query" => {
+                "auth_query='SELECT usename, passwd FROM pg_shadow WHERE usename=$1'".to_owned()
+            }
+            "auth_dbname" => "auth_dbname=all".to_owned(),
             k => format!("{k}=1"),
         })
         .collect();

@@ -304,7 +304,7 @@ impl AdminBackend for Admin {
                     force_user: db.user.clone(),
                     pool_size: config.pool_size_for(name),
                     min_pool_size: config.min_pool_size_for(name),
-                    reserve_pool: 0,
+                    reserve_pool: config.reserve_pool_for(name).0,
                     pool_mode: db.pool_mode.map(|m| m.to_string()),
                     max_connections: config.max_db_connections,
                     current_connections: current,

@@ -99,6 +99,50 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             String::new(),
         ),
         (
+            "auth_hba_file",
+            c.auth_hba_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            String::new(),
+        ),
+        (
+            "auth_user",
+            c.auth_user.clone().unwrap_or_default(),
+            String::new(),
+        ),
+        ("auth_query", c.auth_query.clone(), d.auth_query.clone()),
+        (
+            "auth_dbname",
+            c.auth_dbname.clone().unwrap_or_default(),
+            String::new(),
+        ),
+        (
+            "auth_query_cache_ttl",
+            secs(c.auth_query_cache_ttl),
+            secs(d.auth_query_cache_ttl),
+        ),
+        (
+            "max_user_connections",
+            c.max_user_connections.to_string(),
+            d.max_user_connections.to_string(),
+        ),
+        (
+            "reserve_pool_size",
+            c.reserve_pool_size.to_string(),
+            d.reserve_pool_size.to_string(),
+        ),
+        (
+            "reserve_pool_timeout",
+            secs(c.reserve_pool_timeout),
+            secs(d.reserve_pool_timeout),
+        ),
+        (
+            "max_connection_rate",
+            c.max_connection_rate.to_string(),
+            d.max_connection_rate.to_string(),
+        ),
+        (
             "server_reset_query",
             c.server_reset_query.clone(),
             d.server_reset_query.clone(),

@@ -61,7 +61,8 @@ fn import_subcommand_writes_toml_on_stdout_and_notes_on_stderr() {
     std::fs::write(
         &ini,
         "[databases]\napp = host=db.internal dbname=app\n[pgbouncer]\nlisten_addr = *\n\
-         listen_port = 6432\nlogfile = /var/log/pgbouncer.log\nreserve_pool_size = 5\n",
+         listen_port = 6432\nlogfile = /var/log/pgbouncer.log\nreserve_pool_size = 5\n\
+         server_round_robin = 1\n",
     )
     .expect("write ini");
     let out = Command::new(env!("CARGO_BIN_EXE_pgweir"))
@@ -78,8 +79,9 @@ fn import_subcommand_writes_toml_on_stdout_and_notes_on_stderr() {
         stderr.contains("pgbouncer.ini:6: ignored: logfile"),
         "{stderr}"
     );
+    assert_eq!(config.reserve_pool_size, 5);
     assert!(
-        stderr.contains("pgbouncer.ini:7: unsupported: reserve_pool_size"),
+        stderr.contains("pgbouncer.ini:8: unsupported: server_round_robin"),
         "{stderr}"
     );
     // A missing file is an error with the path, exit 1.

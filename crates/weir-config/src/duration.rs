@@ -97,6 +97,17 @@ where
     deserializer.deserialize_any(DurationVisitor)
 }
 
+/// [`deserialize`] for an optional key (use with `#[serde(default)]`: absent = `None`).
+///
+/// # Errors
+/// As [`deserialize`].
+pub fn deserialize_option<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    deserialize(deserializer).map(Some)
+}
+
 struct DurationVisitor;
 
 impl serde::de::Visitor<'_> for DurationVisitor {

@@ -9,9 +9,11 @@
 //! merge its users under `[users]`, apply command-line/environment overrides, validate.
 //! Every error says where: `proxy.toml:12: key `databases.app.pool_size`: must be at least 1`.
 
+mod access;
 pub mod auth_file;
 pub mod duration;
 mod error;
+pub mod hba;
 mod locate;
 mod scaling;
 pub mod size;
@@ -50,6 +52,11 @@ pub fn parse_flag(s: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// PgBouncer's default `auth_query`, with `pg_catalog.` so that no `search_path` can
+/// put another `pg_shadow` in front of the real one (CVE-2025-12819's lesson).
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1";
 
 /// Smallest accepted `max_message_size` (1 MiB): lower limits break ordinary queries with
 /// large parameters or rows in ways that are hard to diagnose.
@@ -117,13 +124,45 @@ pub struct Config {
     pub dedup_functions: Vec<String>,
     /// Most client connections at once. Default 10 000.
     pub max_client_conn: u32,
+    /// Most new connections per second from one source address (a burst of one
+    /// second's worth); more are refused at once with 53300. 0 = unlimited (default).
+    pub max_connection_rate: u32,
     /// Most server connections per database over all its pools; 0 = unlimited (default).
     pub max_db_connections: u32,
+    /// PgBouncer's `reserve_pool_size`: extra server connections a pool may open once a
+    /// client has waited `reserve_pool_timeout`; 0 = none (default). Per database too.
+    pub reserve_pool_size: u32,
+    /// How long a client waits before its pool may use the reserve. Default 5s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub reserve_pool_timeout: Duration,
+    /// Most server connections per user over all its pools (every database); 0 =
+    /// unlimited (default). Per user too (`[users.NAME]`).
+    pub max_user_connections: u32,
     /// How clients authenticate to the proxy. Default `scram-sha-256`.
     pub auth_type: AuthType,
     /// PgBouncer-style `userlist.txt`; relative to the config file's directory. After
     /// [`Config::load`] this holds the resolved path.
     pub auth_file: Option<PathBuf>,
+    /// pg_hba.conf-style rules used when `auth_type = "hba"`; relative to the config
+    /// file's directory, re-read by `RELOAD`. After [`Config::load`] this holds the
+    /// resolved path and [`Config::hba`] the rules.
+    pub auth_hba_file: Option<PathBuf>,
+    /// The rules of `auth_hba_file`, read by [`Config::load`] or [`Config::read_hba_file`].
+    #[serde(skip)]
+    pub hba: Option<std::sync::Arc<hba::HbaRules>>,
+    /// PgBouncer's `auth_user`: a user not in the auth file is looked up on the server by
+    /// running `auth_query` as this user (whose own secret must be known). `None` = off.
+    pub auth_user: Option<String>,
+    /// The query `auth_user` runs to fetch a user's name and secret; `$1` is the user
+    /// name, sent as a parameter. Default PgBouncer's, schema-qualified.
+    pub auth_query: String,
+    /// Database (a `[databases]` name) `auth_query` runs in; `None` = the one the client
+    /// asked for.
+    pub auth_dbname: Option<String>,
+    /// How long a secret fetched with `auth_query` is reused before it is fetched again;
+    /// 0 = every login. Default 60s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub auth_query_cache_ttl: Duration,
     /// Run on a server connection before another client gets it, in session mode only;
     /// empty = none. Default `DISCARD ALL`.
     pub server_reset_query: String,
@@ -267,9 +306,19 @@ impl Default for Config {
             priority_aging: Duration::from_secs(1),
             priority_rules: Vec::new(),
             max_client_conn: 10_000,
+            max_connection_rate: 0,
             max_db_connections: 0,
+            max_user_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
             auth_type: AuthType::ScramSha256,
             auth_file: None,
+            auth_hba_file: None,
+            hba: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_owned(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Duration::from_secs(60),
             server_reset_query: "DISCARD ALL".to_owned(),
             max_message_size: 1 << 30,
             server_connect_timeout: Duration::from_secs(15),
@@ -349,6 +398,17 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     /// Query dedup for this database; `None` = the global `dedup`.
     pub dedup: Option<bool>,
+    /// `reserve_pool_size` for this database's pools; `None` = the global one.
+    pub reserve_pool_size: Option<u32>,
+    /// `reserve_pool_timeout` for this database's pools; `None` = the global one.
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub reserve_pool_timeout: Option<Duration>,
+    /// `auth_user` for logins to this database; `None` = the global one.
+    pub auth_user: Option<String>,
+    /// `auth_query` for logins to this database; `None` = the global one.
+    pub auth_query: Option<String>,
+    /// `auth_dbname` for logins to this database; `None` = the global one.
+    pub auth_dbname: Option<String>,
 }
 
 impl Default for DatabaseConfig {
@@ -367,6 +427,11 @@ impl Default for DatabaseConfig {
             max_queue: None,
             pool_mode: None,
             dedup: None,
+            reserve_pool_size: None,
+            reserve_pool_timeout: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
         }
     }
 }
@@ -386,6 +451,11 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_queue", &self.max_queue)
             .field("pool_mode", &self.pool_mode)
             .field("dedup", &self.dedup)
+            .field("reserve_pool_size", &self.reserve_pool_size)
+            .field("reserve_pool_timeout", &self.reserve_pool_timeout)
+            .field("auth_user", &self.auth_user)
+            .field("auth_query", &self.auth_query)
+            .field("auth_dbname", &self.auth_dbname)
             .finish()
     }
 }
@@ -431,6 +501,9 @@ pub struct UserConfig {
     pub password: Option<Secret>,
     /// Pool mode for this user's pools; wins over the database's and the global one.
     pub pool_mode: Option<PoolMode>,
+    /// Most server connections of this user over all databases; `None` = the global
+    /// `max_user_connections`.
+    pub max_user_connections: Option<u32>,
 }
 
 /// Command-line / environment values; each `Some` wins over everything in the file.
@@ -521,6 +594,10 @@ impl Config {
             config.auth_file = Some(resolved);
         }
         let dir = path.parent().unwrap_or(Path::new(""));
+        if let Some(file) = config.auth_hba_file.take() {
+            config.auth_hba_file = Some(dir.join(file));
+            config.read_hba_file()?;
+        }
         for file in config.tls_files_mut() {
             if let Some(p) = file.as_mut() {
                 *p = dir.join(&*p);

@@ -124,13 +124,15 @@ setting_enum! {
 
 setting_enum! {
     /// How clients prove who they are to the proxy.
-    AuthType, "auth_type", "scram-sha-256, md5, trust" {
+    AuthType, "auth_type", "scram-sha-256, md5, trust, hba" {
         /// SCRAM-SHA-256; stored secrets must be SCRAM secrets or plain text.
         ScramSha256 => "scram-sha-256",
         /// MD5 password hashing; stored secrets must be `md5…` hashes or plain text.
         Md5 => "md5",
         /// No password check: any listed or unlisted user name is accepted.
         Trust => "trust",
+        /// The method comes from the first matching rule of `auth_hba_file`.
+        Hba => "hba",
     }
 }
 
@@ -237,7 +239,7 @@ impl Secret {
     /// A message saying which kinds of secret `auth_type` needs.
     pub fn check_usable_with(&self, auth_type: AuthType) -> Result<(), String> {
         match (auth_type, self) {
-            (AuthType::Trust | AuthType::Md5, _)
+            (AuthType::Trust | AuthType::Md5 | AuthType::Hba, _)
             | (AuthType::ScramSha256, Secret::Plain(_) | Secret::Scram(_)) => {}
             (AuthType::ScramSha256, Secret::Md5(_)) => {
                 return Err("an md5 hash cannot verify SCRAM authentication \

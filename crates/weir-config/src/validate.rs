@@ -142,6 +142,33 @@ impl Config {
             ));
         }
         self.check_tls()?;
+        match (&self.auth_hba_file, self.auth_type) {
+            (None, crate::AuthType::Hba) => {
+                return Err(Problem::new(
+                    &["auth_type"],
+                    "\"hba\" needs auth_hba_file (the pg_hba.conf-style rules)",
+                ))
+            }
+            (Some(p), _) if p.as_os_str().is_empty() => {
+                return Err(Problem::new(
+                    &["auth_hba_file"],
+                    "must not be empty; remove the key if there is no hba file",
+                ))
+            }
+            (Some(_), t) if t != crate::AuthType::Hba => {
+                return Err(Problem::new(
+                    &["auth_hba_file"],
+                    format!("is only used with auth_type = \"hba\" (auth_type is \"{t}\")"),
+                ))
+            }
+            _ => {}
+        }
+        self.check_auth_query(
+            &[],
+            self.auth_user.as_deref(),
+            Some(&self.auth_query),
+            self.auth_dbname.as_deref(),
+        )?;
         if self.databases.is_empty() {
             return Err(Problem::new(
                 &["databases"],
@@ -219,6 +246,12 @@ impl Config {
         if db.pool_size == Some(0) {
             return Err(Problem::new(&at("pool_size"), "must be at least 1"));
         }
+        self.check_auth_query(
+            &["databases", name],
+            db.auth_user.as_deref(),
+            db.auth_query.as_ref(),
+            db.auth_dbname.as_deref(),
+        )?;
         let size = match self.max_pool_size_for(name) {
             0 => self.pool_size_for(name),
             max => max,
@@ -259,7 +292,47 @@ impl Config {
         Ok(())
     }
 
-    fn durations(&self) -> [(&'static str, std::time::Duration); 8] {
+    /// `auth_user`, `auth_query` and `auth_dbname` at `prefix` (the top level or one
+    /// database): names not empty, the query takes the user as `$1`, the database exists.
+    fn check_auth_query(
+        &self,
+        prefix: &[&str],
+        user: Option<&str>,
+        query: Option<&String>,
+        dbname: Option<&str>,
+    ) -> Result<(), Problem> {
+        let at = |key: &'static str| {
+            let mut path = prefix.to_vec();
+            path.push(key);
+            path
+        };
+        if user.is_some_and(|u| u.trim().is_empty()) {
+            return Err(Problem::new(
+                &at("auth_user"),
+                "must not be empty; remove the key to turn auth_query off",
+            ));
+        }
+        if let Some(q) = query {
+            if !q.contains("$1") {
+                return Err(Problem::new(
+                    &at("auth_query"),
+                    "must take the user name as the parameter $1, e.g. \
+                     \"SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1\"",
+                ));
+            }
+        }
+        if let Some(d) = dbname {
+            if !self.databases.contains_key(d) {
+                return Err(Problem::new(
+                    &at("auth_dbname"),
+                    format!("names no database: add [databases.{d}] or remove the key"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn durations(&self) -> [(&'static str, std::time::Duration); 10] {
         [
             ("server_connect_timeout", self.server_connect_timeout),
             ("server_login_retry", self.server_login_retry),
@@ -269,6 +342,8 @@ impl Config {
             ("idle_transaction_timeout", self.idle_transaction_timeout),
             ("server_idle_timeout", self.server_idle_timeout),
             ("server_lifetime", self.server_lifetime),
+            ("reserve_pool_timeout", self.reserve_pool_timeout),
+            ("auth_query_cache_ttl", self.auth_query_cache_ttl),
         ]
     }
 }

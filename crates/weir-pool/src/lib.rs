@@ -104,6 +104,12 @@ pub struct PoolSettings {
     pub max_queue: usize,
     /// Waiting this long lifts a waiter one class, so no class starves.
     pub priority_aging: Duration,
+    /// PgBouncer's `reserve_pool_size`: extra connections the pool may open beyond its
+    /// size once a checkout has waited `reserve_timeout`. 0 = none.
+    pub reserve_size: u32,
+    /// PgBouncer's `reserve_pool_timeout`: how long a checkout waits before the reserve
+    /// opens.
+    pub reserve_timeout: Duration,
 }
 
 /// Why a checkout failed.
@@ -189,4 +195,7 @@ pub struct PoolStats {
     pub login_failing: bool,
     /// Checkouts waiting per class, most important first ([`Class::ALL`]'s order).
     pub waiting_by_class: [u32; 5],
+    /// Connections open beyond the size because the reserve is in use (`size`
+    /// includes the reserve while it is).
+    pub reserve_in_use: u32,
 }

@@ -221,6 +221,7 @@ impl<M: ManageConnection> Pool<M> {
                     .waiters
                     .per_class()
                     .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                reserve_in_use: st.reserve_in_use(),
             };
             let oldest = match (st.waiters.oldest(), st.paused_waiters.oldest()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -453,21 +454,39 @@ impl<M: ManageConnection> Inner<M> {
             rx,
             armed: true,
         };
+        let started = Instant::now();
+        // PgBouncer's reserve pool: after reserve_timeout in the queue, the pool may
+        // open up to reserve_size connections beyond its size (see sizing.rs).
+        let reserve_after = {
+            let st = self.lock();
+            (st.settings.reserve_size > 0).then_some(st.settings.reserve_timeout)
+        };
+        if let Some(after) = reserve_after.filter(|a| wait_timeout.is_none_or(|l| *a < l)) {
+            if let Ok(received) = tokio::time::timeout(after, &mut guard.rx).await {
+                guard.armed = false;
+                return received.map_err(|_| PoolError::Closed);
+            }
+            self.open_reserve();
+        }
         let received = match wait_timeout {
-            Some(limit) => match tokio::time::timeout(limit, &mut guard.rx).await {
-                Ok(received) => received,
-                Err(_elapsed) => {
-                    guard.armed = false;
-                    guard.rx.close();
-                    // A grant sent just before the close is ours: use it rather than bounce it.
-                    if let Ok(grant) = guard.rx.try_recv() {
-                        return Ok(grant);
+            Some(limit) => {
+                match tokio::time::timeout(limit.saturating_sub(started.elapsed()), &mut guard.rx)
+                    .await
+                {
+                    Ok(received) => received,
+                    Err(_elapsed) => {
+                        guard.armed = false;
+                        guard.rx.close();
+                        // A grant sent just before the close is ours: use it rather than bounce it.
+                        if let Ok(grant) = guard.rx.try_recv() {
+                            return Ok(grant);
+                        }
+                        self.lock().waiters.remove(id);
+                        self.metrics.wait_timeouts.fetch_add(1, Relaxed);
+                        return Err(PoolError::Timeout(limit));
                     }
-                    self.lock().waiters.remove(id);
-                    self.metrics.wait_timeouts.fetch_add(1, Relaxed);
-                    return Err(PoolError::Timeout(limit));
                 }
-            },
+            }
             None => (&mut guard.rx).await,
         };
         guard.armed = false;

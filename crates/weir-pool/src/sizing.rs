@@ -3,6 +3,11 @@
 //! inside them ([`Pool::set_target`]). Neither overwrites the other: a RELOAD moves the
 //! bounds and the target stays (clamped), a new target never touches the bounds.
 //!
+//! The reserve (PgBouncer's `reserve_pool_size`/`reserve_pool_timeout`) is part of the
+//! size too: a checkout that has waited `reserve_timeout` opens it, adding
+//! `reserve_size` to the size until no checkout waits; its connections then close as
+//! they come back, like any surplus.
+//!
 //! A grow lets waiters connect at once and wakes maintenance to open the rest ahead of
 //! need; a shrink closes idle surplus a few at a time per maintenance pass and busy
 //! surplus at checkin, so no running transaction is disturbed.
@@ -44,6 +49,28 @@ impl<M: ManageConnection> Pool<M> {
     }
 }
 
+impl<M: ManageConnection> crate::pool::Inner<M> {
+    /// A checkout waited `reserve_timeout`: open the reserve and let waiters connect.
+    pub(crate) fn open_reserve(&self) {
+        let mut routes = Vec::new();
+        {
+            let mut st = self.lock();
+            if st.reserve_on || st.closed || st.waiters.is_empty() {
+                return;
+            }
+            st.reserve_on = true;
+            tracing::debug!(
+                reserve = st.settings.reserve_size,
+                "a client waited reserve_pool_timeout: using the reserve pool"
+            );
+            st.grant_slots(&mut routes);
+        }
+        for route in routes {
+            self.finish(route);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -81,6 +108,8 @@ mod tests {
             login_retry: Duration::from_millis(10),
             max_queue: 0,
             priority_aging: Duration::from_secs(1),
+            reserve_size: 0,
+            reserve_timeout: Duration::from_secs(5),
         }
     }
 
@@ -149,5 +178,43 @@ mod tests {
             "they were busy since the last look"
         );
         assert_eq!(pool.take_peak_active(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_reserve_opens_after_a_long_wait_and_closes_when_nobody_waits() {
+        let pool = Pool::new(
+            Dummy,
+            PoolSettings {
+                reserve_size: 1,
+                reserve_timeout: Duration::from_millis(100),
+                ..settings(0, 1)
+            },
+        );
+        let held = pool.get().await.expect("room");
+        let waiter = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                let conn = pool.get().await.expect("a reserve connection");
+                (started.elapsed(), pool.stats(), conn)
+            })
+        };
+        let (waited, stats, second) = waiter.await.unwrap();
+        assert!(waited >= Duration::from_millis(100), "waited {waited:?}");
+        assert_eq!((stats.size, stats.active, stats.reserve_in_use), (2, 2, 1));
+        // Nobody waits: the reserve closes, its connection with it at checkin.
+        drop(second);
+        drop(held);
+        let s = pool.stats();
+        assert_eq!(
+            (s.size, s.idle + s.active, s.reserve_in_use),
+            (1, 1, 0),
+            "{s:?}"
+        );
+        // A short wait does not open it.
+        let a = pool.get().await.unwrap();
+        let short = tokio::time::timeout(Duration::from_millis(30), pool.get()).await;
+        assert!(short.is_err(), "no reserve before reserve_timeout");
+        drop(a);
     }
 }

@@ -81,6 +81,9 @@ pub(crate) struct State<C> {
     pub(crate) closed: bool,
     /// `PAUSE`: nothing is handed out; released connections are closed.
     pub(crate) paused: bool,
+    /// The reserve is open: a checkout waited `reserve_timeout`, so the size includes
+    /// `reserve_size` until nobody waits any more.
+    pub(crate) reserve_on: bool,
     /// Bumped by `reconnect`: connections of older generations close when released.
     pub(crate) generation: u64,
     /// When the last connect failed, if the latest attempt failed (for `login_retry`).
@@ -108,6 +111,7 @@ impl<C> State<C> {
             paused_waiters: WaitQueue::new(),
             closed: false,
             paused: false,
+            reserve_on: false,
             generation: 0,
             last_connect_failure: None,
             release_interval_us: 0.0,
@@ -149,12 +153,34 @@ impl<C> State<C> {
             .saturating_add(self.held)
     }
 
-    /// The pool's size now: the engine's target within the bounds, else `max_size`.
+    /// The pool's size now: the engine's target within the bounds, else `max_size`;
+    /// plus `reserve_size` while the reserve is open.
     pub(crate) fn cap(&self) -> u32 {
+        let reserve = if self.reserve_on {
+            self.settings.reserve_size
+        } else {
+            0
+        };
+        self.base_cap().saturating_add(reserve)
+    }
+
+    /// The size without the reserve.
+    pub(crate) fn base_cap(&self) -> u32 {
         let max = self.settings.max_size;
         match self.target {
             Some(t) => t.max(self.settings.min_size.min(max)).min(max),
             None => max,
+        }
+    }
+
+    /// Connections open beyond the size while the reserve is open.
+    pub(crate) fn reserve_in_use(&self) -> u32 {
+        if self.reserve_on {
+            self.total()
+                .saturating_sub(self.base_cap())
+                .min(self.settings.reserve_size)
+        } else {
+            0
         }
     }
 
@@ -192,6 +218,10 @@ impl<C> State<C> {
     /// paused nothing is handed out and connections are closed (PgBouncer's
     /// `PAUSE` disconnects from the server); stale ones are always closed.
     pub(crate) fn route(&mut self, grant: Grant<C>) -> Route<C> {
+        if self.reserve_on && self.waiters.is_empty() {
+            // Nobody waits any more: the reserve closes, its connections as they return.
+            self.reserve_on = false;
+        }
         let over = self.total() > self.cap();
         match grant {
             Grant::Conn(conn) => {

@@ -29,6 +29,54 @@ pub struct UserSecrets {
     pub server: ServerCredential,
 }
 
+impl UserSecrets {
+    /// The secrets of user `name` whose stored secret is `secret` (SCRAM verifiers are
+    /// derived here, once).
+    ///
+    /// # Errors
+    /// A SCRAM verifier that does not parse.
+    pub fn from_secret(name: &str, secret: Option<&Secret>) -> Result<UserSecrets, String> {
+        Ok(match secret {
+            None => UserSecrets {
+                scram: None,
+                md5: None,
+                server: ServerCredential::None,
+            },
+            Some(Secret::Plain(p)) => UserSecrets {
+                scram: Some(ScramSecret::generate(p)),
+                md5: Some(md5::md5_secret(name, p)),
+                server: ServerCredential::Password(p.clone()),
+            },
+            Some(Secret::Md5(m)) => UserSecrets {
+                scram: None,
+                md5: Some(m.clone()),
+                server: ServerCredential::Md5(m.clone()),
+            },
+            Some(Secret::Scram(v)) => UserSecrets {
+                scram: Some(ScramSecret::parse(v).map_err(|e| e.to_string())?),
+                md5: None,
+                server: ServerCredential::None,
+            },
+        })
+    }
+}
+
+impl UserSecrets {
+    /// Whether `password` is this user's (clear-text method): it matches the md5 hash or
+    /// the SCRAM verifier (a plain-text secret is stored as both).
+    fn accepts_password(&self, user: &str, password: &str) -> bool {
+        if password.is_empty() {
+            return false;
+        }
+        if let Some(m) = &self.md5 {
+            return md5::md5_secret(user, password) == *m;
+        }
+        self.scram.as_ref().is_some_and(|s| {
+            ScramSecret::from_password(password, &s.salt, s.iterations).stored_key == s.stored_key
+        })
+    }
+}
+
 /// All configured users' secrets; replaced as a whole on `RELOAD`.
 #[derive(Default)]
 pub struct Credentials {
@@ -43,31 +91,13 @@ impl Credentials {
     pub fn from_config(config: &Config) -> Result<Credentials, ProxyError> {
         let mut users = HashMap::new();
         for (name, user) in &config.users {
-            let secrets = match &user.password {
-                None => UserSecrets {
-                    scram: None,
-                    md5: None,
-                    server: ServerCredential::None,
-                },
-                Some(Secret::Plain(p)) => UserSecrets {
-                    scram: Some(ScramSecret::generate(p)),
-                    md5: Some(md5::md5_secret(name, p)),
-                    server: ServerCredential::Password(p.clone()),
-                },
-                Some(Secret::Md5(m)) => UserSecrets {
-                    scram: None,
-                    md5: Some(m.clone()),
-                    server: ServerCredential::Md5(m.clone()),
-                },
-                Some(Secret::Scram(v)) => UserSecrets {
-                    scram: Some(ScramSecret::parse(v).map_err(|e| ProxyError::Credential {
+            let secrets =
+                UserSecrets::from_secret(name, user.password.as_ref()).map_err(|message| {
+                    ProxyError::Credential {
                         user: name.clone(),
-                        message: e.to_string(),
-                    })?),
-                    md5: None,
-                    server: ServerCredential::None,
-                },
-            };
+                        message,
+                    }
+                })?;
             users.insert(name.clone(), Arc::new(secrets));
         }
         Ok(Credentials {
@@ -108,14 +138,74 @@ impl Credentials {
 }
 
 /// What a successful login leaves behind.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AuthOutcome {
     /// A SCRAM ClientKey recovered from the client's proof: lets the proxy log in to the
     /// server as this user when the configuration holds only a verifier.
     pub client_key: Option<[u8; 32]>,
+    /// The clear-text password a client proved (`password` method): the server login
+    /// can use it when only a verifier or hash is stored.
+    pub password: Option<String>,
+}
+
+/// How one client logs in: `auth_type`, or the method of its `auth_hba_file` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// No password.
+    Trust,
+    /// md5 (SCRAM for users with only a SCRAM verifier).
+    Md5,
+    /// SCRAM-SHA-256 (md5 for users with only an md5 hash).
+    ScramSha256,
+    /// A clear-text password, checked against whatever secret is stored.
+    Password,
+}
+
+impl Method {
+    /// The method `auth_type` prescribes; `hba` has none of its own (the rule decides).
+    pub fn of(auth_type: AuthType) -> Option<Method> {
+        match auth_type {
+            AuthType::Trust => Some(Method::Trust),
+            AuthType::Md5 => Some(Method::Md5),
+            AuthType::ScramSha256 => Some(Method::ScramSha256),
+            AuthType::Hba => None,
+        }
+    }
+}
+
+/// How `user` asking for `database` logs in (`auth_type`, or its `auth_hba_file` rule)
+/// and with which secrets: the configured ones, else (unless no password is needed, or
+/// it is the admin console) those `auth_query` fetches. The flag says they came from
+/// `auth_query`.
+///
+/// # Errors
+/// An hba rule refuses the client (28000), or the `auth_query` lookup failed.
+pub async fn method_and_secrets(
+    shared: &crate::session::Shared,
+    stream: &Stream,
+    user: &str,
+    database: &str,
+) -> Result<(Method, Option<Arc<UserSecrets>>, bool), ClientError> {
+    let method = {
+        let config = shared.config();
+        match Method::of(config.auth_type) {
+            Some(m) => m,
+            None => crate::hba::method_for(&config, stream, user, database)?,
+        }
+    };
+    Ok(match shared.credentials.get(user) {
+        Some(s) => (method, Some(s), false),
+        None if method != Method::Trust && !crate::admin_hook::is_admin_database(database) => {
+            let found = shared.auth_query.lookup(shared, database, user).await?;
+            (method, found, true)
+        }
+        None => (method, None, false),
+    })
 }
 
 /// Runs the authentication exchange with a client and sends AuthenticationOk on success.
+/// `secrets` are the user's (from the configuration or `auth_query`); `None` runs the
+/// exchange against a throwaway secret and fails it as a wrong password.
 ///
 /// # Errors
 /// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
@@ -123,23 +213,33 @@ pub async fn authenticate(
     stream: &mut Stream,
     rbuf: &mut BytesMut,
     user: &str,
-    auth_type: AuthType,
-    credentials: &Credentials,
+    method: Method,
+    secrets: Option<&UserSecrets>,
     channel_binding: Option<&[u8]>,
 ) -> Result<AuthOutcome, ClientError> {
-    let secrets = credentials.get(user);
-    let secrets = secrets.as_deref();
     let mut out = BytesMut::with_capacity(256);
     let mut outcome = AuthOutcome::default();
-    let use_scram = match auth_type {
-        AuthType::Trust => false,
+    let use_scram = match method {
+        Method::Trust | Method::Password => false,
         // PostgreSQL's md5 method upgrades to SCRAM when only a SCRAM secret is stored.
-        AuthType::Md5 => secrets.is_some_and(|s| s.md5.is_none() && s.scram.is_some()),
+        Method::Md5 => secrets.is_some_and(|s| s.md5.is_none() && s.scram.is_some()),
         // A user with only an md5 secret cannot do SCRAM: use md5 for them.
-        AuthType::ScramSha256 => !secrets.is_some_and(|s| s.scram.is_none() && s.md5.is_some()),
+        Method::ScramSha256 => !secrets.is_some_and(|s| s.scram.is_none() && s.md5.is_some()),
     };
-    match auth_type {
-        AuthType::Trust => {}
+    match method {
+        Method::Trust => {}
+        Method::Password => {
+            authmsg::put_authentication_cleartext(&mut out);
+            flush(stream, &mut out).await?;
+            let msg = expect_password_message(stream, rbuf).await?;
+            let response = authmsg::parse_password_message(msg.body())
+                .map_err(|e| ClientError::Protocol(format!("malformed password message: {e}")))?;
+            let password = std::str::from_utf8(response).unwrap_or_default();
+            if !secrets.is_some_and(|s| s.accepts_password(user, password)) {
+                return Err(ClientError::PasswordFailed(user.to_owned()));
+            }
+            outcome.password = Some(password.to_owned());
+        }
         _ if use_scram => {
             // Unknown users run the whole exchange against a throwaway secret, so that a
             // prober cannot tell "no such user" from "wrong password".

@@ -1,11 +1,13 @@
 //! `max_db_connections`: one budget of server connections per database, shared by all
-//! its pools, that RELOAD can change without a restart.
+//! its pools, that RELOAD can change without a restart. `max_user_connections` uses the
+//! same kind of group, one per server login user over the pools of every database.
 //!
 //! A semaphore holds the budget (a very large one when unlimited, so connections
 //! opened while unlimited are counted too and a later limit is exact). Growing adds
 //! permits at once; shrinking takes permits away as connections close (one task
 //! waits for them; no polling). A connect that finds the budget spent closes an idle
-//! connection of another pool of the database, as PgBouncer does, then waits to be
+//! connection of another pool of the database, as PgBouncer does (or, when no other
+//! pool has one, of its own pool: its connecting checkouts cannot use it), then waits to be
 //! woken by a closing connection or by a connection returning idle somewhere (and
 //! looks again every 100 ms while it waits, since a checkin may ring just before its
 //! connection is idle).
@@ -138,9 +140,16 @@ impl DbGroup {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
-            for pool in pools {
-                if std::ptr::from_ref(pool.manager()) as usize != me && pool.close_idle_lru() {
-                    break;
+            let is_me =
+                |pool: &Pool<ServerManager>| std::ptr::from_ref(pool.manager()) as usize == me;
+            let closed = pools.iter().any(|p| !is_me(p) && p.close_idle_lru());
+            if !closed {
+                // Nothing idle elsewhere, but this pool's own idle connections may hold the
+                // budget: its checkouts that are already connecting (this one) cannot take
+                // them any more, so without this they would wait out their connect
+                // timeout. Close one: a reconnect instead of a reuse, only when spent.
+                if let Some(own) = pools.iter().find(|p| is_me(p)) {
+                    own.close_idle_lru();
                 }
             }
             tokio::select! {

@@ -407,4 +407,7 @@ pub enum ProxyError {
         /// What is wrong.
         message: String,
     },
+    /// A configuration file the proxy reads itself (`auth_hba_file`) is unusable.
+    #[error("{0}")]
+    Config(String),
 }

@@ -25,6 +25,7 @@ pub struct ProxyHandle {
 /// the pools, so a new value takes effect without dropping anything.
 pub const SETTABLE: &[&str] = &[
     "admin_users",
+    "auth_query_cache_ttl",
     "autoscale",
     "client_idle_timeout",
     "client_login_timeout",
@@ -34,13 +35,17 @@ pub const SETTABLE: &[&str] = &[
     "log_disconnections",
     "log_pooler_errors",
     "max_client_conn",
+    "max_connection_rate",
     "max_db_connections",
     "max_pool_size",
+    "max_user_connections",
     "min_pool_size",
     "mode",
     "pool_mode",
     "query_timeout",
     "query_wait_timeout",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
     "server_connect_timeout",
     "server_idle_timeout",
     "server_lifetime",
@@ -133,6 +138,8 @@ impl ProxyHandle {
         restart("log_format", old.log_format != config.log_format);
         self.resize_client_limit(config.max_client_conn);
         self.shared.credentials.replace(credentials);
+        // auth_user, auth_query or the databases may have changed: look users up again.
+        self.shared.auth_query.clear();
         self.shared
             .pools
             .apply_config(Arc::new(config), &self.shared.credentials);
@@ -181,6 +188,11 @@ impl ProxyHandle {
             "min_pool_size" => c.min_pool_size = num(value)?,
             "max_pool_size" => c.max_pool_size = num(value)?,
             "max_db_connections" => c.max_db_connections = num(value)?,
+            "max_user_connections" => c.max_user_connections = num(value)?,
+            "max_connection_rate" => c.max_connection_rate = num(value)?,
+            "reserve_pool_size" => c.reserve_pool_size = num(value)?,
+            "reserve_pool_timeout" => c.reserve_pool_timeout = dur(value)?,
+            "auth_query_cache_ttl" => c.auth_query_cache_ttl = dur(value)?,
             "autoscale" => c.autoscale = flag(value)?,
             "max_client_conn" => c.max_client_conn = num(value)?,
             "log_connections" => c.log_connections = flag(value)?,
@@ -240,6 +252,10 @@ fn config_keys() -> &'static [&'static str] {
         "listen",
         "auth_type",
         "auth_file",
+        "auth_hba_file",
+        "auth_user",
+        "auth_query",
+        "auth_dbname",
         "max_message_size",
         "max_prepared_statements",
         "track_extra_parameters",

@@ -6,6 +6,7 @@
 //! HTTP endpoints and signal handlers a [`ProxyHandle`] on the running proxy.
 
 pub mod admin_hook;
+pub mod auth_query;
 pub mod cancel;
 pub mod client_auth;
 mod control;
@@ -18,11 +19,13 @@ pub mod features;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+pub mod hba;
 pub mod io;
 mod listener;
 pub mod params;
 pub mod pools;
 pub mod prepared;
+pub mod rate;
 pub mod registry;
 mod relay;
 mod responses;

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use weir_config::Config;
 use weir_wire::build::{self, Severity};
 use weir_wire::sqlstate;
@@ -127,6 +127,21 @@ impl Proxy {
                 refusals.spawn(session::serve_draining(shared.clone(), Stream::Tcp(stream)));
                 continue;
             }
+            let rate = shared.config().max_connection_rate;
+            if rate > 0
+                && !shared
+                    .connection_rate
+                    .admit(peer.ip(), rate, Instant::now())
+            {
+                // Before any byte is read: a storm from one address costs no login work.
+                debug!(%peer, "max_connection_rate reached, refusing connection");
+                let message = format!(
+                    "pgweir: too many connection attempts from {} (max_connection_rate = {rate} per second); retry later",
+                    peer.ip()
+                );
+                refusals.spawn(refuse(stream, message));
+                continue;
+            }
             match shared.limit.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let shared = shared.clone();
@@ -137,7 +152,7 @@ impl Proxy {
                 }
                 Err(_) => {
                     warn!(%peer, "max_client_conn reached, refusing client");
-                    refusals.spawn(refuse(stream));
+                    refusals.spawn(refuse(stream, "sorry, too many clients already".into()));
                 }
             }
         }
@@ -175,14 +190,15 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Tells a client over `max_client_conn` why it is refused, in PostgreSQL's words.
-async fn refuse(mut stream: TcpStream) {
+/// Tells a client refused at accept (`max_client_conn`, `max_connection_rate`) why,
+/// with FATAL 53300.
+async fn refuse(mut stream: TcpStream, message: String) {
     let mut out = BytesMut::new();
     build::put_simple_error(
         &mut out,
         Severity::Fatal,
         sqlstate::TOO_MANY_CONNECTIONS,
-        "sorry, too many clients already",
+        &message,
     );
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;

@@ -32,6 +32,9 @@ pub struct ServerManager {
     target: RwLock<ServerTarget>,
     /// `max_db_connections`: shared by every pool of the database.
     db_group: Arc<DbGroup>,
+    /// `max_user_connections`: the same kind of budget, shared by every pool that logs
+    /// in as the same server user (across databases).
+    user_group: Arc<DbGroup>,
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
     params: RwLock<Option<ServerParams>>,
@@ -70,15 +73,46 @@ impl ServerManager {
     }
 
     /// Learns a SCRAM ClientKey from a client's login (checked against the user's
-    /// verifier), when no better credential is known.
+    /// verifier), when no better credential is known; a newer key replaces an older one
+    /// (the verifier may have changed: `auth_query` fetched a new one).
     pub fn learn_client_key(&self, key: [u8; 32], secret: &ScramSecret) {
         let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
-        if matches!(*cred, ServerCredential::None) {
+        let stale = match &*cred {
+            ServerCredential::None => true,
+            ServerCredential::ScramClientKey { key: old, .. } => *old != key,
+            _ => false,
+        };
+        if stale {
             *cred = ServerCredential::ScramClientKey {
                 key,
                 secret: Box::new(secret.clone()),
             };
         }
+    }
+
+    /// Learns the clear-text password `user` proved (`password` method) when nothing
+    /// better than a learned ClientKey is known (and the pool logs in as `user`).
+    pub fn learn_password(&self, user: &str, password: String) {
+        if self.target().user != user {
+            return;
+        }
+        let mut cred = self.credential.write().unwrap_or_else(|e| e.into_inner());
+        if matches!(
+            *cred,
+            ServerCredential::None | ServerCredential::ScramClientKey { .. }
+        ) {
+            *cred = ServerCredential::Password(password);
+        }
+    }
+
+    /// Takes `credential` (fetched with `auth_query` for `user`) as this pool's server
+    /// login, unless the pool logs in as a database's fixed user or the credential is no
+    /// better than a ClientKey already learned.
+    pub fn refresh_credential(&self, user: &str, credential: &ServerCredential) {
+        if matches!(credential, ServerCredential::None) || self.target().user != user {
+            return;
+        }
+        *self.credential.write().unwrap_or_else(|e| e.into_inner()) = credential.clone();
     }
 }
 
@@ -113,6 +147,9 @@ impl ManageConnection for ServerManager {
             resolved: false,
         };
         // Waiting here counts against server_connect_timeout, like any slow connect.
+        // The user's budget first: a connect holding a database permit while it waits
+        // for its user's would keep that permit from other users.
+        let user_permit = Some(self.user_group.acquire(self).await);
         let db_permit = Some(self.db_group.acquire(self).await);
         let target = self.target();
         let tls = self.tls.server();
@@ -120,6 +157,7 @@ impl ManageConnection for ServerManager {
         outcome.resolve(result.as_ref().err());
         let mut conn = result?;
         conn.db_permit = db_permit;
+        conn.user_permit = user_permit;
         let mut params = self.params.write().unwrap_or_else(|e| e.into_inner());
         if params.is_none() {
             *params = Some(conn.params.clone());
@@ -135,6 +173,7 @@ impl ManageConnection for ServerManager {
 
     fn is_reusable(&self, conn: &ServerConn) -> bool {
         self.db_group.note_checkin();
+        self.user_group.note_checkin();
         conn.clean
     }
 
@@ -168,6 +207,8 @@ pub struct Pools {
     config: RwLock<Arc<Config>>,
     map: RwLock<HashMap<(String, String), Arc<PoolEntry>>>,
     db_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
+    /// `max_user_connections` budgets by server login user.
+    user_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
     /// `PAUSE`/`DISABLE` state per database, and for all (`PAUSE` without a name).
     pub(crate) flags: Mutex<crate::control::Flags>,
     /// Every upstream (host:port) and its circuit breaker.
@@ -231,6 +272,7 @@ impl Pools {
             tls,
             map: RwLock::new(HashMap::new()),
             db_groups: Mutex::new(HashMap::new()),
+            user_groups: Mutex::new(HashMap::new()),
             flags: Mutex::new(crate::control::Flags::default()),
             upstreams: Upstreams::new(breaker_settings(&config)),
             config: RwLock::new(config),
@@ -275,9 +317,17 @@ impl Pools {
             .entry(database.to_owned())
             .or_insert_with(|| DbGroup::new(config.max_db_connections))
             .clone();
+        let user_group = self
+            .user_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target.user.clone())
+            .or_insert_with(|| DbGroup::new(config.max_user_connections_for(&target.user)))
+            .clone();
         let manager = ServerManager {
             tls: self.tls.clone(),
             db_group: db_group.clone(),
+            user_group: user_group.clone(),
             upstream: RwLock::new(self.upstreams.get(&target.host, target.port)),
             target: RwLock::new(target),
             credential: RwLock::new(credential),
@@ -294,11 +344,13 @@ impl Pools {
             // The engine starts a pool at its floor and grows it from there.
             pool.set_target(Some(scaled_floor(&config, database)));
         }
-        db_group
-            .pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(pool.clone());
+        for group in [&db_group, &user_group] {
+            group
+                .pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(pool.clone());
+        }
         let entry = Arc::new(PoolEntry {
             database: database.to_owned(),
             user: user.to_owned(),
@@ -401,6 +453,17 @@ impl Pools {
         for group in groups.values() {
             if group.limit() != config.max_db_connections {
                 group.resize(config.max_db_connections);
+            }
+        }
+        drop(groups);
+        let users = self
+            .user_groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (user, group) in users.iter() {
+            let limit = config.max_user_connections_for(user);
+            if group.limit() != limit {
+                group.resize(limit);
             }
         }
     }
@@ -512,6 +575,8 @@ pub fn settings_for(c: &Config, database: &str) -> PoolSettings {
         max_lifetime: Some(c.server_lifetime),
         login_retry: c.server_login_retry,
         max_queue: c.max_queue_for(database) as usize,
+        reserve_size: c.reserve_pool_for(database).0,
+        reserve_timeout: c.reserve_pool_for(database).1,
         priority_aging: c.priority_aging,
     }
 }

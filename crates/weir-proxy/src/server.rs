@@ -188,6 +188,8 @@ pub struct ServerConn {
     pub clean: bool,
     /// This connection's share of `max_db_connections`, released when it closes.
     pub db_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// This connection's share of `max_user_connections`, released when it closes.
+    pub user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Its prepared statements and current settings, kept across clients.
     pub state: ServerSession,
 }
@@ -383,6 +385,7 @@ impl ServerConn {
             params: Arc::new(params),
             clean: true,
             db_permit: None,
+            user_permit: None,
             state,
         })
     }

@@ -47,6 +47,10 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Users' secrets, derived once per (re)load.
     pub credentials: Credentials,
+    /// Secrets fetched with `auth_query`, cached for `auth_query_cache_ttl`.
+    pub auth_query: crate::auth_query::AuthQueryCache,
+    /// `max_connection_rate`'s buckets by source address.
+    pub(crate) connection_rate: crate::rate::ConnectionRate,
     /// The server connection pools (they hold the configuration in force).
     pub pools: Pools,
     /// Live clients' cancel keys.
@@ -83,7 +87,12 @@ impl Shared {
     ///
     /// # Errors
     /// A configured secret is unusable.
-    pub(crate) fn new(config: Config) -> Result<Shared, crate::ProxyError> {
+    pub(crate) fn new(mut config: Config) -> Result<Shared, crate::ProxyError> {
+        if config.auth_hba_file.is_some() && config.hba.is_none() {
+            config
+                .read_hba_file()
+                .map_err(|e| crate::ProxyError::Config(e.to_string()))?;
+        }
         let credentials = Credentials::from_config(&config)?;
         let tls = Arc::new(crate::tls::Tls::from_config(&config)?);
         let config = Arc::new(config);
@@ -93,6 +102,8 @@ impl Shared {
             max_client_conn: AtomicU32::new(config.max_client_conn),
             config,
             credentials,
+            auth_query: Default::default(),
+            connection_rate: Default::default(),
             cancels: Arc::new(CancelRegistry::default()),
             clients: Arc::new(ClientRegistry::default()),
             statements: Arc::default(),
@@ -408,12 +419,14 @@ async fn login(
         stream.write_all(&out).await?;
         out.clear();
     }
+    let (method, secrets, from_query) =
+        crate::client_auth::method_and_secrets(shared, stream, &user, &database).await?;
     let outcome = authenticate(
         stream,
         rbuf,
         &user,
-        shared.config().auth_type,
-        &shared.credentials,
+        method,
+        secrets.as_deref(),
         tls.as_ref().map(|t| t.end_point()),
     )
     .await?;
@@ -427,20 +440,26 @@ async fn login(
         }));
     }
 
-    let credential = shared
-        .credentials
-        .get(&user)
+    let credential = secrets
+        .as_ref()
         .map(|s| s.server.clone())
         .unwrap_or(crate::server::ServerCredential::None);
     let entry = shared
         .pools
         .get_or_create(&database, &user, &credential)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
+    if from_query {
+        // The pool may predate a password change the lookup just saw.
+        entry.pool.manager().refresh_credential(&user, &credential);
+    }
     if let (Some(key), Some(secret)) = (
         outcome.client_key,
-        shared.credentials.get(&user).and_then(|s| s.scram.clone()),
+        secrets.as_ref().and_then(|s| s.scram.as_ref()),
     ) {
-        entry.pool.manager().learn_client_key(key, &secret);
+        entry.pool.manager().learn_client_key(key, secret);
+    }
+    if let Some(password) = outcome.password {
+        entry.pool.manager().learn_password(&user, password);
     }
 
     // The client expects the server's parameters now; the first login to a pool makes a

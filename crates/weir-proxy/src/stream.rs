@@ -75,6 +75,19 @@ impl Stream {
         })
     }
 
+    /// The certificate (DER) a TLS client showed and rustls verified, if any.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::TlsServer(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
+        }
+    }
+
     /// The underlying TCP socket, if any.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {

@@ -137,6 +137,7 @@ pub fn admin_config(mode: PoolMode, pool_size: u32) -> Config {
         UserConfig {
             password: Some(Secret::Plain(MD5_PASSWORD.to_owned())),
             pool_mode: None,
+            max_user_connections: None,
         },
     );
     config

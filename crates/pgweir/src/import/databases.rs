@@ -142,9 +142,19 @@ fn database(e: &Entry, out: &mut Out, notes: &mut Notes) {
                     lines.push(("pool_mode", string(m)));
                 }
             }
-            "reserve_pool" | "reserve_pool_size" => {
-                unsupported(notes, "pgweir has no reserve pool; raise pool_size")
-            }
+            "reserve_pool" | "reserve_pool_size" => match v.parse::<u32>() {
+                Ok(n) => {
+                    if k == "reserve_pool" {
+                        notes.push(
+                            at,
+                            NoteKind::Changed,
+                            format!("database {name}: {k}={v}: written as reserve_pool_size"),
+                        );
+                    }
+                    lines.push(("reserve_pool_size", n.to_string()));
+                }
+                Err(_) => unsupported(notes, "not a whole number; skipped"),
+            },
             "connect_query" => unsupported(
                 notes,
                 "pgweir runs no query on new server connections; put session defaults on \
@@ -159,10 +169,19 @@ fn database(e: &Entry, out: &mut Out, notes: &mut Notes) {
                 notes,
                 "pgweir has this as a global setting only, not per database",
             ),
-            "auth_user" | "auth_dbname" | "auth_query" => unsupported(
-                notes,
-                "pgweir reads secrets from auth_file or [users] only (no auth_query)",
-            ),
+            "auth_query" if !v.contains("$1") => {
+                unsupported(notes, "takes no $1 (the user name); skipped")
+            }
+            "auth_user" | "auth_dbname" | "auth_query" if !v.is_empty() => {
+                lines.push((
+                    match k.as_str() {
+                        "auth_user" => "auth_user",
+                        "auth_dbname" => "auth_dbname",
+                        _ => "auth_query",
+                    },
+                    string(&v),
+                ));
+            }
             "dbname" | "user" => {}
             _ => unsupported(notes, "not a [databases] key pgweir knows; skipped"),
         }
@@ -243,10 +262,21 @@ fn user(e: &Entry, out: &mut Out, notes: &mut Notes) {
                     out.user(name, "pool_mode", string(m), short(at));
                 }
             }
+            "max_user_connections" => match v.parse::<u32>() {
+                Ok(n) => out.user(name, "max_user_connections", n.to_string(), short(at)),
+                Err(_) => notes.push(
+                    at,
+                    NoteKind::Unsupported,
+                    format!("user {name}: {k}={v}: not a whole number; skipped"),
+                ),
+            },
             _ => notes.push(
                 at,
                 NoteKind::Unsupported,
-                format!("user {name}: {k}={v}: pgweir has only pool_mode per user"),
+                format!(
+                    "user {name}: {k}={v}: pgweir has only pool_mode and \
+                     max_user_connections per user"
+                ),
             ),
         }
     }

@@ -137,7 +137,13 @@ pub(super) fn map(
             "PgBouncer's default (pgweir's is 10000)",
         ),
     }
-    for key in ["default_pool_size", "min_pool_size", "max_db_connections"] {
+    for key in [
+        "default_pool_size",
+        "min_pool_size",
+        "max_db_connections",
+        "max_user_connections",
+        "reserve_pool_size",
+    ] {
         if let Some(e) = s.take(key) {
             if let Some(n) = number(e, notes) {
                 out.global(key, n.to_string(), from(e));
@@ -189,6 +195,20 @@ pub(super) fn map(
     }
     if let Some(e) = s.take("server_reset_query") {
         out.global("server_reset_query", string(&e.value), from(e));
+    }
+    for key in ["auth_user", "auth_query", "auth_dbname"] {
+        if let Some(e) = s.take(key) {
+            let value = e.value.trim();
+            if key == "auth_query" && !value.contains("$1") {
+                notes.push(
+                    &e.at,
+                    NoteKind::Unsupported,
+                    format!("auth_query = {value}: takes no $1 (the user name); not carried over"),
+                );
+            } else if !value.is_empty() {
+                out.global(key, string(value), from(e));
+            }
+        }
     }
     durations(&mut s, out, notes);
     for key in ["log_connections", "log_disconnections", "log_pooler_errors"] {
@@ -255,6 +275,7 @@ fn durations(s: &mut Settings<'_>, out: &mut Out, notes: &mut Notes) {
         "client_idle_timeout",
         "idle_transaction_timeout",
         "stats_period",
+        "reserve_pool_timeout",
     ] {
         let Some(e) = s.take(key) else { continue };
         let Some(d) = seconds(e, notes) else { continue };
@@ -447,6 +468,30 @@ fn auth_type(
         "md5" => md5_like(notes),
         "scram-sha-256" => "scram-sha-256",
         "trust" => "trust",
+        "hba" => match s
+            .take("auth_hba_file")
+            .filter(|e| !e.value.trim().is_empty())
+        {
+            Some(e) => {
+                // PgBouncer reads it from its working directory: make it absolute.
+                let path = std::path::PathBuf::from(e.value.trim());
+                let path = std::path::absolute(&path).unwrap_or(path);
+                out.global(
+                    "auth_hba_file",
+                    string(&path.display().to_string()),
+                    from(e),
+                );
+                "hba"
+            }
+            None => {
+                notes.push(
+                    &at,
+                    NoteKind::Unsupported,
+                    "auth_type = hba without auth_hba_file: using password authentication",
+                );
+                md5_like(notes)
+            }
+        },
         "any" => {
             notes.push(
                 &at,
@@ -474,7 +519,7 @@ fn auth_type(
                 &at,
                 NoteKind::Unsupported,
                 format!(
-                    "auth_type = {other}: pgweir supports scram-sha-256, md5 and trust; \
+                    "auth_type = {other}: pgweir supports scram-sha-256, md5, trust and hba; \
                      using password authentication instead"
                 ),
             );

@@ -86,23 +86,18 @@ pub(super) fn classify(key: &str, value: &str) -> (NoteKind, String) {
             "pgweir resets in session mode only; in transaction mode it replays each \
              client's settings instead",
         ),
-        "reserve_pool_size" | "reserve_pool_timeout" => (
+        "max_db_client_connections" | "max_user_client_connections" => (
             Unsupported,
-            "pgweir has no reserve pool; raise default_pool_size (waits show in \
-             pgweir_wait_duration_seconds)",
+            "pgweir limits client connections in total only (max_client_conn); server \
+             connections per database and per user (max_db_connections, max_user_connections)",
         ),
-        "max_user_connections" | "max_db_client_connections" | "max_user_client_connections" => (
-            Unsupported,
-            "pgweir limits connections per database and in total only",
+        "auth_hba_file" => (
+            Ignored,
+            "PgBouncer reads it only with auth_type = hba, which this file does not set",
         ),
-        "auth_user" | "auth_query" | "auth_dbname" => (
+        "auth_ident_file" => (
             Unsupported,
-            "pgweir reads secrets from auth_file or [users] only; export them (e.g. with \
-             PgBouncer's mkauth.py) into a userlist and pass it to pgweir import",
-        ),
-        "auth_hba_file" | "auth_ident_file" => (
-            Unsupported,
-            "pgweir has no HBA rules; one auth_type applies to every client",
+            "pgweir has no ident maps (no peer authentication: it listens on TCP only)",
         ),
         "client_tls_ecdhcurve" | "client_tls_dheparams" => (
             Ignored,

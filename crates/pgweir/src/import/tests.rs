@@ -59,11 +59,7 @@ fn documented_small_example() {
     // auth_file is relative to PgBouncer's working directory: written absolute.
     let auth_file = v["auth_file"].as_str().expect("auth_file");
     assert!(Path::new(auth_file).is_absolute(), "{auth_file}");
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "auth_user=someuser"
-    ));
+    assert_eq!(db.auth_user.as_deref(), Some("someuser"));
     assert!(has_note(&imported, NoteKind::Ignored, "logfile"));
     assert!(has_note(&imported, NoteKind::Ignored, "pidfile"));
 }
@@ -118,11 +114,7 @@ fn documented_database_examples() {
         (nd.pool_size, nd.pool_mode),
         (Some(50), Some(PoolMode::Transaction))
     );
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "reserve_pool=10"
-    ));
+    assert_eq!(nd.reserve_pool_size, Some(10));
     assert!(has_note(
         &imported,
         NoteKind::Unsupported,
@@ -142,11 +134,7 @@ fn documented_database_examples() {
     ));
     assert!(!dbs.contains_key("*"));
     assert_eq!(config.users["user1"].pool_mode, Some(PoolMode::Session));
-    assert!(has_note(
-        &imported,
-        NoteKind::Unsupported,
-        "max_user_connections=3"
-    ));
+    assert_eq!(config.users["user1"].max_user_connections, Some(3));
     assert_eq!(config.listen.to_string(), "0.0.0.0:6432");
 }
 
@@ -241,4 +229,44 @@ fn tls_settings_map_to_the_same_keys() {
     ));
     let config = Config::from_toml_str(&imported.toml, "imported").expect("loads");
     assert_eq!(config.client_tls_sslmode, weir_config::SslMode::Require);
+}
+
+/// auth_type = hba with its file, auth_query's keys, the reserve pool and per-user limits.
+#[test]
+fn hba_auth_query_and_limits_carry_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "hba.conf", "host all all 0.0.0.0/0 md5\n");
+    let ini = format!(
+        "[databases]\napp = host=db reserve_pool=3 auth_user=lookup\n\
+         [users]\nalice = max_user_connections=4\n\
+         [pgbouncer]\nauth_type = hba\nauth_hba_file = {}\n\
+         auth_user = pgbouncer\nauth_query = SELECT usename, passwd FROM f($1)\n\
+         auth_dbname = app\nreserve_pool_size = 2\nreserve_pool_timeout = 1.5\n\
+         max_user_connections = 9\n",
+        dir.path().join("hba.conf").display()
+    );
+    let (imported, _) = run(dir.path(), &ini);
+    let config = Config::from_toml_str(&imported.toml, "imported").expect("loads");
+    assert_eq!(config.auth_type, AuthType::Hba);
+    assert!(config
+        .auth_hba_file
+        .as_ref()
+        .is_some_and(|p| p.is_absolute()));
+    assert_eq!(
+        config.auth_query_for("app"),
+        Some(("lookup", "SELECT usename, passwd FROM f($1)", "app"))
+    );
+    assert_eq!(
+        config.reserve_pool_for("app"),
+        (3, std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(config.max_user_connections_for("alice"), 4);
+    assert_eq!(config.max_user_connections, 9);
+    // A query without $1 cannot look anyone up: noted, not carried over.
+    let (imported, _) = run(
+        dir.path(),
+        "[databases]\napp = host=db\n[pgbouncer]\nauth_user = x\nauth_query = SELECT 1\n",
+    );
+    assert!(has_note(&imported, NoteKind::Unsupported, "takes no $1"));
+    Config::from_toml_str(&imported.toml, "imported").expect("still a valid config");
 }

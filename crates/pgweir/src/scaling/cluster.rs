@@ -60,6 +60,7 @@ impl Monitor {
             .map_err(|e| MonitorError::Connect(e.to_string()))?;
         let mut m = Monitor { conn };
         m.conn.db_permit = None;
+        m.conn.user_permit = None;
         m.query(&format!("SET application_name = '{MONITOR_NAME}'"))
             .await?;
         Ok(m)
