@@ -21,7 +21,7 @@ use weir_wire::backend::ErrorFields;
 use weir_wire::build::{put_cstr, put_frame, put_terminate};
 
 use crate::client_auth::UserSecrets;
-use crate::error::ClientError;
+use crate::error::{ClientError, Unavailable};
 use crate::io::read_frame;
 use crate::server::{ServerConn, ServerError, ServerTarget};
 use crate::session::Shared;
@@ -127,9 +127,7 @@ impl AuthQueryCache {
         let secrets = Arc::new(UserSecrets::from_secret(user, Some(&secret)).map_err(
             |message| {
                 warn!(%user, "auth_query returned an unusable secret: {message}");
-                ClientError::ServerUnavailable(format!(
-                    "auth_query returned an unusable secret for user \"{user}\""
-                ))
+                ClientError::ServerUnavailable(Unavailable::UnusableSecret(user.to_owned()))
             },
         )?);
         if !ttl.is_zero() {
@@ -171,14 +169,17 @@ async fn fetch(
     auth_db: &str,
     user: &str,
 ) -> Result<Option<Secret>, ClientError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        warn!(%user, %auth_user, db = %auth_db, "auth_query failed: {e}");
-        ClientError::ServerUnavailable(format!(
-            "could not look up user \"{user}\" with auth_query (as auth_user \"{auth_user}\" in database \"{auth_db}\"): {e}"
-        ))
+    let failed = |reason: LookupFailure| {
+        warn!(%user, %auth_user, db = %auth_db, "auth_query failed: {reason}");
+        ClientError::ServerUnavailable(Unavailable::AuthQuery(Box::new(LookupError {
+            user: user.to_owned(),
+            auth_user: auth_user.to_owned(),
+            auth_db: auth_db.to_owned(),
+            reason,
+        })))
     };
     let Some(db) = config.databases.get(auth_db) else {
-        return Err(failed(&"auth_dbname names no configured database"));
+        return Err(failed(LookupFailure::UnknownDatabase));
     };
     let credential = match (&db.user, &db.password) {
         (Some(u), Some(p)) if u == auth_user => {
@@ -197,14 +198,11 @@ async fn fetch(
     };
     let upstream = shared.pools.upstreams().get(&target.host, target.port);
     if let Some(refusal) = upstream.breaker.check(Instant::now()) {
-        return Err(ClientError::BreakerOpen(
-            ServerError::BreakerOpen {
-                upstream: upstream.addr.clone(),
-                retry_in: refusal.retry_in,
-                last_error: refusal.last_error,
-            }
-            .to_string(),
-        ));
+        return Err(ClientError::BreakerOpen {
+            upstream: upstream.addr.clone(),
+            retry_in: refusal.retry_in,
+            last_error: refusal.last_error,
+        });
     }
     let deadline = config
         .server_connect_timeout
@@ -213,10 +211,10 @@ async fn fetch(
     let work = async {
         let mut conn = ServerConn::connect(&target, &credential, tls.as_ref())
             .await
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| failed(LookupFailure::Connect(e)))?;
         let answer = run_query(&mut conn, query, user)
             .await
-            .map_err(|e| failed(&e));
+            .map_err(|e| failed(LookupFailure::Query(e)));
         let mut bye = BytesMut::new();
         put_terminate(&mut bye);
         let _ = conn.stream.write_all(&bye).await;
@@ -224,17 +222,57 @@ async fn fetch(
     };
     match tokio::time::timeout(deadline, work).await {
         Ok(answer) => answer,
-        Err(_) => Err(failed(&format!("timed out after {deadline:?}"))),
+        Err(_) => Err(failed(LookupFailure::Timeout(deadline))),
     }
+}
+
+/// An `auth_query` lookup that failed: for whom, as whom, where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("could not look up user \"{user}\" with auth_query (as auth_user \"{auth_user}\" in database \"{auth_db}\"): {reason}")]
+pub struct LookupError {
+    /// The user logging in.
+    pub user: String,
+    /// Who the lookup ran as.
+    pub auth_user: String,
+    /// Where it ran.
+    pub auth_db: String,
+    /// What went wrong.
+    #[source]
+    pub reason: LookupFailure,
+}
+
+/// Why the `auth_query` lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupFailure {
+    /// `auth_dbname` (or the login's database) is not configured.
+    #[error("auth_dbname names no configured database")]
+    UnknownDatabase,
+    /// Connecting or logging in as `auth_user` failed.
+    #[error(transparent)]
+    Connect(ServerError),
+    /// The query failed or answered something unusable.
+    #[error(transparent)]
+    Query(QueryError),
+    /// It took longer than `server_connect_timeout`.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
 }
 
 /// Why an auth query's answer could not be used.
 #[derive(Debug, thiserror::Error)]
-enum QueryError {
+pub enum QueryError {
+    /// The connection failed or sent a malformed message.
     #[error("{0}")]
     Io(#[from] crate::io::ReadFrameError),
+    /// The server answered with an error.
     #[error("server error {code}: {message}")]
-    Server { code: String, message: String },
+    Server {
+        /// Its SQLSTATE.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The rows do not have the (user name, secret) shape.
     #[error("the query must return (user name, secret): {0}")]
     Shape(&'static str),
 }

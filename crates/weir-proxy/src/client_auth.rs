@@ -232,8 +232,8 @@ pub async fn authenticate(
             authmsg::put_authentication_cleartext(&mut out);
             flush(stream, &mut out).await?;
             let msg = expect_password_message(stream, rbuf).await?;
-            let response = authmsg::parse_password_message(msg.body())
-                .map_err(|e| ClientError::Protocol(format!("malformed password message: {e}")))?;
+            let response =
+                authmsg::parse_password_message(msg.body()).map_err(Violation::PasswordMessage)?;
             let password = std::str::from_utf8(response).unwrap_or_default();
             if !secrets.is_some_and(|s| s.accepts_password(user, password)) {
                 return Err(ClientError::PasswordFailed(user.to_owned()));

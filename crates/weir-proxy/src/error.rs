@@ -207,9 +207,45 @@ pub enum AuthRefusal {
     /// The startup packet named no user.
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
+    /// No `auth_hba_file` rule matches (PostgreSQL's words).
+    #[error("no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*tls))]
+    NoHbaEntry {
+        /// The client's address.
+        host: std::net::IpAddr,
+        /// The user.
+        user: String,
+        /// The database.
+        database: String,
+        /// Over TLS.
+        tls: bool,
+    },
+    /// The matching `auth_hba_file` rule says `reject`.
+    #[error("pg_hba.conf rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*tls))]
+    HbaReject {
+        /// The client's address.
+        host: std::net::IpAddr,
+        /// The user.
+        user: String,
+        /// The database.
+        database: String,
+        /// Over TLS.
+        tls: bool,
+    },
+    /// `cert`: the client certificate does not name the user.
+    #[error("certificate authentication failed for user \"{0}\"")]
+    CertificateMismatch(String),
     /// The client chose a SASL mechanism the proxy did not offer (its description).
     #[error("unsupported authentication mechanism: {0}")]
     UnsupportedMechanism(String),
+}
+
+/// How PostgreSQL's hba messages name the transport.
+fn encryption(tls: bool) -> &'static str {
+    if tls {
+        "SSL encryption"
+    } else {
+        "no encryption"
+    }
 }
 
 /// Why the pool had no server connection to give (08006).
@@ -224,6 +260,12 @@ pub enum Unavailable {
     /// The last connect failed less than `server_login_retry` ago.
     #[error("server login has been failing, next attempt in {0:?} (server_login_retry)")]
     LoginRetry(Duration),
+    /// The `auth_query` lookup of a user's secret failed (boxed: it is rare and big).
+    #[error(transparent)]
+    AuthQuery(Box<crate::auth_query::LookupError>),
+    /// `auth_query` answered with a secret that is neither md5 nor SCRAM nor plain.
+    #[error("auth_query returned an unusable secret for user \"{0}\"")]
+    UnusableSecret(String),
 }
 
 /// How a server connection broke while a client used it (08006).

@@ -9,7 +9,7 @@ use weir_config::hba::HbaMethod;
 use weir_config::Config;
 
 use crate::client_auth::Method;
-use crate::error::ClientError;
+use crate::error::{AuthRefusal, ClientError};
 use crate::stream::Stream;
 
 /// The login method for `user` asking for `database` over `stream`.
@@ -28,19 +28,18 @@ pub fn method_for(
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let tls = stream.is_tls();
-    let encryption = if tls {
-        "SSL encryption"
-    } else {
-        "no encryption"
-    };
     let rule = config
         .hba
         .as_ref()
         .and_then(|rules| rules.find(tls, addr, database, user));
     let Some(rule) = rule else {
-        return Err(ClientError::AuthRefused(format!(
-            "no pg_hba.conf entry for host \"{addr}\", user \"{user}\", database \"{database}\", {encryption}"
-        )));
+        return Err(AuthRefusal::NoHbaEntry {
+            host: addr,
+            user: user.to_owned(),
+            database: database.to_owned(),
+            tls,
+        }
+        .into());
     };
     tracing::debug!(line = rule.line, method = ?rule.method, "auth_hba_file rule matched");
     Ok(match rule.method {
@@ -49,18 +48,20 @@ pub fn method_for(
         HbaMethod::ScramSha256 => Method::ScramSha256,
         HbaMethod::Password => Method::Password,
         HbaMethod::Reject => {
-            return Err(ClientError::AuthRefused(format!(
-                "pg_hba.conf rejects connection for host \"{addr}\", user \"{user}\", database \"{database}\", {encryption}"
-            )))
+            return Err(AuthRefusal::HbaReject {
+                host: addr,
+                user: user.to_owned(),
+                database: database.to_owned(),
+                tls,
+            }
+            .into())
         }
         HbaMethod::Cert => {
             // rustls has checked the chain against client_tls_ca_file (verify-ca/-full);
             // the certificate must also name this user.
             let cn = stream.peer_certificate().and_then(common_name);
             if cn.as_deref() != Some(user) {
-                return Err(ClientError::AuthRefused(format!(
-                    "certificate authentication failed for user \"{user}\""
-                )));
+                return Err(AuthRefusal::CertificateMismatch(user.to_owned()).into());
             }
             Method::Trust
         }
