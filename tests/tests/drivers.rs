@@ -10,7 +10,8 @@
 //! `PGWEIR_DRIVERS_MODE=session` or `=direct` runs the same suites through pgweir in
 //! session mode or straight against PostgreSQL: a check of the suites themselves.
 //! `PGWEIR_DRIVERS_TLS=1` runs them over TLS (`client_tls_sslmode = require`, the
-//! drivers with `sslmode=verify-full`; sqlx's build has no TLS, so not sqlx).
+//! drivers with `sslmode=verify-full`; sqlx's build has no TLS, so not sqlx); the
+//! node-postgres, JDBC and psycopg suites also run over TLS in every run.
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -89,8 +90,22 @@ fn mode() -> Option<PoolMode> {
 }
 
 /// Installs `part` with setup.sh, starts pgweir in front of the shared cluster, runs
-/// `program args` with the connection in its environment, and asserts it exits 0.
+/// `program args` with the connection in its environment, and asserts it exits 0; over
+/// TLS when `PGWEIR_DRIVERS_TLS=1`.
 async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: &[(&str, String)]) {
+    let tls = std::env::var("PGWEIR_DRIVERS_TLS").is_ok_and(|v| v == "1");
+    run_suite_with(tls, suite, part, program, args, env).await;
+}
+
+/// [`run_suite`], over TLS (verify-full against the proxy's certificate) when `tls`.
+async fn run_suite_with(
+    tls: bool,
+    suite: &str,
+    part: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) {
     let mut setup = Command::new(repo().join("tests/drivers/setup.sh"));
     setup.arg(part);
     let (status, text) = tokio::task::spawn_blocking(move || run_logged(setup, SETUP_TIMEOUT))
@@ -103,12 +118,9 @@ async fn run_suite(suite: &str, part: &str, program: &Path, args: &[&str], env: 
 
     let pg = shared_cluster();
     let mode = mode();
-    // PGWEIR_DRIVERS_TLS=1 runs the suites over TLS: the proxy requires it, the drivers
-    // verify its certificate (verify-full).
+    // Over TLS the proxy requires it and the drivers verify its certificate (verify-full).
     let tls_dir = tempfile::tempdir().expect("temp dir");
-    let certs = std::env::var("PGWEIR_DRIVERS_TLS")
-        .is_ok_and(|v| v == "1")
-        .then(|| weir_tests::certs::make_certs(tls_dir.path(), "pgweir drivers CA"));
+    let certs = tls.then(|| weir_tests::certs::make_certs(tls_dir.path(), "pgweir drivers CA"));
     let with_tls = |mut config: weir_config::Config| {
         if let Some(certs) = &certs {
             config.client_tls_sslmode = weir_config::SslMode::Require;
@@ -229,6 +241,37 @@ async fn node_postgres() {
 async fn jdbc() {
     let args = ["-cp", "/usr/share/java/postgresql.jar", "java/Suite.java"];
     run_suite("JDBC", "java", Path::new("java"), &args, &[]).await;
+}
+
+/// Issue 13: node-postgres, JDBC and psycopg run their whole suites over TLS too
+/// (`sslmode=verify-full`), in every CI run, not only with `PGWEIR_DRIVERS_TLS=1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres_over_tls() {
+    let modules = drivers_out().join("node/node_modules");
+    let env = [("NODE_PATH", modules.display().to_string())];
+    let args = ["node/suite.js"];
+    run_suite_with(
+        true,
+        "node-postgres over TLS",
+        "node",
+        Path::new("node"),
+        &args,
+        &env,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_over_tls() {
+    let args = ["-cp", "/usr/share/java/postgresql.jar", "java/Suite.java"];
+    run_suite_with(true, "JDBC over TLS", "java", Path::new("java"), &args, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_over_tls() {
+    let python = drivers_out().join("venv/bin/python");
+    let args = ["python/psycopg_suite.py"];
+    run_suite_with(true, "psycopg over TLS", "python", &python, &args, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
