@@ -380,7 +380,32 @@ impl prometheus_client::collector::Collector for Scrape {
                 let h = match pick {
                     0 => &p.query,
                     1 => &p.transaction,
-                    _ => &p.wait,
+                    // Waits by class: one series per class that has waited, and a
+                    // `normal` one (empty) before any wait, so the labels never change.
+                    _ if p.wait_by_class.is_empty() => {
+                        let l = [
+                            ("database", p.database.as_str()),
+                            ("user", p.user.as_str()),
+                            ("class", "normal"),
+                        ];
+                        let (bk, sum, count) = buckets(&p.wait);
+                        m.encode_family(&l)?
+                            .encode_histogram::<NoLabelSet>(sum, count, &bk, None)?;
+                        continue;
+                    }
+                    _ => {
+                        for (class, h) in &p.wait_by_class {
+                            let l = [
+                                ("database", p.database.as_str()),
+                                ("user", p.user.as_str()),
+                                ("class", class),
+                            ];
+                            let (bk, sum, count) = buckets(h);
+                            m.encode_family(&l)?
+                                .encode_histogram::<NoLabelSet>(sum, count, &bk, None)?;
+                        }
+                        continue;
+                    }
                 };
                 let (bk, sum, count) = buckets(h);
                 let l = [("database", p.database.as_str()), ("user", p.user.as_str())];

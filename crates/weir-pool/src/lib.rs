@@ -104,6 +104,9 @@ pub struct PoolSettings {
     pub max_queue: usize,
     /// Waiting this long lifts a waiter one class, so no class starves.
     pub priority_aging: Duration,
+    /// The last this many connections of the size go only to [`Class::Critical`]
+    /// checkouts (at most the size - 1 takes effect). 0 = none.
+    pub reserve_critical: u32,
 }
 
 /// Why a checkout failed.

@@ -81,6 +81,7 @@ mod tests {
             login_retry: Duration::from_millis(10),
             max_queue: 0,
             priority_aging: Duration::from_secs(1),
+            reserve_critical: 0,
         }
     }
 

@@ -513,6 +513,7 @@ pub fn settings_for(c: &Config, database: &str) -> PoolSettings {
         login_retry: c.server_login_retry,
         max_queue: c.max_queue_for(database) as usize,
         priority_aging: c.priority_aging,
+        reserve_critical: c.reserve_critical_for(database),
     }
 }
 

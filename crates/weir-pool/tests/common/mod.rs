@@ -124,6 +124,7 @@ pub fn settings(max_size: u32) -> PoolSettings {
         login_retry: Duration::from_secs(1),
         max_queue: 0,
         priority_aging: Duration::from_secs(1),
+        reserve_critical: 0,
     }
 }
 
