@@ -234,3 +234,62 @@ async fn an_unknown_priority_is_refused_at_login_and_by_set() {
     assert!(describe(&e).contains("pgweir.priority"), "{}", describe(&e));
     pgweir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pgweir_priority_while_a_server_is_held_is_answered_by_pgweir() {
+    let unset = "select coalesce(current_setting('pgweir.priority', true), 'unset')";
+    // Transaction mode, inside a transaction block.
+    let pgweir = start(admin_config(PoolMode::Transaction, 2), None).await;
+    let (c, _task) = must_connect(&pgweir.app_url()).await;
+    simple(&c, "BEGIN").await.expect("begin");
+    simple(&c, "SET pgweir.priority = 'critical'")
+        .await
+        .expect("answered by pgweir");
+    assert_eq!(value(&c, unset).await, "unset", "never sent to PostgreSQL");
+    let e = simple(&c, "SET pgweir.priority = 'urgent'")
+        .await
+        .expect_err("no such class");
+    assert_eq!(code(&e), "22023", "{}", describe(&e));
+    simple(&c, "COMMIT").await.expect("the transaction goes on");
+    // The next checkout is a critical one.
+    let critical_checkouts = || {
+        table(&pgweir.admin_url(), "SHOW PRIORITIES")
+            .rows
+            .iter()
+            .filter(|r| r.get(2).map(String::as_str) == Some("critical"))
+            .filter_map(|r| r.get(4)?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    // (Logins may check out a server too: count from here.)
+    let before = critical_checkouts();
+    simple(&c, "select 1").await.expect("query");
+    assert_eq!(
+        critical_checkouts(),
+        before + 1,
+        "the class changed with SET"
+    );
+    drop(c);
+    pgweir.stop().await;
+
+    // Session mode: the server is held all along.
+    let pgweir = start(admin_config(PoolMode::Session, 2), None).await;
+    let (c, _task) = must_connect(&pgweir.app_url()).await;
+    simple(&c, "select 1").await.expect("query");
+    simple(&c, "SET pgweir.priority TO low")
+        .await
+        .expect("answered by pgweir");
+    simple(&c, "SET pgweir.dedup = off")
+        .await
+        .expect("answered by pgweir");
+    assert_eq!(value(&c, unset).await, "unset", "never sent to PostgreSQL");
+    assert_eq!(
+        value(
+            &c,
+            "select coalesce(current_setting('pgweir.dedup', true), 'unset')"
+        )
+        .await,
+        "unset"
+    );
+    drop(c);
+    pgweir.stop().await;
+}

@@ -23,6 +23,7 @@ mod listener;
 pub mod params;
 pub mod pools;
 pub mod prepared;
+pub mod proxy_set;
 pub mod registry;
 mod relay;
 mod responses;
