@@ -66,32 +66,24 @@ impl<T> WaitQueue<T> {
     }
 
     /// The class whose front waiter goes next: lowest (class - aging), then arrival;
-    /// but not by aging twice in a row (see the module docs).
+    /// but not by aging twice in a row while a more important class waits (see the
+    /// module docs).
     fn next_class(&mut self, now: Instant) -> Option<usize> {
-        let first = self.classes.iter().position(|q| !q.is_empty())?;
         let step = self.aging.as_micros().max(1) as i128;
-        let aged = self.classes[first + 1..]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, q)| {
-                let c = first + 1 + i;
-                let e = q.front()?;
-                let waited = now.saturating_duration_since(e.since).as_micros() as i128;
-                Some(((c as i128) * step - waited, e.id, c))
-            })
-            .min();
-        let beats_first = |&(key, id, _): &(i128, u64, usize)| {
-            let e = self.classes[first].front().map_or((0, 0), |e| {
-                let waited = now.saturating_duration_since(e.since).as_micros() as i128;
-                ((first as i128) * step - waited, e.id)
-            });
-            (key, id) < e
+        // (class - aging, arrival, class) of each class's front waiter.
+        let mut fronts = self.classes.iter().enumerate().filter_map(|(c, q)| {
+            let e = q.front()?;
+            let waited = now.saturating_duration_since(e.since).as_micros() as i128;
+            Some(((c as i128) * step - waited, e.id, c))
+        });
+        let first = fronts.next()?;
+        let best = fronts.fold(first, std::cmp::min);
+        let class = if best.2 != first.2 && self.aged_last {
+            first.2
+        } else {
+            best.2
         };
-        let class = match aged.filter(beats_first) {
-            Some((_, _, c)) if !self.aged_last => c,
-            _ => first,
-        };
-        self.aged_last = class != first;
+        self.aged_last = class != first.2;
         Some(class)
     }
 
