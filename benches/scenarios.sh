@@ -42,6 +42,20 @@
 #              (first second after the step at >= 90% of direct's throughput), peak
 #              server connections (pgweir, from SHOW POOLS every 250 ms), the p99 wait
 #              pgweir reported (self-sizing) and client-side p50/p99 query latency.
+#   priority   (issue 11) PRIO_LOW (200) clients tagged low and PRIO_CRITICAL (20)
+#              tagged critical (startup parameter `pgweir.priority`; PgBouncer gets the
+#              same load untagged) loop PRIO_SQL (`SELECT pg_sleep(0.02)`) back to back
+#              for PRIO_SECONDS (20) against PRIO_POOL_SIZE (4) server connections
+#              (scenarios/prio.py, asyncpg). Its own table: p50/p99 latency per class,
+#              critical p99 as a share of low's (the issue asks <= 10 %), and how many
+#              low clients completed at least one query (no starvation).
+#   dedup      (issue 11) DEDUP_CLIENTS (100) clients (psycopg 3, simple protocol) send
+#              the same read at the same moment, DEDUP_ROUNDS (3) times: a function
+#              that advances a sequence, sleeps DEDUP_SLEEP (0.2 s) and returns
+#              DEDUP_ROWS rows. pgweir has `dedup = true` and the function
+#              in `dedup_functions`; PgBouncer has POOL_SIZE servers. Its own table:
+#              server executions per round (the sequence's advance, read straight from
+#              PostgreSQL) and how many clients got the full, correct result.
 #
 # How to read the table (one row per figure, one column per pooler):
 #   - "queries sent while down" are those started from the stop command (or the
@@ -74,7 +88,7 @@
 #     login for every reconnect.
 #
 # Usage:
-#   benches/scenarios.sh [--quick] [--only outage,blackhole,shed,flood,step]
+#   benches/scenarios.sh [--quick] [--only outage,blackhole,shed,flood,step,priority,dedup]
 #   SCENARIO_LEGACY=1 benches/scenarios.sh      # binary without max_queue & co.
 # Output: the markdown table (and the messages) on stdout, progress on stderr.
 #
@@ -96,6 +110,9 @@
 #   FLOOD_CLIENTS=50  FLOOD_SELECT_CLIENTS=10  FLOOD_SECONDS=3
 #   THINK_MS=10  ERROR_PAUSE_MS=100  HANG_SECONDS=5  QUERY_TIMEOUT_SECONDS=30
 #   STEP_BEFORE=5  STEP_AFTER=60  STEP_BEFORE_SECONDS=5  STEP_SECONDS=15  STEP_BUDGET=64
+#   PRIO_LOW=200  PRIO_CRITICAL=20  PRIO_SECONDS=20  PRIO_POOL_SIZE=4
+#   PRIO_SQL="SELECT pg_sleep(0.02)"
+#   DEDUP_CLIENTS=100  DEDUP_ROUNDS=3  DEDUP_SLEEP=0.2  DEDUP_ROWS=100
 #   RESULTS_DIR=                       also copy the JSON summaries, every query's
 #                                      record (*.records.jsonl: [kind, client, "q" or
 #                                      "c", start, end, outcome], seconds from the
@@ -121,7 +138,7 @@ source "$REPO/benches/lib.sh"
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2; }
 QUICK=0
-ONLY="outage,blackhole,shed,flood,step"
+ONLY="outage,blackhole,shed,flood,step,priority,dedup"
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
@@ -133,7 +150,7 @@ while (($#)); do
     shift
 done
 SCENARIOS=$(tr ',' ' ' <<<"$ONLY")
-for s in $SCENARIOS; do has "$s" "outage blackhole shed flood step" || die "--only: unknown scenario '$s'"; done
+for s in $SCENARIOS; do has "$s" "outage blackhole shed flood step priority dedup" || die "--only: unknown scenario '$s'"; done
 [[ -n ${SCENARIOS// /} ]] || die "--only: no scenario"
 
 if ((QUICK)); then
@@ -171,13 +188,23 @@ STEP_AFTER=${STEP_AFTER:-60}
 STEP_BEFORE_SECONDS=${STEP_BEFORE_SECONDS:-5}
 STEP_SECONDS=${STEP_SECONDS:-15}
 STEP_BUDGET=${STEP_BUDGET:-64}
+PRIO_LOW=${PRIO_LOW:-200}
+PRIO_CRITICAL=${PRIO_CRITICAL:-20}
+PRIO_SECONDS=${PRIO_SECONDS:-20}
+PRIO_POOL_SIZE=${PRIO_POOL_SIZE:-4}
+PRIO_SQL=${PRIO_SQL:-"SELECT pg_sleep(0.02)"}
+DEDUP_CLIENTS=${DEDUP_CLIENTS:-100}
+DEDUP_ROUNDS=${DEDUP_ROUNDS:-3}
+DEDUP_SLEEP=${DEDUP_SLEEP:-0.2}
+DEDUP_ROWS=${DEDUP_ROWS:-100}
 
 for knob in POOL_SIZE QUERY_WAIT_TIMEOUT BLACKHOLE_CONNECT_TIMEOUT OUTAGE_CLIENTS SHED_CLIENTS FLOOD_CLIENTS \
-    FLOOD_SELECT_CLIENTS STEP_BEFORE STEP_AFTER STEP_BEFORE_SECONDS STEP_SECONDS STEP_BUDGET; do
+    FLOOD_SELECT_CLIENTS STEP_BEFORE STEP_AFTER STEP_BEFORE_SECONDS STEP_SECONDS STEP_BUDGET PRIO_LOW PRIO_CRITICAL \
+    PRIO_SECONDS PRIO_POOL_SIZE DEDUP_CLIENTS DEDUP_ROUNDS DEDUP_ROWS; do
     [[ ${!knob} =~ ^[1-9][0-9]*$ ]] || die "$knob must be a positive whole number, not '${!knob}'"
 done
 for knob in BASELINE_SECONDS OUTAGE_SECONDS RECOVER_SECONDS SHED_SECONDS FLOOD_SECONDS THINK_MS ERROR_PAUSE_MS \
-    HANG_SECONDS QUERY_TIMEOUT_SECONDS; do
+    HANG_SECONDS QUERY_TIMEOUT_SECONDS DEDUP_SLEEP; do
     [[ ${!knob} =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$knob must be a number, not '${!knob}'"
 done
 [[ -z $SERVER_LOGIN_RETRY || $SERVER_LOGIN_RETRY =~ ^[0-9]+$ ]] || die "SERVER_LOGIN_RETRY must be whole seconds"
@@ -206,6 +233,11 @@ log "PostgreSQL on port $PG_PORT"
 psql_super -d postgres -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE bench LOGIN PASSWORD 'bench'"
 psql_super -d postgres -c "CREATE DATABASE bench OWNER bench"
 psql_super -d bench -c "CREATE TABLE dup (id int PRIMARY KEY)" -c "INSERT INTO dup VALUES (1)" -c "ALTER TABLE dup OWNER TO bench"
+# The dedup scenario's read: every execution advances the sequence, so its advance over
+# a round is the number of times the server ran the read.
+psql_super -d bench -c "CREATE SEQUENCE dedup_runs" -c "ALTER SEQUENCE dedup_runs OWNER TO bench" \
+    -c "CREATE FUNCTION dedup_read() RETURNS TABLE (v int, g int) LANGUAGE plpgsql AS \$\$BEGIN PERFORM nextval('dedup_runs'); PERFORM pg_sleep($DEDUP_SLEEP); RETURN QUERY SELECT 42, s FROM generate_series(1, $DEDUP_ROWS) s; END\$\$" \
+    -c "ALTER FUNCTION dedup_read() OWNER TO bench"
 printf -v PG_STOP_CMD '%q ' "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop
 printf -v PG_START_CMD '%q ' "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 start
 
@@ -425,9 +457,53 @@ step_report() {
     "$PY" "$HERE/step_report.py" "$WORK/results" "$STEP_BUDGET" "$STEP_BEFORE" "$STEP_AFTER"
 }
 
+# --- priority and dedup (issue 11) ---------------------------------------------
+# run_prio SCENARIO POOLER: one fresh pooler, one prio.py run, one JSON file.
+run_prio() {
+    local scen=$1 pooler=$2 out=$WORK/results/$1-$2.json args=() extra="" size=$POOL_SIZE t0 t1 rc=0
+    case $scen in
+        priority)
+            size=$PRIO_POOL_SIZE
+            args=(priority --sql "$PRIO_SQL" --low "$PRIO_LOW" --critical "$PRIO_CRITICAL" --run-s "$PRIO_SECONDS"
+                --drain-s "$((QUERY_WAIT_TIMEOUT + 5))")
+            [[ $pooler == pgweir ]] && args+=(--tag)
+            ;;
+        dedup)
+            [[ $pooler == pgweir ]] && extra=$'dedup = true\ndedup_functions = ["dedup_read"]'
+            args=(dedup --sql "SELECT v, g FROM dedup_read()"
+                --expect "$("$PY" -c "import json; print(json.dumps([[42, g] for g in range(1, $DEDUP_ROWS + 1)]))")"
+                --clients "$DEDUP_CLIENTS" --rounds "$DEDUP_ROUNDS" --pg-port "$PG_PORT")
+            ;;
+    esac
+    POOL_SIZE=$size start_pooler "$pooler" "$scen" "$PG_PORT" 15 "$extra" || {
+        log "!! $pooler did not start for $scen: $START_ERROR"
+        "$PY" -c 'import json, sys; json.dump({"error": "did not start: " + sys.argv[1]}, sys.stdout)' \
+            "$START_ERROR" >"$out"
+        return 0
+    }
+    t0=$(proc_ticks "$POOLER_PID")
+    timeout -k 5 "$((PRIO_SECONDS + QUERY_WAIT_TIMEOUT + 180))" "$PY" "$HERE/prio.py" "${args[@]}" \
+        --port "$POOLER_PORT" >"$out.tmp" 2>"$WORK/results/$scen-$pooler.stderr" || rc=$?
+    t1=$(proc_ticks "$POOLER_PID")
+    stop_pid "$POOLER_PID"
+    "$PY" - "$out.tmp" "$out" "$rc" "$((t1 - t0))" "$CLK_TCK" "$WORK/results/$scen-$pooler.stderr" <<'EOF'
+import json, sys
+src, dst, rc, ticks, hz, errf = sys.argv[1:]
+try:
+    res = json.load(open(src))
+except Exception:
+    tail = open(errf, errors="replace").read()[-300:]
+    res = {"error": f"prio.py exited {rc} without a summary: {tail}"}
+res["pooler_cpu_s"] = round(int(ticks) / int(hz), 2)
+json.dump(res, open(dst, "w"), indent=1)
+EOF
+    rm -f "$out.tmp"
+    log "   done (prio.py exit $rc)"
+}
+
 START=$SECONDS
 for scen in $SCENARIOS; do
-    [[ $scen == step ]] && continue
+    has "$scen" "step priority dedup" && continue
     for pooler in $POOLERS; do
         log "== $scen: $pooler"
         run_cell "$scen" "$pooler"
@@ -441,6 +517,13 @@ if has step "$SCENARIOS"; then
         run_step "$cell"
     done
 fi
+for scen in priority dedup; do
+    has "$scen" "$SCENARIOS" || continue
+    for pooler in $POOLERS; do
+        log "== $scen: $pooler"
+        run_prio "$scen" "$pooler"
+    done
+done
 log "all scenarios done in $((SECONDS - START)) s"
 
 if [[ -n $RESULTS_DIR ]]; then
@@ -453,7 +536,14 @@ if has step "$SCENARIOS"; then
     echo "Step load, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $PG_VERSION; $(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1); $("$PGWEIR_BIN" --version 2>/dev/null | head -n 1) (repo HEAD $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null))"
     step_report
 fi
-SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vx step | tr '\n' ' ' || true)
+if has priority "$SCENARIOS" || has dedup "$SCENARIOS"; then
+    echo "Priority and dedup, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $PG_VERSION; $(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1); $("$PGWEIR_BIN" --version 2>/dev/null | head -n 1) (repo HEAD $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null))"
+    echo
+    "$PY" "$HERE/prio_report.py" "$WORK/results" "$POOLERS" "$SCENARIOS" \
+        "$PRIO_LOW low + $PRIO_CRITICAL critical clients × \`$PRIO_SQL\` for $PRIO_SECONDS s, pool of $PRIO_POOL_SIZE, transaction mode (PgBouncer: the same clients, untagged)" \
+        "$DEDUP_CLIENTS clients × the same $DEDUP_SLEEP s read ($DEDUP_ROWS rows) at once, $DEDUP_ROUNDS rounds; pgweir \`dedup = true\`, pool of $POOL_SIZE"
+fi
+SCENARIOS=$(tr ' ' '\n' <<<"$SCENARIOS" | grep -vxE 'step|priority|dedup' | tr '\n' ' ' || true)
 [[ -n ${SCENARIOS// /} ]] || exit 0
 pgweir_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 pgweir_ver=$("$PGWEIR_BIN" --version 2>/dev/null | head -n 1 || echo "pgweir ?")

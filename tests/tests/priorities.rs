@@ -71,7 +71,17 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
     // loaded box, so look until they do rather than after a fixed time).
     let low_waiting = || {
         let waiting = table(&pgweir.admin_url(), "SHOW PRIORITIES");
-        assert_eq!(waiting.columns, ["database", "user", "class", "waiting"]);
+        assert_eq!(
+            waiting.columns,
+            [
+                "database",
+                "user",
+                "class",
+                "waiting",
+                "checkouts",
+                "p99_wait_us"
+            ]
+        );
         waiting
             .rows
             .iter()
@@ -121,6 +131,78 @@ async fn critical_work_is_served_first_and_low_work_still_progresses() {
         critical_p99 * 4 <= low_p99,
         "critical p99 {critical_p99:?} vs low p99 {low_p99:?}"
     );
+    // Waits per class: SHOW PRIORITIES' p99 and /metrics' class label.
+    let rows = table(&pgweir.admin_url(), "SHOW PRIORITIES").rows;
+    let p99_of = |class: &str| {
+        rows.iter()
+            .filter(|r| r.get(2).map(String::as_str) == Some(class))
+            .filter_map(|r| r.get(5)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        p99_of("critical") < p99_of("low"),
+        "p99 wait: critical {} µs, low {} µs",
+        p99_of("critical"),
+        p99_of("low")
+    );
+    pgweir.stop().await;
+}
+
+/// Runs `sql` on a client already logged in and returns how long it took.
+async fn timed(url: String, sql: &'static str) -> Duration {
+    let (c, _task) = must_connect(&url).await;
+    let t = Instant::now();
+    simple(&c, sql).await.expect("query");
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_servers_serve_a_critical_client_at_once() {
+    let mut config = admin_config(PoolMode::Transaction, 4);
+    config.reserve_critical = 2;
+    config.query_wait_timeout = Duration::from_secs(60);
+    let pgweir = start(config, None).await;
+    let low_url = format!("{}?options=-c%20pgweir.priority%3Dlow", pgweir.app_url());
+    let critical_url = format!(
+        "{}?options=-c%20pgweir.priority%3Dcritical",
+        pgweir.app_url()
+    );
+    // Four low clients want a server for 4 s each; only two may hold one.
+    let lows: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(timed(low_url.clone(), "select pg_sleep(4)")))
+        .collect();
+    let low_waiting = || {
+        table(&pgweir.admin_url(), "SHOW PRIORITIES")
+            .rows
+            .iter()
+            .filter(|r| r.get(2).map(String::as_str) == Some("low"))
+            .filter_map(|r| r.get(3)?.parse::<u32>().ok())
+            .sum::<u32>()
+    };
+    let by = Instant::now() + Duration::from_secs(20);
+    while low_waiting() < 2 && Instant::now() < by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        low_waiting(),
+        2,
+        "two low clients wait beside two free servers"
+    );
+    // The critical one (logged in first, then timed) is served from the reserve.
+    let critical = timed(critical_url, "select 1").await;
+    assert!(
+        critical < Duration::from_secs(2),
+        "critical waited {critical:?} behind low work"
+    );
+    assert_eq!(low_waiting(), 2, "the low clients still wait");
+    let mut low = Vec::new();
+    for t in lows {
+        low.push(t.await.expect("low task"));
+    }
+    low.sort();
+    // Two ran at once, the other two after them.
+    assert!(low[3] >= Duration::from_secs(7), "low latencies {low:?}");
     pgweir.stop().await;
 }
 
@@ -150,5 +232,64 @@ async fn an_unknown_priority_is_refused_at_login_and_by_set() {
     };
     assert_eq!(code(&e), "22023", "{}", describe(&e));
     assert!(describe(&e).contains("pgweir.priority"), "{}", describe(&e));
+    pgweir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_pgweir_priority_while_a_server_is_held_is_answered_by_pgweir() {
+    let unset = "select coalesce(current_setting('pgweir.priority', true), 'unset')";
+    // Transaction mode, inside a transaction block.
+    let pgweir = start(admin_config(PoolMode::Transaction, 2), None).await;
+    let (c, _task) = must_connect(&pgweir.app_url()).await;
+    simple(&c, "BEGIN").await.expect("begin");
+    simple(&c, "SET pgweir.priority = 'critical'")
+        .await
+        .expect("answered by pgweir");
+    assert_eq!(value(&c, unset).await, "unset", "never sent to PostgreSQL");
+    let e = simple(&c, "SET pgweir.priority = 'urgent'")
+        .await
+        .expect_err("no such class");
+    assert_eq!(code(&e), "22023", "{}", describe(&e));
+    simple(&c, "COMMIT").await.expect("the transaction goes on");
+    // The next checkout is a critical one.
+    let critical_checkouts = || {
+        table(&pgweir.admin_url(), "SHOW PRIORITIES")
+            .rows
+            .iter()
+            .filter(|r| r.get(2).map(String::as_str) == Some("critical"))
+            .filter_map(|r| r.get(4)?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    // (Logins may check out a server too: count from here.)
+    let before = critical_checkouts();
+    simple(&c, "select 1").await.expect("query");
+    assert_eq!(
+        critical_checkouts(),
+        before + 1,
+        "the class changed with SET"
+    );
+    drop(c);
+    pgweir.stop().await;
+
+    // Session mode: the server is held all along.
+    let pgweir = start(admin_config(PoolMode::Session, 2), None).await;
+    let (c, _task) = must_connect(&pgweir.app_url()).await;
+    simple(&c, "select 1").await.expect("query");
+    simple(&c, "SET pgweir.priority TO low")
+        .await
+        .expect("answered by pgweir");
+    simple(&c, "SET pgweir.dedup = off")
+        .await
+        .expect("answered by pgweir");
+    assert_eq!(value(&c, unset).await, "unset", "never sent to PostgreSQL");
+    assert_eq!(
+        value(
+            &c,
+            "select coalesce(current_setting('pgweir.dedup', true), 'unset')"
+        )
+        .await,
+        "unset"
+    );
+    drop(c);
     pgweir.stop().await;
 }

@@ -460,12 +460,19 @@ impl AdminBackend for Admin {
         let mut rows = Vec::new();
         for e in self.handle.pools() {
             let waiting = e.pool.stats().waiting_by_class;
-            for (class, n) in weir_pool::Class::ALL.iter().zip(waiting) {
+            for (&class, n) in weir_pool::Class::ALL.iter().zip(waiting) {
+                let waits = e.pool.metrics().wait_histogram_of(class);
                 rows.push(PriorityRow {
                     database: e.database.clone(),
                     user: e.user.clone(),
                     class: class.as_str(),
                     waiting: n,
+                    checkouts: waits.len(),
+                    p99_wait_us: if waits.is_empty() {
+                        0
+                    } else {
+                        waits.value_at_quantile(0.99)
+                    },
                 });
             }
         }

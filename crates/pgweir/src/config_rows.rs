@@ -64,6 +64,11 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.max_queue.to_string(),
             d.max_queue.to_string(),
         ),
+        (
+            "reserve_critical",
+            c.reserve_critical.to_string(),
+            d.reserve_critical.to_string(),
+        ),
         ("dedup", flag(c.dedup), flag(d.dedup)),
         (
             "dedup_max_bytes",

@@ -186,7 +186,8 @@ impl PoolRow {
     }
 }
 
-/// One `SHOW PRIORITIES` row: how many clients of one class wait in one pool.
+/// One `SHOW PRIORITIES` row: how many clients of one class wait in one pool, and how
+/// long that class has waited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PriorityRow {
     /// Database.
@@ -197,6 +198,10 @@ pub struct PriorityRow {
     pub class: &'static str,
     /// Clients of that class waiting for a server connection now.
     pub waiting: u32,
+    /// Checkouts of that class so far.
+    pub checkouts: u64,
+    /// 99th percentile of that class's waits for a server connection so far, µs.
+    pub p99_wait_us: u64,
 }
 
 /// Query dedup's counters since start.
@@ -482,8 +487,10 @@ pub struct PoolLatency {
     pub query: Histogram<u64>,
     /// Transaction durations.
     pub transaction: Histogram<u64>,
-    /// Checkout waits.
+    /// Checkout waits, every class.
     pub wait: Histogram<u64>,
+    /// Checkout waits per class (`critical`, ...), classes without any left out.
+    pub wait_by_class: Vec<(&'static str, Histogram<u64>)>,
 }
 
 impl PoolLatency {
@@ -495,6 +502,11 @@ impl PoolLatency {
             query: m.query_histogram(),
             transaction: m.transaction_histogram(),
             wait: m.wait_histogram(),
+            wait_by_class: weir_pool::Class::ALL
+                .iter()
+                .map(|&c| (c.as_str(), m.wait_histogram_of(c)))
+                .filter(|(_, h)| !h.is_empty())
+                .collect(),
         }
     }
 }

@@ -377,15 +377,27 @@ impl prometheus_client::collector::Collector for Scrape {
                 MetricType::Histogram,
             )?;
             for p in &latency {
-                let h = match pick {
-                    0 => &p.query,
-                    1 => &p.transaction,
-                    _ => &p.wait,
+                let pool = [("database", p.database.as_str()), ("user", p.user.as_str())];
+                if pick < 2 {
+                    let h = if pick == 0 { &p.query } else { &p.transaction };
+                    let (bk, sum, count) = buckets(h);
+                    m.encode_family(&pool)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &bk, None)?;
+                    continue;
+                }
+                // Waits by class: one series per class that has waited, and an empty
+                // `normal` one before any wait, so the label set never changes.
+                let by_class: Vec<(&str, &Histogram<u64>)> = if p.wait_by_class.is_empty() {
+                    vec![("normal", &p.wait)]
+                } else {
+                    p.wait_by_class.iter().map(|(c, h)| (*c, h)).collect()
                 };
-                let (bk, sum, count) = buckets(h);
-                let l = [("database", p.database.as_str()), ("user", p.user.as_str())];
-                m.encode_family(&l)?
-                    .encode_histogram::<NoLabelSet>(sum, count, &bk, None)?;
+                for (class, h) in by_class {
+                    let l = [pool[0], pool[1], ("class", class)];
+                    let (bk, sum, count) = buckets(h);
+                    m.encode_family(&l)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &bk, None)?;
+                }
             }
         }
         Ok(())

@@ -170,6 +170,7 @@ impl AdminBackend for Sample {
             query: empty_histogram(),
             transaction: empty_histogram(),
             wait: empty_histogram(),
+            wait_by_class: Vec::new(),
         }]
     }
     fn queries(&self, _limit: usize) -> Vec<QueryRow> {

@@ -514,6 +514,8 @@ fn priorities(backend: &dyn AdminBackend) -> Table {
         ("user", Text),
         ("class", Text),
         ("waiting", Int4),
+        ("checkouts", Int8),
+        ("p99_wait_us", Int8),
     ]);
     for p in backend.priorities() {
         t.push(vec![
@@ -521,6 +523,8 @@ fn priorities(backend: &dyn AdminBackend) -> Table {
             p.user.into(),
             p.class.into(),
             p.waiting.into(),
+            p.checkouts.into(),
+            p.p99_wait_us.into(),
         ]);
     }
     t

@@ -136,7 +136,7 @@ async fn metrics_parse_and_follow_the_backend() {
         4.0
     );
     assert_eq!(
-        m[&format!("pgweir_wait_duration_seconds_count{{{pool}}}")],
+        m[&format!("pgweir_wait_duration_seconds_count{{{pool},class=\"normal\"}}")],
         0.0
     );
 

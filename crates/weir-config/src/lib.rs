@@ -110,6 +110,10 @@ pub struct Config {
     /// at once with 53300 instead of everyone timing out together. 0 = unlimited
     /// (default). Waiters whose expected wait exceeds `query_wait_timeout` are shed too.
     pub max_queue: u32,
+    /// The last this many server connections of each pool go only to `critical`
+    /// clients, so critical work never waits behind a pool full of others. 0 = none
+    /// (default); per database too. At most the pool size - 1 takes effect.
+    pub reserve_critical: u32,
     /// Single-flight query dedup (transaction mode): while a plain read runs, clients
     /// sending the identical Query (same text, database, user and settings) get that
     /// execution's answer instead of running it again. Off by default; per database
@@ -297,6 +301,7 @@ impl Default for Config {
             scaling: ScalingConfig::default(),
             max_pinned: None,
             max_queue: 0,
+            reserve_critical: 0,
             dedup: false,
             dedup_max_bytes: 1 << 20,
             dedup_functions: Vec::new(),
@@ -394,6 +399,9 @@ pub struct DatabaseConfig {
     pub max_pinned: Option<u32>,
     /// Most waiting clients per pool of this database; `None` = the global `max_queue`.
     pub max_queue: Option<u32>,
+    /// Servers of each pool of this database only critical clients get; `None` = the
+    /// global `reserve_critical`.
+    pub reserve_critical: Option<u32>,
     /// Pool mode for this database; `None` = the global `pool_mode`.
     pub pool_mode: Option<PoolMode>,
     /// Query dedup for this database; `None` = the global `dedup`.
@@ -425,6 +433,7 @@ impl Default for DatabaseConfig {
             max_pool_size: None,
             max_pinned: None,
             max_queue: None,
+            reserve_critical: None,
             pool_mode: None,
             dedup: None,
             reserve_pool_size: None,
@@ -449,6 +458,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_pool_size", &self.max_pool_size)
             .field("max_pinned", &self.max_pinned)
             .field("max_queue", &self.max_queue)
+            .field("reserve_critical", &self.reserve_critical)
             .field("pool_mode", &self.pool_mode)
             .field("dedup", &self.dedup)
             .field("reserve_pool_size", &self.reserve_pool_size)
@@ -658,6 +668,14 @@ impl Config {
             .get(db)
             .and_then(|d| d.dedup)
             .unwrap_or(self.dedup || self.mode == Mode::HighPerformance)
+    }
+
+    /// Effective `reserve_critical` for each pool of database `db`.
+    pub fn reserve_critical_for(&self, db: &str) -> u32 {
+        self.databases
+            .get(db)
+            .and_then(|d| d.reserve_critical)
+            .unwrap_or(self.reserve_critical)
     }
 
     /// Effective `max_queue` for each pool of database `db`.

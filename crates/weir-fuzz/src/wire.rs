@@ -196,7 +196,7 @@ pub fn sql(data: &[u8]) {
         effects, lexed,
         "the classification's fast path missed a statement"
     );
-    let _ = weir_proxy::features::priority_set(data);
+    let _ = weir_proxy::proxy_set::parse(data);
 }
 
 /// Where the next token starts at or after `i`, by PostgreSQL's scan.l: whitespace

@@ -110,6 +110,9 @@ pub struct PoolSettings {
     /// PgBouncer's `reserve_pool_timeout`: how long a checkout waits before the reserve
     /// opens.
     pub reserve_timeout: Duration,
+    /// The last this many connections of the size go only to [`Class::Critical`]
+    /// checkouts (at most the size - 1 takes effect). 0 = none.
+    pub reserve_critical: u32,
 }
 
 /// Why a checkout failed.

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::request::{Class, CLASSES};
+
 /// Lowest value the histograms resolve, in microseconds.
 const LOWEST_US: u64 = 1;
 /// Highest value the histograms track (one hour, in microseconds); longer
@@ -67,7 +69,9 @@ pub struct PoolMetrics {
     pub prepare_hits: AtomicU64,
     /// Errors relayed to clients, by SQLSTATE class (the first two characters).
     errors: Mutex<BTreeMap<[u8; 2], u64>>,
-    wait: ShardedHistogram,
+    /// Checkout waits per class ([`Class`] as index): a shard's histogram is allocated
+    /// on its first record, so classes nobody uses cost 5 empty shard slots.
+    wait: [ShardedHistogram; CLASSES],
     xact: ShardedHistogram,
     query: ShardedHistogram,
 }
@@ -96,17 +100,23 @@ impl PoolMetrics {
             prepares: AtomicU64::new(0),
             prepare_hits: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
-            wait: ShardedHistogram::new(shards),
+            wait: std::array::from_fn(|_| ShardedHistogram::new(shards)),
             xact: ShardedHistogram::new(shards),
             query: ShardedHistogram::new(shards),
         }
     }
 
-    /// Record one checkout wait (the pool calls this for every checkout).
+    /// Record one checkout wait of a `normal` client.
     pub fn record_wait(&self, d: Duration) {
+        self.record_wait_of(Class::Normal, d);
+    }
+
+    /// Record one checkout wait of a client of `class` (the pool calls this for every
+    /// checkout).
+    pub fn record_wait_of(&self, class: Class, d: Duration) {
         let us = micros(d);
         self.wait_us.fetch_add(us, Relaxed);
-        self.wait.record(us);
+        self.wait[class as usize].record(us);
     }
 
     /// Record one finished transaction and its duration.
@@ -145,9 +155,18 @@ impl PoolMetrics {
             .collect()
     }
 
-    /// Snapshot of all checkout waits so far, in µs, merged over shards.
+    /// Snapshot of all checkout waits so far, in µs, merged over shards and classes.
     pub fn wait_histogram(&self) -> Histogram<u64> {
-        self.wait.snapshot()
+        let mut merged = empty_histogram();
+        for w in &self.wait {
+            w.merge_into(&mut merged);
+        }
+        merged
+    }
+
+    /// Snapshot of the checkout waits of clients of `class` so far, in µs.
+    pub fn wait_histogram_of(&self, class: Class) -> Histogram<u64> {
+        self.wait[class as usize].snapshot()
     }
 
     /// Snapshot of all transaction durations so far, in µs, merged over shards.
@@ -249,6 +268,12 @@ impl ShardedHistogram {
 
     fn snapshot(&self) -> Histogram<u64> {
         let mut merged = empty_histogram();
+        self.merge_into(&mut merged);
+        merged
+    }
+
+    /// Adds every shard's records to `merged`.
+    fn merge_into(&self, merged: &mut Histogram<u64>) {
         for shard in self.shards.iter() {
             let h = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(h) = h.as_ref() {
@@ -258,7 +283,6 @@ impl ShardedHistogram {
                 }
             }
         }
-        merged
     }
 }
 
@@ -318,5 +342,22 @@ mod tests {
         assert_eq!(w.value_at_quantile(0.5), 7);
         assert_eq!(m.wait_us.load(Relaxed), total * 7);
         assert!(m.query_histogram().is_empty());
+    }
+
+    #[test]
+    fn waits_are_kept_per_class_and_merged() {
+        let m = PoolMetrics::new();
+        m.record_wait_of(Class::Critical, Duration::from_micros(10));
+        m.record_wait_of(Class::Low, Duration::from_micros(5000));
+        m.record_wait_of(Class::Low, Duration::from_micros(7000));
+        m.record_wait(Duration::from_micros(20));
+        assert_eq!(m.wait_histogram_of(Class::Critical).len(), 1);
+        assert_eq!(m.wait_histogram_of(Class::Low).len(), 2);
+        assert_eq!(m.wait_histogram_of(Class::Normal).len(), 1);
+        assert!(m.wait_histogram_of(Class::High).is_empty());
+        let all = m.wait_histogram();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all.min(), 10);
+        assert_eq!(m.wait_us.load(Relaxed), 12_030);
     }
 }

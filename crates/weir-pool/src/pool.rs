@@ -125,7 +125,7 @@ impl<M: ManageConnection> Pool<M> {
         conn.ticket.meta.set_state(ServerState::Active);
         let metrics = &self.inner.metrics;
         metrics.checkouts.fetch_add(1, Relaxed);
-        metrics.record_wait(start.elapsed());
+        metrics.record_wait_of(req.class, start.elapsed());
         Ok(PooledConnection::new(Arc::clone(&self.inner), conn))
     }
 
@@ -349,17 +349,22 @@ impl<M: ManageConnection> Inner<M> {
                 if st.paused {
                     let id = st.paused_waiters.push(req.class, start, ());
                     Step::Paused(self.gate.subscribe(), st.settings.wait_timeout, id)
-                } else if let Some(conn) = st.idle.pop_back() {
+                } else if let Some(conn) = st
+                    .may_take(req.class, st.active + st.connecting)
+                    .then(|| st.idle.pop_back())
+                    .flatten()
+                {
                     st.add_active();
                     Step::Idle(conn)
                 } else {
-                    let backoff = if st.has_room() {
+                    let room = st.has_room() && st.may_take(req.class, st.active + st.connecting);
+                    let backoff = if room {
                         st.login_backoff(Instant::now())
                     } else {
                         None
                     };
                     match backoff {
-                        None if st.has_room() => {
+                        None if room => {
                             st.connecting += 1;
                             Step::Connect(st.settings.connect_timeout)
                         }

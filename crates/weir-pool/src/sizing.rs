@@ -110,6 +110,7 @@ mod tests {
             priority_aging: Duration::from_secs(1),
             reserve_size: 0,
             reserve_timeout: Duration::from_secs(5),
+            reserve_critical: 0,
         }
     }
 

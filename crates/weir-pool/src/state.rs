@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::queue::WaitQueue;
+use crate::request::Class;
 use crate::servers::ConnTicket;
 use crate::{PoolSettings, ShedReason};
 
@@ -198,6 +199,29 @@ impl<C> State<C> {
         self.total() < self.cap()
     }
 
+    /// Whether a checkout of `class` may take one more server while `in_use` others are
+    /// checked out or being opened: the last `reserve_critical` of the size (at most
+    /// size - 1, so others always get one) go only to critical checkouts.
+    pub(crate) fn may_take(&self, class: Class, in_use: u32) -> bool {
+        let reserve = self.settings.reserve_critical;
+        // One compare when nothing is reserved (the usual case, on every checkout).
+        if reserve == 0 || class == Class::Critical {
+            return true;
+        }
+        let cap = self.cap();
+        in_use < cap - reserve.min(cap.saturating_sub(1))
+    }
+
+    /// The next waiter for one server, `others` besides it being in use: anyone while
+    /// the server is not one of those reserved for critical work, else a critical one.
+    fn next_waiter(&mut self, others: u32) -> Option<Waiter<C>> {
+        if self.may_take(Class::Normal, others) {
+            self.waiters.pop()
+        } else {
+            self.waiters.pop_critical()
+        }
+    }
+
     /// Count one more connection checked out.
     pub(crate) fn add_active(&mut self) {
         self.active += 1;
@@ -228,7 +252,9 @@ impl<C> State<C> {
                 if self.closed || over || self.paused || conn.is_stale(self.generation) {
                     return Route::Close(conn);
                 }
-                if let Some(tx) = self.waiters.pop() {
+                // This connection is counted in `active`.
+                let others = (self.active + self.connecting).saturating_sub(1);
+                if let Some(tx) = self.next_waiter(others) {
                     // A warmed or probed connection becomes a checkout here.
                     self.peak_active = self.peak_active.max(self.active);
                     return Route::Send(tx, Grant::Conn(conn));
@@ -239,7 +265,9 @@ impl<C> State<C> {
             }
             Grant::Slot => {
                 if !self.closed && !over && !self.paused {
-                    if let Some(tx) = self.waiters.pop() {
+                    // This slot is counted in `connecting`.
+                    let others = (self.active + self.connecting).saturating_sub(1);
+                    if let Some(tx) = self.next_waiter(others) {
                         return Route::Send(tx, Grant::Slot);
                     }
                 }
@@ -296,7 +324,7 @@ impl<C> State<C> {
     /// Grant slots to waiters while there is room (after a grow or a close).
     pub(crate) fn grant_slots(&mut self, out: &mut Vec<Route<C>>) {
         while !self.closed && !self.paused && self.has_room() {
-            let Some(tx) = self.waiters.pop() else {
+            let Some(tx) = self.next_waiter(self.active + self.connecting) else {
                 break;
             };
             self.connecting += 1;

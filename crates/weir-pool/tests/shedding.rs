@@ -148,3 +148,71 @@ async fn a_hopeless_expected_wait_is_shed_at_once() {
     };
     pool.checkout(&easy).await.expect("served");
 }
+
+#[tokio::test]
+async fn reserved_servers_go_only_to_critical_checkouts() {
+    let mut s = settings(4);
+    s.reserve_critical = 2;
+    let (pool, _fake) = pool(s);
+    let mut low = Vec::new();
+    for _ in 0..2 {
+        low.push(
+            pool.checkout(&req(Class::Low))
+                .await
+                .expect("an unreserved server"),
+        );
+    }
+    // A third low checkout waits although two servers are free (or could be opened).
+    let third = {
+        let p = pool.clone();
+        tokio::spawn(async move { p.checkout(&req(Class::Low)).await.map(|c| c.id) })
+    };
+    until(LIMIT, "the third low checkout to wait", || {
+        pool.stats().waiting == 1
+    })
+    .await;
+    // Critical work is served at once from the reserve, both reserved servers.
+    let started = tokio::time::Instant::now();
+    let c1 = pool
+        .checkout(&req(Class::Critical))
+        .await
+        .expect("reserved");
+    let c2 = pool
+        .checkout(&req(Class::Critical))
+        .await
+        .expect("reserved");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(pool.stats().waiting, 1);
+    // Servers coming back while two low checkouts still hold servers are among the
+    // last two: they do not go to the low waiter.
+    drop((c1, c2));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        pool.stats().waiting,
+        1,
+        "a reserved server went to a low waiter"
+    );
+    // With one low checkout left, the next server is not among the last two.
+    drop(low.pop());
+    tokio::time::timeout(LIMIT, third)
+        .await
+        .expect("served once fewer than 2 servers are in use")
+        .expect("task")
+        .expect("a server");
+}
+
+#[tokio::test]
+async fn a_reserve_as_big_as_the_pool_still_leaves_one_server_for_others() {
+    let mut s = settings(2);
+    s.reserve_critical = 5;
+    let (pool, _fake) = pool(s);
+    let held = pool
+        .checkout(&req(Class::Background))
+        .await
+        .expect("one server is always open to all");
+    let critical = pool
+        .checkout(&req(Class::Critical))
+        .await
+        .expect("the reserved one");
+    drop((held, critical));
+}

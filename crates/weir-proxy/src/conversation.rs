@@ -64,7 +64,7 @@ pub(crate) enum HiddenQuery {
 }
 
 /// An answer the proxy gives itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Synthetic {
     /// ParseComplete for a statement the server already had.
     ParseComplete,
@@ -72,6 +72,9 @@ pub(crate) enum Synthetic {
     CloseComplete,
     /// CommandComplete `DEALLOCATE` + ReadyForQuery for `DEALLOCATE name` of a mapped statement.
     Deallocate,
+    /// CommandComplete `SET` (or this ErrorResponse, whole) + ReadyForQuery for a `SET`
+    /// of one of the proxy's own settings ([`crate::proxy_set`]) while a server is held.
+    ProxySet(Option<Box<[u8]>>),
 }
 
 /// A client statement name and what it named before a change.
@@ -313,6 +316,23 @@ impl Conversation {
         w: &mut Rewriter<'_>,
         to_client: &mut BytesMut,
     ) {
+        if crate::proxy_set::looks_like(body) {
+            if let Some((setting, value)) = query_text(body).and_then(crate::proxy_set::parse) {
+                // Answered by the proxy in its turn, never sent: the server must not
+                // carry the setting to its next client.
+                let error = crate::proxy_set::apply(ctx.client, setting, &value)
+                    .err()
+                    .map(|e| {
+                        let mut out = BytesMut::new();
+                        e.put(&mut out, weir_wire::build::Severity::Error);
+                        Box::from(&out[..])
+                    });
+                w.edit_at(pos);
+                w.skip_to(pos + frame_len);
+                self.push_synthetic(Synthetic::ProxySet(error), Undo::default(), to_client);
+                return;
+            }
+        }
         // A simple query ends the unnamed statement's life.
         self.unnamed_parsed = false;
         let text = query_text(body);

@@ -406,38 +406,6 @@ fn first_function_argument(body: &[u8]) -> Option<&[u8]> {
     rest.get(6..6 + len)
 }
 
-/// The value of a lone `SET [SESSION] pgweir.priority = value` (or `TO value`), quotes
-/// removed: the proxy's own setting, answered without a server. `None` for anything
-/// else (including `SET LOCAL`, which would end with the transaction).
-pub fn priority_set(sql: &[u8]) -> Option<String> {
-    let tokens: Vec<Token<'_>> = Lexer::new(sql).collect();
-    let mut t = tokens.as_slice();
-    if let [rest @ .., last] = t {
-        if is_punct(last, b';') {
-            t = rest;
-        }
-    }
-    let t = match t {
-        [set, session, rest @ ..] if is_word(set, b"SET") && is_word(session, b"SESSION") => rest,
-        [set, rest @ ..] if is_word(set, b"SET") => rest,
-        _ => return None,
-    };
-    let [scope, dot, name, eq, value] = t else {
-        return None;
-    };
-    let named = is_word(scope, b"pgweir") && is_punct(dot, b'.') && is_word(name, b"priority");
-    let assigns = (eq.kind == TokenKind::Operator && eq.text == b"=") || is_word(eq, b"TO");
-    if !(named && assigns) {
-        return None;
-    }
-    let raw = match value.kind {
-        TokenKind::String => value.text.strip_prefix(b"'")?.strip_suffix(b"'")?,
-        TokenKind::Word => value.text,
-        _ => return None,
-    };
-    String::from_utf8(raw.to_vec()).ok()
-}
-
 fn is_punct(t: &Token<'_>, b: u8) -> bool {
     t.kind == TokenKind::Punct && t.text == [b]
 }
@@ -472,24 +440,6 @@ fn unquoted<'a>(t: &Token<'a>) -> &'a [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_proxys_own_priority_setting_is_recognised() {
-        assert_eq!(
-            priority_set(b"SET pgweir.priority = 'high'").as_deref(),
-            Some("high")
-        );
-        assert_eq!(
-            priority_set(b"set session pgweir.priority to low;").as_deref(),
-            Some("low")
-        );
-        assert_eq!(priority_set(b"SET LOCAL pgweir.priority = 'high'"), None);
-        assert_eq!(
-            priority_set(b"SET pgweir.priority = 'high'; SELECT 1"),
-            None
-        );
-        assert_eq!(priority_set(b"SET search_path = 'high'"), None);
-    }
 
     #[test]
     fn pin_check_answers_map_to_bits_in_order() {

@@ -25,6 +25,7 @@ mod listener;
 pub mod params;
 pub mod pools;
 pub mod prepared;
+pub mod proxy_set;
 pub mod rate;
 pub mod registry;
 mod relay;

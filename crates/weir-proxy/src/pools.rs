@@ -578,6 +578,7 @@ pub fn settings_for(c: &Config, database: &str) -> PoolSettings {
         reserve_size: c.reserve_pool_for(database).0,
         reserve_timeout: c.reserve_pool_for(database).1,
         priority_aging: c.priority_aging,
+        reserve_critical: c.reserve_critical_for(database),
     }
 }
 

@@ -67,8 +67,8 @@ pub struct Relay<'a> {
     upstream: Arc<Upstream>,
     /// Where the relay stands.
     phase: Phase,
-    /// Query dedup is on for this client (transaction mode; the database's `dedup`
-    /// or the client's own `pgweir.dedup`).
+    /// The database's `dedup` (the client's own `pgweir.dedup`, which `SET` may change
+    /// at any time, wins: [`Relay::dedup_wanted`]).
     dedup: bool,
     /// What outlives server connections: statement names, settings, pins.
     session: ClientSession,
@@ -112,7 +112,7 @@ impl<'a> Relay<'a> {
     ) -> Self {
         let transaction_mode = entry.mode == PoolMode::Transaction;
         let config = shared.config();
-        let dedup = dedup_on(transaction_mode, session.dedup, &config, &entry.database);
+        let dedup = config.dedup_for(&entry.database);
         Relay {
             max_message: config.max_message_size as usize,
             max_pinned: config.max_pinned_for(&entry.database),
@@ -181,7 +181,9 @@ impl<'a> Relay<'a> {
                     return Err(ClientError::Shutdown)
                 }
                 // Boxed: only a client that follows a flight needs the waiting future.
-                Idle::NeedServer if self.dedup && Box::pin(self.follow_or_lead()).await? => {
+                Idle::NeedServer
+                    if self.dedup_wanted() && Box::pin(self.follow_or_lead()).await? =>
+                {
                     continue
                 }
                 Idle::NeedServer => return Ok(true),
@@ -259,12 +261,7 @@ impl<'a> Relay<'a> {
             // the pool to another upstream).
             self.max_pinned = config.max_pinned_for(&self.entry.database);
             self.upstream = self.entry.pool.manager().upstream();
-            self.dedup = dedup_on(
-                self.transaction_mode,
-                self.session.dedup,
-                &config,
-                &self.entry.database,
-            );
+            self.dedup = config.dedup_for(&self.entry.database);
             self.config = config;
         }
         let mut conn = crate::session::checkout(
@@ -288,6 +285,12 @@ impl<'a> Relay<'a> {
         Ok(held)
     }
 
+    /// Whether query dedup is on for this client: transaction mode only, then its own
+    /// `pgweir.dedup` if it set one, else its database's setting.
+    fn dedup_wanted(&self) -> bool {
+        self.transaction_mode && self.session.dedup.unwrap_or(self.dedup)
+    }
+
     /// Adds this session's counts to the pool's shared counters: once per transaction,
     /// not per read, so workers don't bounce those cache lines on every message.
     fn flush_counters(&mut self) {
@@ -304,12 +307,6 @@ impl<'a> Relay<'a> {
                 .fetch_add(c.bytes_from_server, Relaxed);
         }
     }
-}
-
-/// Whether query dedup is on for a client: transaction mode only, then its own
-/// `pgweir.dedup` if it set one, else its database's setting.
-fn dedup_on(transaction_mode: bool, own: Option<bool>, config: &Config, database: &str) -> bool {
-    transaction_mode && own.unwrap_or_else(|| config.dedup_for(database))
 }
 
 /// Sleeps until `deadline` (forever if none; the branch is disabled then anyway).

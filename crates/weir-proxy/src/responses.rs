@@ -251,6 +251,13 @@ impl Conversation {
     pub(crate) fn emit_ready_synthetics(&mut self, to_client: &mut BytesMut) {
         while let Some(Expect::Synthetic(s, _)) = self.queue.front() {
             match s {
+                Synthetic::ProxySet(error) => {
+                    match error {
+                        Some(e) => to_client.extend_from_slice(e),
+                        None => put_frame(to_client, b'C', |b| b.put_slice(b"SET\0")),
+                    }
+                    put_ready_for_query(to_client, self.status);
+                }
                 Synthetic::ParseComplete => put_frame(to_client, b'1', |_| {}),
                 Synthetic::CloseComplete => put_frame(to_client, b'3', |_| {}),
                 Synthetic::Deallocate => {

@@ -535,15 +535,19 @@ fn client_dedup(settings: &mut Vec<(String, String)>) -> Result<Option<bool>, Cl
     else {
         return Ok(None);
     };
-    let value = settings.remove(i).1;
-    match weir_config::parse_flag(&value) {
-        Some(on) => Ok(Some(on)),
-        None => Err(ClientError::InvalidParameter {
-            name: DEDUP_SETTING,
-            value,
-            expected: "on or off",
-        }),
-    }
+    parse_dedup(&settings.remove(i).1).map(Some)
+}
+
+/// The switch a `pgweir.dedup` value names.
+///
+/// # Errors
+/// It is not a boolean (22023).
+pub fn parse_dedup(value: &str) -> Result<bool, ClientError> {
+    weir_config::parse_flag(value).ok_or_else(|| ClientError::InvalidParameter {
+        name: DEDUP_SETTING,
+        value: value.to_owned(),
+        expected: "on or off",
+    })
 }
 
 /// A client's class: `pgweir.priority` from its startup packet (a parameter, or

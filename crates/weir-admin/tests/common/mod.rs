@@ -200,6 +200,7 @@ impl AdminBackend for Fake {
             query: hist(&[100, 200, 300, 5000]),
             transaction: hist(&[1000, 2000]),
             wait: hist(&[]),
+            wait_by_class: Vec::new(),
         }]
     }
     fn queries(&self, limit: usize) -> Vec<QueryRow> {

@@ -126,6 +126,7 @@ pub fn settings(max_size: u32) -> PoolSettings {
         priority_aging: Duration::from_secs(1),
         reserve_size: 0,
         reserve_timeout: Duration::from_secs(5),
+        reserve_critical: 0,
     }
 }
 

@@ -317,3 +317,42 @@ fn a_repeated_unnamed_statement_is_served_from_a_named_server_copy() {
     assert_eq!(tags(&got), "2CZ");
     assert!(h.conv.is_idle());
 }
+
+#[test]
+fn the_proxys_own_set_inside_a_transaction_is_answered_in_turn_and_never_sent() {
+    let mut h = Harness::new();
+    let mut begin = BytesMut::new();
+    put_query(&mut begin, "BEGIN");
+    h.client_sends(&begin);
+    let mut answer = frames(&[(b'C', b"BEGIN\0")]);
+    answer.extend_from_slice(&ready(b'T'));
+    h.server_sends(&answer);
+
+    // Pipelined behind a query the server still owes an answer to.
+    let mut batch = BytesMut::new();
+    put_query(&mut batch, "select 1");
+    put_query(&mut batch, "SET pgweir.priority = 'high'");
+    let (to_server, to_client) = h.client_sends(&batch);
+    assert_eq!(tags(&to_server), "Q", "only the select reaches the server");
+    assert!(!to_server.windows(6).any(|w| w == b"pgweir"));
+    assert!(
+        to_client.is_empty(),
+        "the SET's answer waits for the select's"
+    );
+    assert_eq!(h.client.class, weir_pool::Class::High);
+
+    let mut answer = frames(&[(b'C', b"SELECT 1\0")]);
+    answer.extend_from_slice(&ready(b'T'));
+    let out = h.server_sends(&answer);
+    assert_eq!(tags(&out), "CZCZ");
+    assert!(out.windows(4).any(|w| w == b"SET\0"));
+    assert_eq!(out.last(), Some(&b'T'), "still inside the transaction");
+
+    // A bad value: an error in its place, the session unchanged.
+    let mut bad = BytesMut::new();
+    put_query(&mut bad, "SET pgweir.dedup = 'maybe'");
+    let (to_server, to_client) = h.client_sends(&bad);
+    assert!(to_server.is_empty());
+    assert_eq!(tags(&to_client), "EZ");
+    assert_eq!(h.client.dedup, None);
+}

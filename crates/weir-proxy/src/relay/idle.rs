@@ -12,6 +12,7 @@ use super::Relay;
 use crate::conversation::{frame_error, invalid_message_type};
 use crate::error::ClientError;
 use crate::features;
+use crate::proxy_set;
 
 /// What an idle client's buffered bytes need.
 pub(super) enum Idle {
@@ -62,7 +63,7 @@ impl Relay<'_> {
                 b'X' => return Ok(Idle::Terminate),
                 b'd' | b'c' | b'f' | b'H' => {}
                 b'P' if self.answer_known_parse() => continue,
-                b'Q' if self.answer_priority_set()? => continue,
+                b'Q' if self.answer_proxy_set()? => continue,
                 b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'F' => {
                     // Refuse a bad length before it costs a server connection.
                     Header::peek(&self.cbuf, self.max_message).map_err(frame_error)?;
@@ -89,13 +90,13 @@ impl Relay<'_> {
         }
     }
 
-    /// `SET pgweir.priority = ...` between transactions: the proxy's own setting, so it
-    /// is answered here (CommandComplete `SET`, ReadyForQuery) and the client's class
-    /// changes from its next checkout on. Returns true if it answered.
+    /// `SET pgweir.priority` or `pgweir.dedup` between transactions: the proxy's own
+    /// settings ([`crate::proxy_set`]), answered here (CommandComplete `SET`,
+    /// ReadyForQuery) without a server. Returns true if it answered.
     ///
     /// # Errors
     /// A bad frame length.
-    fn answer_priority_set(&mut self) -> Result<bool, ClientError> {
+    fn answer_proxy_set(&mut self) -> Result<bool, ClientError> {
         let Some(header) = Header::peek(&self.cbuf, self.max_message).map_err(frame_error)? else {
             return Ok(false);
         };
@@ -103,31 +104,19 @@ impl Relay<'_> {
         let Some(frame) = self.cbuf.get(HEADER_LEN..len) else {
             return Ok(false);
         };
-        // Cheap first (this runs before every transaction's first query): only a short
-        // query that starts with SET and mentions the setting is lexed.
-        let text = frame.trim_ascii_start();
-        let starts_with_set = text.len() > 3
-            && text[..3].eq_ignore_ascii_case(b"SET")
-            && text[3].is_ascii_whitespace();
-        if !starts_with_set
-            || frame.len() > 128
-            || !frame
-                .windows(15)
-                .any(|w| w.eq_ignore_ascii_case(crate::session::PRIORITY_SETTING.as_bytes()))
-        {
+        // Cheap first: this runs before every transaction's first query.
+        if !proxy_set::looks_like(frame) {
             return Ok(false);
         }
-        let Some(value) = weir_wire::frontend::query_text(frame).and_then(features::priority_set)
+        let Some((setting, value)) =
+            weir_wire::frontend::query_text(frame).and_then(proxy_set::parse)
         else {
             return Ok(false);
         };
-        match crate::session::parse_priority(&value) {
-            Ok(class) => {
-                self.session.class = class;
-                put_frame(&mut self.to_client, b'C', |b| {
-                    bytes::BufMut::put_slice(b, b"SET\0")
-                });
-            }
+        match proxy_set::apply(&mut self.session, setting, &value) {
+            Ok(()) => put_frame(&mut self.to_client, b'C', |b| {
+                bytes::BufMut::put_slice(b, b"SET\0")
+            }),
             Err(e) => e.put(&mut self.to_client, Severity::Error),
         }
         put_ready_for_query(&mut self.to_client, b'I');
