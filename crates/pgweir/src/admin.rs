@@ -199,7 +199,11 @@ impl AdminBackend for Admin {
                         ClientState::Active => "active",
                     }
                     .into(),
-                    addr: c.peer.ip().to_string(),
+                    addr: if c.unix {
+                        "unix".to_owned()
+                    } else {
+                        c.peer.ip().to_string()
+                    },
                     port: c.peer.port(),
                     local_addr: listen.ip().to_string(),
                     local_port: listen.port(),

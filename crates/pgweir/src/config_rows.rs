@@ -240,6 +240,20 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
         ("admin_users", list(&c.admin_users), list(&d.admin_users)),
         ("stats_users", list(&c.stats_users), list(&d.stats_users)),
         ("http_listen", addr(c.http_listen), addr(d.http_listen)),
+        (
+            "unix_socket_dir",
+            c.unix_socket_dir
+                .as_ref()
+                .map_or(String::new(), |d| d.display().to_string()),
+            d.unix_socket_dir
+                .as_ref()
+                .map_or(String::new(), |d| d.display().to_string()),
+        ),
+        (
+            "unix_socket_mode",
+            format!("{:04o}", c.unix_socket_mode),
+            format!("{:04o}", d.unix_socket_mode),
+        ),
         ("stats_period", secs(c.stats_period), secs(d.stats_period)),
         (
             "log_connections",

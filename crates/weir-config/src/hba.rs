@@ -123,15 +123,23 @@ impl HbaRules {
         Ok(HbaRules { rules })
     }
 
-    /// The first rule matching a TCP client at `addr` (`tls`: encrypted) asking for
-    /// `database` as `user`; `None` if no rule matches (PostgreSQL then refuses).
-    pub fn find(&self, tls: bool, addr: IpAddr, database: &str, user: &str) -> Option<&HbaRule> {
+    /// The first rule matching a client at `addr` (`None`: over the Unix socket, which
+    /// `local` lines match; `tls`: encrypted) asking for `database` as `user`; `None` if
+    /// no rule matches (PostgreSQL then refuses).
+    pub fn find(
+        &self,
+        tls: bool,
+        addr: Option<IpAddr>,
+        database: &str,
+        user: &str,
+    ) -> Option<&HbaRule> {
         self.rules.iter().find(|r| {
-            let type_ok = match r.conn_type {
-                ConnType::Local => false,
-                ConnType::Host => true,
-                ConnType::HostSsl => tls,
-                ConnType::HostNoSsl => !tls,
+            let type_ok = match (r.conn_type, addr) {
+                (ConnType::Local, None) => true,
+                (ConnType::Local, Some(_)) | (_, None) => false,
+                (ConnType::Host, Some(_)) => true,
+                (ConnType::HostSsl, Some(_)) => tls,
+                (ConnType::HostNoSsl, Some(_)) => !tls,
             };
             type_ok
                 && r.databases.iter().any(|d| match d {
@@ -145,7 +153,7 @@ impl HbaRules {
                     NameMatch::Name(n) => n == user,
                     NameMatch::SameUser | NameMatch::Replication => false,
                 })
-                && address_matches(&r.address, addr)
+                && addr.is_none_or(|a| address_matches(&r.address, a))
         })
     }
 }
@@ -425,7 +433,7 @@ host    all  all         all         cert
     fn first_match_wins_by_type_database_user_and_address() {
         let r = HbaRules::parse(FILE).unwrap();
         assert_eq!(r.rules.len(), 6);
-        let method = |tls, addr, db, user| r.find(tls, ip(addr), db, user).map(|r| r.method);
+        let method = |tls, addr, db, user| r.find(tls, Some(ip(addr)), db, user).map(|r| r.method);
         assert_eq!(
             method(false, "1.2.3.4", "app", "bad user"),
             Some(HbaMethod::Reject)
@@ -455,8 +463,19 @@ host    all  all         all         cert
             Some(HbaMethod::Md5)
         );
         let none = HbaRules::parse("host app alice 127.0.0.1/32 trust\n").unwrap();
-        assert!(none.find(false, ip("127.0.0.2"), "app", "alice").is_none());
-        assert!(none.find(false, ip("127.0.0.1"), "app", "bob").is_none());
+        assert!(none
+            .find(false, Some(ip("127.0.0.2")), "app", "alice")
+            .is_none());
+        assert!(none
+            .find(false, Some(ip("127.0.0.1")), "app", "bob")
+            .is_none());
+        assert!(
+            none.find(false, None, "app", "alice").is_none(),
+            "host lines are TCP only"
+        );
+        // `local` lines match the Unix socket, and only it.
+        let local = r.find(false, None, "app", "bad user").map(|r| r.method);
+        assert_eq!(local, Some(HbaMethod::Trust));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod locate;
 mod scaling;
 pub mod size;
 mod types;
+mod unix_socket;
 mod url;
 mod validate;
 
@@ -242,6 +243,14 @@ pub struct Config {
     /// `""` turns it off. Default `127.0.0.1:9930`.
     #[serde(deserialize_with = "de_optional_socket_addr")]
     pub http_listen: Option<SocketAddr>,
+    /// Directory of a Unix-domain socket `.s.PGSQL.<port>` (the `listen` port) that
+    /// clients reach with `host=<dir>`, as PgBouncer's `unix_socket_dir`; relative to
+    /// the config file. Unset or `""`: no Unix socket (the default).
+    #[serde(deserialize_with = "unix_socket::de_dir")]
+    pub unix_socket_dir: Option<PathBuf>,
+    /// Permissions of the Unix socket, octal as in PgBouncer (`"0777"`, the default).
+    #[serde(deserialize_with = "unix_socket::de_mode")]
+    pub unix_socket_mode: u32,
     /// How often a stats line is logged; 0 = never. Default 60s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub stats_period: Duration,
@@ -350,6 +359,8 @@ impl Default for Config {
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             http_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_HTTP_PORT))),
+            unix_socket_dir: None,
+            unix_socket_mode: 0o777,
             stats_period: Duration::from_secs(60),
             log_connections: true,
             log_disconnections: true,
@@ -612,6 +623,9 @@ impl Config {
             if let Some(p) = file.as_mut() {
                 *p = dir.join(&*p);
             }
+        }
+        if let Some(p) = config.unix_socket_dir.as_mut() {
+            *p = dir.join(&*p);
         }
         let overridden = config.apply_overrides_unchecked(overrides)?;
         let tree = SpanTree::parse(&text);

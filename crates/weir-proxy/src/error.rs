@@ -208,10 +208,10 @@ pub enum AuthRefusal {
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
     /// No `auth_hba_file` rule matches (PostgreSQL's words).
-    #[error("no pg_hba.conf entry for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*tls))]
+    #[error("no pg_hba.conf entry for host \"{}\", user \"{user}\", database \"{database}\", {}", hba_host(*host), encryption(*tls))]
     NoHbaEntry {
-        /// The client's address.
-        host: std::net::IpAddr,
+        /// The client's address (`None`: the Unix socket).
+        host: Option<std::net::IpAddr>,
         /// The user.
         user: String,
         /// The database.
@@ -220,10 +220,10 @@ pub enum AuthRefusal {
         tls: bool,
     },
     /// The matching `auth_hba_file` rule says `reject`.
-    #[error("pg_hba.conf rejects connection for host \"{host}\", user \"{user}\", database \"{database}\", {}", encryption(*tls))]
+    #[error("pg_hba.conf rejects connection for host \"{}\", user \"{user}\", database \"{database}\", {}", hba_host(*host), encryption(*tls))]
     HbaReject {
-        /// The client's address.
-        host: std::net::IpAddr,
+        /// The client's address (`None`: the Unix socket).
+        host: Option<std::net::IpAddr>,
         /// The user.
         user: String,
         /// The database.
@@ -237,6 +237,11 @@ pub enum AuthRefusal {
     /// The client chose a SASL mechanism the proxy did not offer (its description).
     #[error("unsupported authentication mechanism: {0}")]
     UnsupportedMechanism(String),
+}
+
+/// How PostgreSQL's hba messages name the client's host.
+fn hba_host(host: Option<std::net::IpAddr>) -> String {
+    host.map_or_else(|| "[local]".to_owned(), |ip| ip.to_string())
 }
 
 /// How PostgreSQL's hba messages name the transport.
@@ -438,7 +443,15 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// A configured secret could not be used.
+    /// Binding the Unix socket (`unix_socket_dir`) failed.
+    #[error("cannot listen on Unix socket {}: {source}", path.display())]
+    BindUnix {
+        /// The socket file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A TLS certificate, key or setting is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),

@@ -135,6 +135,11 @@ impl ProxyHandle {
         };
         restart("listen", old.listen != config.listen);
         restart("http_listen", old.http_listen != config.http_listen);
+        restart(
+            "unix_socket_dir",
+            old.unix_socket_dir != config.unix_socket_dir
+                || old.unix_socket_mode != config.unix_socket_mode,
+        );
         restart("log_format", old.log_format != config.log_format);
         self.resize_client_limit(config.max_client_conn);
         self.shared.credentials.replace(credentials);
@@ -261,6 +266,8 @@ fn config_keys() -> &'static [&'static str] {
         "track_extra_parameters",
         "session_features",
         "http_listen",
+        "unix_socket_dir",
+        "unix_socket_mode",
         "log_format",
         "databases",
         "users",

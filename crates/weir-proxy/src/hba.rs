@@ -23,10 +23,16 @@ pub fn method_for(
     user: &str,
     database: &str,
 ) -> Result<Method, ClientError> {
-    let addr = stream
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // None over the Unix socket: `local` lines.
+    let addr = match stream {
+        Stream::Unix(_) => None,
+        _ => Some(
+            stream
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        ),
+    };
     let tls = stream.is_tls();
     let rule = config
         .hba

@@ -37,6 +37,7 @@ mod statement;
 pub mod stop;
 pub mod stream;
 pub mod tls;
+mod unix_listener;
 pub mod upstream;
 
 pub use admin_hook::{AdminConsole, AdminRole};

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +24,7 @@ use crate::error::ProxyError;
 use crate::handle::ProxyHandle;
 use crate::session::{self, Shared};
 use crate::stream::Stream;
+use crate::unix_listener::{self, UnixSocket};
 
 /// After `shutdown_timeout`, how long killed sessions get to close before the proxy stops waiting.
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -31,6 +32,8 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 /// A bound, ready-to-run proxy.
 pub struct Proxy {
     listener: TcpListener,
+    /// The Unix socket, with `unix_socket_dir`.
+    unix: Option<UnixSocket>,
     shared: Arc<Shared>,
 }
 
@@ -48,8 +51,17 @@ impl Proxy {
                 addr: listen,
                 source,
             })?;
+        let config = shared.config();
+        let unix = match &config.unix_socket_dir {
+            Some(dir) => {
+                let port = listener.local_addr().map_or(listen.port(), |a| a.port());
+                Some(UnixSocket::bind(dir, port, config.unix_socket_mode)?)
+            }
+            None => None,
+        };
         Ok(Proxy {
             listener,
+            unix,
             shared: Arc::new(shared),
         })
     }
@@ -81,10 +93,24 @@ impl Proxy {
     /// # Errors
     /// None today; the signature leaves room for fatal listener errors.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProxyError> {
-        let Proxy { listener, shared } = self;
+        let Proxy {
+            listener,
+            unix,
+            shared,
+        } = self;
         let sessions = TaskTracker::new();
         let refusals = TaskTracker::new();
-        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "pgweir listening");
+        let local = listener.local_addr();
+        info!(addr = %local.as_ref().map(|a| a.to_string()).unwrap_or_default(), "pgweir listening");
+        if let Some(u) = &unix {
+            info!(path = %u.path().display(), "pgweir listening on a Unix socket");
+        }
+        // How Unix clients show in SHOW CLIENTS and logs: no address, the listen port
+        // (PgBouncer shows "unix" and the port).
+        let unix_peer = SocketAddr::from((
+            std::net::Ipv4Addr::UNSPECIFIED,
+            local.map_or(0, |a| a.port()),
+        ));
         let mut backoff = Duration::from_millis(5);
         let mut deadline = None;
         loop {
@@ -107,9 +133,15 @@ impl Proxy {
                     }
                     break;
                 }
-                r = listener.accept() => r,
+                r = listener.accept() => r.map(|(s, peer)| {
+                    let _ = s.set_nodelay(true);
+                    (Stream::Tcp(s), peer, true)
+                }),
+                r = unix_listener::accept(unix.as_ref()), if unix.is_some() => {
+                    r.map(|s| (Stream::Unix(s), unix_peer, false))
+                }
             };
-            let (stream, peer) = match accepted {
+            let (stream, peer, tcp) = match accepted {
                 Ok(a) => {
                     backoff = Duration::from_millis(5);
                     a
@@ -122,13 +154,13 @@ impl Proxy {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             if draining {
-                refusals.spawn(session::serve_draining(shared.clone(), Stream::Tcp(stream)));
+                refusals.spawn(session::serve_draining(shared.clone(), stream));
                 continue;
             }
             let rate = shared.config().max_connection_rate;
-            if rate > 0
+            if tcp
+                && rate > 0
                 && !shared
                     .connection_rate
                     .admit(peer.ip(), rate, Instant::now())
@@ -146,7 +178,7 @@ impl Proxy {
                 Ok(permit) => {
                     let shared = shared.clone();
                     sessions.spawn(async move {
-                        session::serve(shared, Stream::Tcp(stream), peer).await;
+                        session::serve(shared, stream, peer).await;
                         drop(permit);
                     });
                 }
@@ -157,6 +189,7 @@ impl Proxy {
             }
         }
         drop(listener);
+        drop(unix);
         shared.pools.close_all();
         refusals.close();
         let _ = tokio::time::timeout(KILL_GRACE, refusals.wait()).await;
@@ -192,7 +225,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Tells a client refused at accept (`max_client_conn`, `max_connection_rate`) why,
 /// with FATAL 53300.
-async fn refuse(mut stream: TcpStream, message: String) {
+async fn refuse(mut stream: Stream, message: String) {
     let mut out = BytesMut::new();
     build::put_simple_error(
         &mut out,

@@ -41,8 +41,10 @@ impl ClientState {
 pub struct ClientInfo {
     /// Proxy-wide unique id (`ptr` in `SHOW CLIENTS`).
     pub id: u64,
-    /// The client's address.
+    /// The client's address (over the Unix socket: unspecified, and the listen port).
     pub peer: SocketAddr,
+    /// Connected over the Unix socket.
+    pub unix: bool,
     /// When it connected.
     pub connected_at: SystemTime,
     /// Asks the session to end (`KILL`, `RECONNECT`, shutdown) and wakes it.
@@ -144,9 +146,13 @@ impl std::fmt::Display for ClientTag<'_> {
         let Some(info) = self.0 else {
             return f.write_str("-");
         };
-        match info.login.lock().ok().as_deref().and_then(Option::as_ref) {
-            Some(l) => write!(f, "{}/{}@{}", l.database, l.user, info.peer),
-            None => write!(f, "@{}", info.peer),
+        if let Some(l) = info.login.lock().ok().as_deref().and_then(Option::as_ref) {
+            write!(f, "{}/{}", l.database, l.user)?;
+        }
+        if info.unix {
+            write!(f, "@unix:{}", info.peer.port())
+        } else {
+            write!(f, "@{}", info.peer)
         }
     }
 }
@@ -163,11 +169,12 @@ pub struct ClientRegistry {
 
 impl ClientRegistry {
     /// Registers a freshly accepted client; it is removed when the handle drops.
-    pub fn register(self: &Arc<Self>, peer: SocketAddr) -> ClientHandle {
+    pub fn register(self: &Arc<Self>, peer: SocketAddr, unix: bool) -> ClientHandle {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
             peer,
+            unix,
             connected_at: SystemTime::now(),
             stop: StopSignal::default(),
             state: AtomicU8::new(ClientState::Login as u8),
@@ -246,8 +253,8 @@ mod tests {
     #[test]
     fn handles_register_and_deregister() {
         let registry = Arc::new(ClientRegistry::default());
-        let a = registry.register(([127, 0, 0, 1], 1).into());
-        let b = registry.register(([127, 0, 0, 1], 2).into());
+        let a = registry.register(([127, 0, 0, 1], 1).into(), false);
+        let b = registry.register(([127, 0, 0, 1], 2).into(), true);
         assert_ne!(a.info().id, b.info().id);
         assert_eq!(registry.len(), 2);
         a.info().set_state(ClientState::Active);

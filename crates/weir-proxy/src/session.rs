@@ -158,7 +158,9 @@ pub fn serve(
     // No tracing span per client: log lines name the client in a field instead (see
     // `ClientTag`); a span cost every idle client ~480 bytes at the default log level.
     async move {
-        let client = shared.clients.register(peer);
+        let client = shared
+            .clients
+            .register(peer, matches!(stream, Stream::Unix(_)));
         let info = client.info().clone();
         // Room for a whole typical startup packet and SCRAM message in one read.
         let mut rbuf = BytesMut::with_capacity(1024);

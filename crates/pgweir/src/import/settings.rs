@@ -104,6 +104,7 @@ pub(super) fn map(
             .collect(),
     };
     listen(&mut s, out, notes);
+    unix_socket(&mut s, out);
     let users = auth_file(&mut s, userlist, out, notes)?;
     auth_type(&mut s, users.as_deref(), out, notes);
 
@@ -372,6 +373,17 @@ fn listen(s: &mut Settings<'_>, out: &mut Out, notes: &mut Notes) {
         string(&SocketAddr::new(ip, port).to_string()),
         comment,
     );
+}
+
+/// `unix_socket_dir` and `unix_socket_mode`, when set (empty: no socket, pgweir's default).
+fn unix_socket(s: &mut Settings<'_>, out: &mut Out) {
+    for key in ["unix_socket_dir", "unix_socket_mode"] {
+        if let Some(e) = s.take(key) {
+            if !e.value.trim().is_empty() {
+                out.global(key, string(e.value.trim()), from(e));
+            }
+        }
+    }
 }
 
 /// `auth_file` (or the userlist argument), written as an absolute path; returns its users

@@ -26,12 +26,11 @@ pub(super) fn classify(key: &str, value: &str) -> (NoteKind, String) {
             "log levels come from RUST_LOG (e.g. RUST_LOG=debug)",
         ),
         "conffile" | "service_name" | "job_name" => (Ignored, "Windows service settings"),
-        "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" if value.is_empty() => {
-            (Ignored, "Unix sockets were off")
-        }
-        "unix_socket_dir" | "unix_socket_mode" | "unix_socket_group" => (
+        "unix_socket_group" if value.is_empty() => (Ignored, "no group was set"),
+        "unix_socket_group" => (
             Unsupported,
-            "pgweir listens on TCP only; clients that used the socket connect to `listen`",
+            "pgweir does not change the socket's group; run it with the group clients share, \
+             or widen unix_socket_mode",
         ),
         "pkt_buf" | "sbuf_loopcnt" | "listen_backlog" | "tcp_defer_accept"
         | "tcp_socket_buffer" | "so_reuseport" => (
@@ -128,8 +127,8 @@ mod tests {
     fn unmapped_tls_and_socket_settings() {
         assert_eq!(classify("client_tls_ecdhcurve", "auto").0, Ignored);
         assert_eq!(classify("server_tls_no_such", "1").0, Unsupported);
-        assert_eq!(classify("unix_socket_dir", "").0, Ignored);
-        assert_eq!(classify("unix_socket_dir", "/tmp").0, Unsupported);
+        assert_eq!(classify("unix_socket_group", "").0, Ignored);
+        assert_eq!(classify("unix_socket_group", "postgres").0, Unsupported);
         assert!(classify("no_such_thing", "1").1.contains("spelling"));
     }
 }

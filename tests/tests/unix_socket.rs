@@ -1,0 +1,145 @@
+//! `unix_socket_dir`: pgweir listens on `<dir>/.s.PGSQL.<port>` too, as PgBouncer, so a
+//! sidecar's application reaches it without loopback TCP. Real clients over the socket
+//! (tokio-postgres with `host=<dir>`, psql), clients sharing server connections in
+//! transaction mode, `SHOW CLIENTS` naming them `unix`, the file's mode, its removal at
+//! exit, and `local` lines of an `auth_hba_file` that match only the socket.
+
+mod admin_support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use admin_support::{admin_config, start, table};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+use weir_config::{AuthType, PoolMode};
+use weir_tests::pg::run_psql;
+use weir_tests::{APP_DB, SCRAM_PASSWORD, SCRAM_USER};
+
+/// tokio-postgres over the Unix socket in `dir` for `port`.
+async fn connect_unix(
+    dir: &Path,
+    port: u16,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(dir)
+        .port(port)
+        .user(SCRAM_USER)
+        .dbname(APP_DB);
+    if let Some(p) = password {
+        config.password(p);
+    }
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_log_in_over_the_unix_socket_and_share_server_connections() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = admin_config(PoolMode::Transaction, 1);
+    config.unix_socket_dir = Some(dir.path().to_owned());
+    config.unix_socket_mode = 0o770;
+    let pgweir = start(config, None).await;
+    let port = pgweir.addr.port();
+    let socket = dir.path().join(format!(".s.PGSQL.{port}"));
+    let mode = std::fs::metadata(&socket)
+        .expect("socket file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o770, "unix_socket_mode");
+
+    // Three clients over the socket share the one server connection of the pool.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(
+            connect_unix(dir.path(), port, Some(SCRAM_PASSWORD))
+                .await
+                .expect("login"),
+        );
+    }
+    let mut pids = std::collections::BTreeSet::new();
+    for round in 0..3 {
+        for c in &clients {
+            let row = c
+                .query_one("select pg_backend_pid(), $1::int + 1", &[&round])
+                .await
+                .expect("query over the socket");
+            pids.insert(row.get::<_, i32>(0));
+            assert_eq!(row.get::<_, i32>(1), round + 1);
+        }
+    }
+    assert_eq!(pids.len(), 1, "one server connection served them all");
+    let shown = table(&pgweir.admin_url(), "SHOW CLIENTS");
+    let unix_rows = shown
+        .rows
+        .iter()
+        .filter(|r| r.iter().any(|v| v == "unix"))
+        .count();
+    assert!(
+        unix_rows >= 3,
+        "SHOW CLIENTS names them unix: {:?}",
+        shown.rows
+    );
+
+    // psql finds the socket by directory and port, as it finds PostgreSQL's.
+    let url = format!(
+        "host={} port={port} user={SCRAM_USER} password={SCRAM_PASSWORD} dbname={APP_DB}",
+        dir.path().display()
+    );
+    let out = run_psql(&url, &["-tA", "-c", "select 'over the socket'"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("over the socket"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    drop(clients);
+    pgweir.stop().await;
+    assert!(!socket.exists(), "the socket file is removed at exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_hba_lines_match_the_unix_socket_and_only_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(&hba, "local all all trust\nhost all all 0.0.0.0/0 reject\n").expect("hba");
+    let mut config = admin_config(PoolMode::Transaction, 2);
+    config.unix_socket_dir = Some(dir.path().to_owned());
+    config.auth_type = AuthType::Hba;
+    config.auth_hba_file = Some(hba);
+    config.read_hba_file().expect("hba file parses");
+    let pgweir = start(config, None).await;
+    let port = pgweir.addr.port();
+
+    let local = connect_unix(dir.path(), port, None)
+        .await
+        .expect("trusted over the socket");
+    let n: i32 = local
+        .query_one("select 7", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(n, 7);
+
+    let tcp = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user={SCRAM_USER} password={SCRAM_PASSWORD} dbname={APP_DB}"
+        ),
+        NoTls,
+    )
+    .await;
+    let err = tcp.err().expect("TCP is refused by the host line");
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code(), &SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+    assert!(
+        db.message()
+            .contains("rejects connection for host \"127.0.0.1\""),
+        "{}",
+        db.message()
+    );
+    pgweir.stop().await;
+}
