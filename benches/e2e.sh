@@ -37,6 +37,9 @@
 #   PGWEIR_BIN=           pgweir binary (default: cargo build --release -p pgweir)
 #   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config cache.toml" with
 #                         cache_unnamed_statements = true
+#   UNIX=0                1 = clients connect over Unix sockets (PostgreSQL's own,
+#                         pgweir's and PgBouncer's unix_socket_dir); compare with a
+#                         UNIX=0 run for what loopback TCP costs
 #   TLS=0                 1 = clients connect over TLS (pgbench with PGSSLMODE=require)
 #                         to every target: pgweir with client_tls_sslmode = require,
 #                         PgBouncer with its client_tls_* settings, PostgreSQL with
@@ -70,6 +73,7 @@ PG_BIN=${PG_BIN:-}
 PGWEIR_ARGS=${PGWEIR_ARGS:-}
 PGWEIR_BIN=${PGWEIR_BIN:-}
 TLS=${TLS:-0}
+UNIX=${UNIX:-0}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -261,6 +265,17 @@ PGPASSWORD=bench timeout 1800 "$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -
 
 # --- proxies ---------------------------------------------------------------
 declare -A PORT=([direct]=$PG_PORT) PROXY_PID=() LOGFILE=()
+# Where pgbench connects: loopback TCP, or with UNIX=1 each target's Unix socket
+# (PostgreSQL's in $WORK, the proxies' in $WORK/sock).
+declare -A HOST=([direct]=127.0.0.1 [pgweir]=127.0.0.1 [pgbouncer]=127.0.0.1)
+if ((UNIX)); then
+    mkdir -p "$WORK/sock"
+    ((IS_ROOT)) && chown postgres: "$WORK/sock"
+    HOST=([direct]=$WORK [pgweir]=$WORK/sock [pgbouncer]=$WORK/sock)
+    printf 'unix_socket_dir = "%s"\n' "$WORK/sock" >"$WORK/pgweir-unix.toml"
+    PGWEIR_ARGS="--config $WORK/pgweir-unix.toml $PGWEIR_ARGS"
+    log "UNIX: clients connect over Unix sockets to every target"
+fi
 
 if ((TLS)); then
     # From here on every pgbench connection (runs and idle clients) is TLS.
@@ -298,7 +313,7 @@ bench = host=127.0.0.1 port=$PG_PORT dbname=bench
 listen_addr = 127.0.0.1
 listen_port = $B_PORT
 listen_backlog = 1024
-unix_socket_dir =
+unix_socket_dir = $( ((UNIX)) && echo "$WORK/sock")
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
@@ -371,7 +386,7 @@ bench_once() {
     [[ -n $pid ]] && p0=$(proc_ticks "$pid")
     s0=$(server_ticks)
     if ! out=$(PGPASSWORD=bench timeout $((secs + 60)) "$PG_BIN/pgbench" -n -b "$builtin" -M "$mode" \
-        -c "$clients" -j "$jobs" -T "$secs" -h 127.0.0.1 -p "${PORT[$target]}" -U bench bench \
+        -c "$clients" -j "$jobs" -T "$secs" -h "${HOST[$target]}" -p "${PORT[$target]}" -U bench bench \
         2>"$WORK/pgbench.err"); then
         log "!! pgbench against $target failed: $(tail -n 3 "$WORK/pgbench.err" | tr '\n' ' ')"
         return 0
@@ -447,7 +462,7 @@ if ((IDLE_CLIENTS > 0)); then
         rss0=$(rss_kib "$pid")
         sock0=$(socket_count "$pid")
         PGPASSWORD=bench timeout 150 "$PG_BIN/pgbench" -n -c "$IDLE_CLIENTS" -j "$THREADS" -T 110 -f "$WORK/idle.sql" \
-            -h 127.0.0.1 -p "${PORT[$target]}" -U bench bench >"$WORK/idle-$target.log" 2>&1 &
+            -h "${HOST[$target]}" -p "${PORT[$target]}" -U bench bench >"$WORK/idle-$target.log" 2>&1 &
         bpid=$!
         KILL_PIDS+=("$bpid")
         # Until every client is connected (up to 90 s), then let it settle.
