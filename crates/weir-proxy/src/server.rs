@@ -100,10 +100,53 @@ pub enum ServerError {
     },
     /// The server asked for an authentication method or secret we cannot provide.
     #[error("cannot log in to the server: {0}")]
-    Auth(String),
+    Auth(#[source] LoginAuthError),
     /// The server sent something that is not the PostgreSQL protocol.
     #[error("server protocol error during login: {0}")]
-    Protocol(String),
+    Protocol(#[source] LoginProtocolError),
+}
+
+/// Why the proxy cannot answer the server's authentication request.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginAuthError {
+    /// Cleartext password asked, and none is known for this user.
+    #[error("server asks for a cleartext password, which pgweir does not know for this user")]
+    NoCleartextPassword,
+    /// md5 asked, and neither the password nor the md5 secret is known.
+    #[error("server asks for md5 authentication, which needs the user's password or md5 secret")]
+    NoMd5Secret,
+    /// SCRAM asked, and neither the password nor a client's proven key is known.
+    #[error("server asks for SCRAM authentication, which needs the user's password (or a client's SCRAM login first)")]
+    NoScramSecret,
+    /// A method pgweir does not implement (Kerberos, GSS, SSPI, ...).
+    #[error("server asks for authentication method {0}, which pgweir does not support")]
+    UnsupportedMethod(i32),
+    /// The md5 or SCRAM exchange itself failed.
+    #[error(transparent)]
+    Exchange(#[from] AuthError),
+}
+
+/// How the server broke the protocol during the pool's login.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginProtocolError {
+    /// A malformed frame.
+    #[error(transparent)]
+    Frame(#[from] weir_wire::frame::FrameError),
+    /// SASLContinue before SASL started.
+    #[error("SASL continue before SASL start")]
+    SaslContinueFirst,
+    /// SASLFinal before SASL started.
+    #[error("SASL final before SASL start")]
+    SaslFinalFirst,
+    /// A BackendKeyData that does not parse.
+    #[error("malformed BackendKeyData")]
+    MalformedBackendKey,
+    /// ReadyForQuery without BackendKeyData.
+    #[error("server sent no BackendKeyData")]
+    NoBackendKey,
+    /// Bytes after the login's ReadyForQuery.
+    #[error("server sent data after ReadyForQuery at login")]
+    DataAfterReady,
 }
 
 /// Whose fault a failed server connect was, as the breaker and the client see it.
@@ -140,7 +183,7 @@ impl ServerError {
 
 impl From<AuthError> for ServerError {
     fn from(e: AuthError) -> Self {
-        ServerError::Auth(e.to_string())
+        ServerError::Auth(LoginAuthError::Exchange(e))
     }
 }
 
@@ -263,7 +306,7 @@ impl ServerConn {
                 .await
                 .map_err(|e| match e {
                     ReadFrameError::Io(e) => io(e),
-                    ReadFrameError::Frame(e) => ServerError::Protocol(e.to_string()),
+                    ReadFrameError::Frame(e) => ServerError::Protocol(e.into()),
                 })?;
             match frame.tag() {
                 b'R' => {
@@ -274,9 +317,7 @@ impl ServerConn {
                                 authmsg::put_password_message(&mut out, p.as_bytes())
                             }
                             _ => {
-                                return Err(ServerError::Auth(
-                                    "server asks for a cleartext password, which pgweir does not know for this user".into(),
-                                ))
+                                return Err(ServerError::Auth(LoginAuthError::NoCleartextPassword))
                             }
                         },
                         AuthRequest::Md5Password { salt } => {
@@ -287,9 +328,7 @@ impl ServerConn {
                                 ServerCredential::Md5(secret) => {
                                     md5::md5_response_from_secret(secret, salt)?
                                 }
-                                _ => return Err(ServerError::Auth(
-                                    "server asks for md5 authentication, which needs the user's password or md5 secret".into(),
-                                )),
+                                _ => return Err(ServerError::Auth(LoginAuthError::NoMd5Secret)),
                             };
                             authmsg::put_password_message(&mut out, response.as_bytes());
                         }
@@ -300,9 +339,7 @@ impl ServerConn {
                                 ServerCredential::ScramClientKey { key, secret } => {
                                     scram::ScramClient::with_client_key_and_secret(*key, secret)?
                                 }
-                                _ => return Err(ServerError::Auth(
-                                    "server asks for SCRAM authentication, which needs the user's password (or a client's SCRAM login first)".into(),
-                                )),
+                                _ => return Err(ServerError::Auth(LoginAuthError::NoScramSecret)),
                             };
                             authmsg::put_sasl_initial_response(
                                 &mut out,
@@ -312,22 +349,20 @@ impl ServerConn {
                             scram = Some(client);
                         }
                         AuthRequest::SaslContinue(data) => {
-                            let client = scram.as_mut().ok_or_else(|| {
-                                ServerError::Protocol("SASL continue before SASL start".into())
-                            })?;
+                            let client = scram.as_mut().ok_or(ServerError::Protocol(
+                                LoginProtocolError::SaslContinueFirst,
+                            ))?;
                             let reply = client.handle_server_first(data)?;
                             authmsg::put_sasl_response(&mut out, &reply);
                         }
                         AuthRequest::SaslFinal(data) => {
-                            let client = scram.as_mut().ok_or_else(|| {
-                                ServerError::Protocol("SASL final before SASL start".into())
-                            })?;
+                            let client = scram
+                                .as_mut()
+                                .ok_or(ServerError::Protocol(LoginProtocolError::SaslFinalFirst))?;
                             client.handle_server_final(data)?;
                         }
                         AuthRequest::Other(code) => {
-                            return Err(ServerError::Auth(format!(
-                                "server asks for authentication method {code}, which pgweir does not support"
-                            )))
+                            return Err(ServerError::Auth(LoginAuthError::UnsupportedMethod(code)))
                         }
                     }
                     if !out.is_empty() {
@@ -341,8 +376,9 @@ impl ServerConn {
                     }
                 }
                 b'K' => {
-                    let (pid, k) = backend::parse_backend_key_data(frame.body())
-                        .ok_or_else(|| ServerError::Protocol("malformed BackendKeyData".into()))?;
+                    let (pid, k) = backend::parse_backend_key_data(frame.body()).ok_or(
+                        ServerError::Protocol(LoginProtocolError::MalformedBackendKey),
+                    )?;
                     key = Some((pid, k.to_vec()));
                 }
                 b'E' => {
@@ -361,12 +397,9 @@ impl ServerConn {
                 _ => {}
             }
         }
-        let (pid, key) =
-            key.ok_or_else(|| ServerError::Protocol("server sent no BackendKeyData".into()))?;
+        let (pid, key) = key.ok_or(ServerError::Protocol(LoginProtocolError::NoBackendKey))?;
         if !rbuf.is_empty() {
-            return Err(ServerError::Protocol(
-                "server sent data after ReadyForQuery at login".into(),
-            ));
+            return Err(ServerError::Protocol(LoginProtocolError::DataAfterReady));
         }
         let mut state = ServerSession::default();
         for (name, value) in &params {
