@@ -188,3 +188,35 @@ async fn pins_are_capped_so_they_never_take_every_server() {
         .expect("unlock");
     proxy.stop().await;
 }
+
+/// With `standard_conforming_strings = off` a backslash escapes a quote inside `'...'`:
+/// `'x\''` is one string, so the LISTEN after it is a statement of its own and must pin
+/// (found by fuzzing: the proxy lexed standard strings and saw the LISTEN as part of a
+/// string, so the listening server went back to the pool for other clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_after_a_backslash_escaped_quote_still_pins() {
+    // One server and no pins allowed: the hidden LISTEN must be refused, not slip by.
+    let proxy = proxy(1, None).await;
+    let [a, b]: [Client; 2] = clients(&proxy, 2).await.try_into().ok().unwrap();
+    a.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .expect("set");
+    let e = a
+        .batch_execute(r"SELECT 'x\''; LISTEN jobs; SELECT 'y' --'")
+        .await
+        .expect_err("the LISTEN would pin the only server");
+    assert_eq!(sqlstate(&e), "53300", "{e}");
+    assert_eq!(
+        value(&b, "select count(*) from pg_listening_channels()").await,
+        "0",
+        "no LISTEN reached the shared server"
+    );
+    // With standard strings the same bytes are one string after the SELECT, as before.
+    a.batch_execute("SET standard_conforming_strings = on")
+        .await
+        .expect("set");
+    a.batch_execute(r"SELECT 'x\'' --'")
+        .await
+        .expect("one statement, one string");
+    assert_eq!(value(&b, "select 1").await, "1");
+}

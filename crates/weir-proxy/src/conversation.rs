@@ -342,7 +342,9 @@ impl Conversation {
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
             ctx.client.unnamed_mapped = None;
-            let effects = text.map(features::effects).unwrap_or_default();
+            let effects = text
+                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
+                .unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = admit_features(&effects, ctx) {
                     let out = w.edit_at(pos);
@@ -370,7 +372,9 @@ impl Conversation {
         } else if !ctx.client.params.startup.is_empty() {
             // Session mode replays startup settings with SET too: a RESET must go back
             // to them, not to the server's defaults.
-            let effects = text.map(features::effects).unwrap_or_default();
+            let effects = text
+                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
+                .unwrap_or_default();
             if effects.reset_all || !effects.resets.is_empty() {
                 ctx.client
                     .params

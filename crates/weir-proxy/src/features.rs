@@ -109,13 +109,25 @@ impl Effects {
 /// Scans a query text (one or more statements) with [`weir_wire::sql`]'s lexer, so
 /// nothing inside a string, quoted identifier or comment counts.
 pub fn effects(sql: &[u8]) -> Effects {
+    effects_with(sql, false)
+}
+
+/// [`effects`] for a session whose `standard_conforming_strings` is off
+/// (`backslash_quotes`): there `'x\''` is one string, and a statement after it must not
+/// hide inside what would otherwise look like a string.
+pub fn effects_with(sql: &[u8], backslash_quotes: bool) -> Effects {
     let mut e = Effects::default();
     if !worth_lexing(sql) {
         return e;
     }
     let mut statement = Statement::default();
     let mut statements = 0;
-    let mut tokens = Lexer::new(sql).peekable();
+    let lexer = if backslash_quotes {
+        Lexer::with_backslash_quotes(sql)
+    } else {
+        Lexer::new(sql)
+    };
+    let mut tokens = lexer.peekable();
     while let Some(t) = tokens.next() {
         if is_punct(&t, b';') {
             statements += statement.finish(&mut e);

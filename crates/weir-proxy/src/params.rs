@@ -23,6 +23,13 @@ pub const REPLAYED: [&str; 8] = [
     "search_path",
 ];
 
+/// Where `standard_conforming_strings` is in [`REPLAYED`].
+const STANDARD_CONFORMING_STRINGS: usize = 5;
+const _: () = assert!(matches!(
+    REPLAYED[STANDARD_CONFORMING_STRINGS].as_bytes(),
+    b"standard_conforming_strings"
+));
+
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
 
@@ -213,6 +220,12 @@ impl ClientParams {
             startup: share_set(&STARTUP, settings),
             restore: Vec::new(),
         }
+    }
+
+    /// `standard_conforming_strings` is off for this client: `'...'` strings take
+    /// backslash escapes, and the proxy's statement scan must lex them so.
+    pub fn backslash_quotes(&self) -> bool {
+        self.reported.0[STANDARD_CONFORMING_STRINGS].as_deref() == Some("off")
     }
 
     /// Records a value the server reported to this client; false if `name` is not a

@@ -64,6 +64,8 @@ const MAX_TAG: usize = 64;
 pub struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
+    /// `'...'` strings take backslash escapes (`standard_conforming_strings = off`).
+    backslash_quotes: bool,
 }
 
 /// PostgreSQL's whitespace (`\v` since PostgreSQL 17; counting it on older servers,
@@ -140,7 +142,20 @@ fn find_tag(body: &[u8], tag: &[u8]) -> Option<usize> {
 impl<'a> Lexer<'a> {
     /// A lexer at the start of `src`.
     pub fn new(src: &'a [u8]) -> Self {
-        Self { src, pos: 0 }
+        Self {
+            src,
+            pos: 0,
+            backslash_quotes: false,
+        }
+    }
+
+    /// A lexer for a session with `standard_conforming_strings = off`, where a
+    /// backslash escapes the next byte in plain `'...'` strings too, as in `E'...'`.
+    pub fn with_backslash_quotes(src: &'a [u8]) -> Self {
+        Self {
+            backslash_quotes: true,
+            ..Self::new(src)
+        }
     }
 
     fn at(&self, i: usize) -> Option<u8> {
@@ -324,7 +339,7 @@ impl<'a> Iterator for Lexer<'a> {
         let b = self.at(start)?;
         let kind = match b {
             b'\'' => {
-                self.skip_quoted(b'\'', false);
+                self.skip_quoted(b'\'', self.backslash_quotes);
                 TokenKind::String
             }
             b'"' => {

@@ -64,6 +64,11 @@ impl Relay<'_> {
     /// client's settings, and the request. With it, the body of the batch's unnamed
     /// Parse, if it has one.
     fn dedup_key(&self) -> Option<(FlightKey, Option<Box<[u8]>>)> {
+        // With standard_conforming_strings off a backslash inside '...' changes where
+        // strings end; the classification lexes standard strings, so share nothing.
+        if self.session.params.backslash_quotes() {
+            return None;
+        }
         let header = Header::peek(&self.cbuf, self.max_message).ok()??;
         let (request, unnamed) = match header.tag {
             b'Q' if header.frame_len() == self.cbuf.len() => {
