@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use weir_config::hba::HbaMethod;
 use weir_config::Config;
+use weir_wire::der;
 
 use crate::client_auth::Method;
 use crate::error::{AuthRefusal, ClientError};
@@ -74,52 +75,33 @@ pub fn method_for(
     })
 }
 
-/// One DER element: (tag, contents, rest); `None` when lengths do not add up.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
 /// The subject's common name (OID 2.5.4.3) of an X.509 certificate in DER.
 pub fn common_name(cert: &[u8]) -> Option<String> {
     const SEQUENCE: u8 = 0x30;
     const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
-    let (SEQUENCE, cert, _) = der(cert)? else {
+    let (SEQUENCE, cert, _) = der::tlv(cert)? else {
         return None;
     };
-    let (SEQUENCE, mut tbs, _) = der(cert)? else {
+    let (SEQUENCE, mut tbs, _) = der::tlv(cert)? else {
         return None;
     };
     // [0] version (optional), serial, signature algorithm, issuer, validity, subject.
     if tbs.first() == Some(&0xa0) {
-        tbs = der(tbs)?.2;
+        tbs = der::tlv(tbs)?.2;
     }
     for _ in 0..4 {
-        tbs = der(tbs)?.2;
+        tbs = der::tlv(tbs)?.2;
     }
-    let (SEQUENCE, mut subject, _) = der(tbs)? else {
+    let (SEQUENCE, mut subject, _) = der::tlv(tbs)? else {
         return None;
     };
     while !subject.is_empty() {
-        let (_set, set, rest) = der(subject)?;
+        let (_set, set, rest) = der::tlv(subject)?;
         subject = rest;
-        let (_seq, attribute, _) = der(set)?;
-        let (_oid, oid, value) = der(attribute)?;
+        let (_seq, attribute, _) = der::tlv(set)?;
+        let (_oid, oid, value) = der::tlv(attribute)?;
         if oid == CN_OID {
-            let (_string, text, _) = der(value)?;
+            let (_string, text, _) = der::tlv(value)?;
             return std::str::from_utf8(text).ok().map(str::to_owned);
         }
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backend;
 pub mod build;
+pub mod der;
 pub mod frame;
 pub mod frontend;
 pub mod scan;

@@ -374,37 +374,15 @@ pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
 /// The OID (content bytes) of a certificate's outer signatureAlgorithm:
 /// `Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }`.
 fn signature_algorithm(der: &[u8]) -> Option<&[u8]> {
-    let (tag, cert, _) = der_tlv(der)?;
+    let (tag, cert, _) = crate::der::tlv(der)?;
     if tag != 0x30 {
         return None;
     }
-    let (_, _, rest) = der_tlv(cert)?; // tbsCertificate
-    let (tag, alg, _) = der_tlv(rest)?;
+    let (_, _, rest) = crate::der::tlv(cert)?; // tbsCertificate
+    let (tag, alg, _) = crate::der::tlv(rest)?;
     if tag != 0x30 {
         return None;
     }
-    let (tag, oid, _) = der_tlv(alg)?;
+    let (tag, oid, _) = crate::der::tlv(alg)?;
     (tag == 0x06).then_some(oid)
-}
-
-/// One DER TLV: (tag, contents, what follows). `None` if truncated or oversized.
-fn der_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
 }
