@@ -10,6 +10,8 @@
 //! numbers, `$1` parameters, operators and punctuation. Unterminated strings and
 //! comments run to the end of the input; bytes it does not know are punctuation.
 
+mod fast;
+
 /// What kind of token the [`Lexer`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
@@ -615,6 +617,11 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// The fingerprint of a query (see [`Fingerprint`]); no allocation, linear in
 /// `min(sql.len(), MAX_SCAN)`.
 pub fn fingerprint(sql: &[u8]) -> Fingerprint {
+    fast::fingerprint(sql).unwrap_or_else(|| fingerprint_general(sql))
+}
+
+/// [`fingerprint`] through the general lexer, for any input.
+fn fingerprint_general(sql: &[u8]) -> Fingerprint {
     let mut h = FNV_OFFSET;
     let mut feed = |b: u8| {
         h ^= u64::from(b);
