@@ -157,7 +157,12 @@ impl QueryStats {
 
     /// Records one execution of `sql` that took `elapsed`.
     pub fn record(&self, sql: &[u8], elapsed: Duration) {
-        let fp = sql::fingerprint(sql).hash;
+        self.record_fingerprint(sql::fingerprint(sql).hash, sql, elapsed);
+    }
+
+    /// [`QueryStats::record`] with `sql`'s fingerprint already known (callers that see
+    /// the same text again keep it).
+    pub fn record_fingerprint(&self, fp: u64, sql: &[u8], elapsed: Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let shard = self.shard(fp);
         {

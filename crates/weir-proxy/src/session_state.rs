@@ -41,14 +41,20 @@ pub struct ClientSession {
     pub sample: BytesMut,
     /// `sample` holds a query whose answer has not come yet.
     pub sampled: bool,
+    /// The fingerprint of `sample`, once computed: a client that repeats its query text
+    /// (every prepared or parameterised query) is fingerprinted once, not per execution.
+    pub sample_fingerprint: Option<u64>,
 }
 
 impl ClientSession {
     /// Notes `sql` as the query being timed, unless one already is.
     pub fn note_query(&mut self, sql: &[u8]) {
         if !self.sampled {
-            self.sample.clear();
-            self.sample.extend_from_slice(sql);
+            if self.sample[..] != *sql {
+                self.sample.clear();
+                self.sample.extend_from_slice(sql);
+                self.sample_fingerprint = None;
+            }
             self.sampled = true;
         }
     }

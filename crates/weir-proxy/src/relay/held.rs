@@ -405,7 +405,13 @@ impl Relay<'_> {
                 self.upstream.breaker.record_ok();
                 if self.session.sampled {
                     self.session.sampled = false;
-                    self.shared.queries.record(&self.session.sample, elapsed);
+                    let s = &mut self.session;
+                    let fp = *s
+                        .sample_fingerprint
+                        .get_or_insert_with(|| weir_wire::sql::fingerprint(&s.sample).hash);
+                    self.shared
+                        .queries
+                        .record_fingerprint(fp, &s.sample, elapsed);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! The fingerprint of the queries most applications send, without the general lexer:
-//! one pass over words, numbers, plain strings, quoted identifiers, `=` `<` `>` `*`
-//! and `( ) , ; .`. Anything else (comments, signs, `IN (...)` lists, `$`, prefixed
+//! one pass over words, numbers, `$n` parameters, plain strings, quoted identifiers,
+//! `=` `<` `>` `*` and `( ) , ; .`. Anything else (comments, signs, `IN (...)` lists, `$`, prefixed
 //! strings, multi-byte operators, non-ASCII) answers `None` and the caller takes the
 //! general path. Both paths hash the same token stream, so a query's fingerprint does
 //! not depend on which one ran (a property test checks it). `SHOW QUERIES` fingerprints
@@ -74,6 +74,14 @@ pub(super) fn fingerprint(sql: &[u8]) -> Option<Fingerprint> {
                     } else {
                         break;
                     }
+                }
+                feed(3);
+            }
+            // A parameter, as the lexer's dollar(): `$` and digits (dollar quotes bail).
+            b'$' if sql.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                i += 1;
+                while sql.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
                 }
                 feed(3);
             }
@@ -168,6 +176,8 @@ mod tests {
             "SELECT \"u\".\"id\", \"u\".\"name\" FROM \"users\" \"u\" WHERE \"u\".\"id\" = 5 LIMIT 1",
             "SELECT count(*) FROM t WHERE a > 1 AND b < 2.5e3 AND c = 'it''s'",
             "BEGIN; SELECT 1; COMMIT;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+            "select $1, $22x",
             ";;select 1;;",
             "select 'unterminated",
             "",
@@ -193,7 +203,7 @@ mod tests {
             "select /* c */ 1",
             "select * from t where id in (1, 2, 3)",
             "select -1",
-            "select $1",
+            "select $a",
             "select $$x$$",
             "select E'a\\'b'",
             "select x from t where a <= 1",
@@ -216,7 +226,7 @@ mod tests {
             prop::sample::select(vec![
                 "select", "SELECT", "from", "t", "x_1", "in", "IN", "array", "e", "E", "u",
                 "1", "42", "1.5", "1e+5", "0x1F", "'s'", "'it''s'", "'", "\"Q\"", "\"a\"\"b\"",
-                "\"", "=", "<", ">", "*", "<=", "=-", "-", "+", "(", ")", ",", ";", ".", ".5",
+                "\"", "$1", "$", "$a$", "$12", "=", "<", ">", "*", "<=", "=-", "-", "+", "(", ")", ",", ";", ".", ".5",
                 " ", "  ", "\t", "\n", "--c\n", "/*c*/", "$1", "&", "::", "[", "]", "é",
             ]),
             0..24,
