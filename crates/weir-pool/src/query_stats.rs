@@ -1,10 +1,10 @@
 //! Per-query statistics for `SHOW QUERIES`: calls, total time and a p99 per query
 //! fingerprint (literals normalized by [`weir_wire::sql`]).
 //!
-//! The relay calls [`QueryStats::record`] for every finished query, so recording
-//! is one lexer pass (~0.3 µs for a pgbench query) and one short lock on one of
-//! 16 shards; the normalized text is computed once per fingerprint, outside the
-//! lock. The store is bounded: when a shard is full, a new fingerprint replaces
+//! The relay records every finished query with [`QueryStats::record_fingerprint`]:
+//! the fingerprint is computed once per distinct text a client sends (the common
+//! shapes in one pass, see `weir_wire::sql`), then one short lock on one of 16
+//! shards; the normalized text is computed once per fingerprint, outside the lock. The store is bounded: when a shard is full, a new fingerprint replaces
 //! the one with the least total time (so the heavy hitters stay).
 
 use std::collections::HashMap;
