@@ -97,6 +97,22 @@ pub fn run_psql(url: &str, args: &[&str]) -> Output {
     run(&mut cmd, "psql", PSQL_TIMEOUT)
 }
 
+/// [`run_psql`] on a blocking thread, for async tests: whether psql succeeded, and its
+/// stdout followed by its stderr.
+pub async fn psql_output(url: String, args: &'static [&'static str]) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = run_psql(&url, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .expect("psql task")
+}
+
 /// Runs `pgbench <args>` with `env` added (e.g. `PGPASSWORD`) and returns its output.
 /// Killed after 300 s, with a note on stderr.
 pub fn run_pgbench(args: &[&str], env: &[(&str, &str)]) -> Output {

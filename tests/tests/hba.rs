@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use weir_config::{AuthType, Config, DatabaseConfig, PoolMode, SslMode};
 use weir_tests::certs::make_certs;
-use weir_tests::pg::run_psql;
+use weir_tests::pg::{psql_output, run_psql};
 use weir_tests::{
     app_config, start_proxy, APP_DB, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER,
 };
@@ -126,17 +126,8 @@ async fn rules_pick_the_method_by_address_user_and_database() {
 
 /// psql's output and whether it succeeded.
 async fn psql(url: String) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = run_psql(&url, &["-At", "-c", "select 40 + 2"]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success() && text.contains("42"), text)
-    })
-    .await
-    .expect("psql task")
+    let (ok, text) = psql_output(url, &["-At", "-c", "select 40 + 2"]).await;
+    (ok && text.contains("42"), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use weir_config::{AuthType, Config, PoolMode, SslMode};
 use weir_proxy::{Proxy, ProxyHandle};
 use weir_tests::certs::{make_certs, Certs};
-use weir_tests::pg::run_psql;
+use weir_tests::pg::{psql_output, run_psql};
 use weir_tests::{app_config, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
 
 fn with_client_tls(mut config: Config, certs: &Certs, mode: SslMode) -> Config {
@@ -67,17 +67,8 @@ fn url(addr: SocketAddr, query: &str) -> String {
 
 /// Runs psql's `\conninfo` and a query; returns (success, stdout + stderr).
 async fn psql(url: String) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = run_psql(&url, &["-At", "-c", "\\conninfo", "-c", "SELECT 40 + 2"]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success() && text.contains("42"), text)
-    })
-    .await
-    .expect("psql task")
+    let (ok, text) = psql_output(url, &["-At", "-c", "\\conninfo", "-c", "SELECT 40 + 2"]).await;
+    (ok && text.contains("42"), text)
 }
 
 fn temp_dir() -> tempfile::TempDir {

@@ -13,7 +13,7 @@ use admin_support::{admin_config, start, table};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use weir_config::{AuthType, PoolMode};
-use weir_tests::pg::run_psql;
+use weir_tests::pg::psql_output;
 use weir_tests::{APP_DB, SCRAM_PASSWORD, SCRAM_USER};
 
 /// tokio-postgres over the Unix socket in `dir` for `port`.
@@ -89,13 +89,8 @@ async fn clients_log_in_over_the_unix_socket_and_share_server_connections() {
         "host={} port={port} user={SCRAM_USER} password={SCRAM_PASSWORD} dbname={APP_DB}",
         dir.path().display()
     );
-    let out = run_psql(&url, &["-tA", "-c", "select 'over the socket'"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("over the socket"),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = psql_output(url, &["-tA", "-c", "select 'over the socket'"]).await;
+    assert!(ok && text.contains("over the socket"), "{text}");
 
     drop(clients);
     pgweir.stop().await;

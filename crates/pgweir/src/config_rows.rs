@@ -95,22 +95,8 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             c.auth_type.to_string(),
             d.auth_type.to_string(),
         ),
-        (
-            "auth_file",
-            c.auth_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            String::new(),
-        ),
-        (
-            "auth_hba_file",
-            c.auth_hba_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            String::new(),
-        ),
+        ("auth_file", path(&c.auth_file), String::new()),
+        ("auth_hba_file", path(&c.auth_hba_file), String::new()),
         (
             "auth_user",
             c.auth_user.clone().unwrap_or_default(),
@@ -242,12 +228,8 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
         ("http_listen", addr(c.http_listen), addr(d.http_listen)),
         (
             "unix_socket_dir",
-            c.unix_socket_dir
-                .as_ref()
-                .map_or(String::new(), |d| d.display().to_string()),
-            d.unix_socket_dir
-                .as_ref()
-                .map_or(String::new(), |d| d.display().to_string()),
+            path(&c.unix_socket_dir),
+            path(&d.unix_socket_dir),
         ),
         (
             "unix_socket_mode",
@@ -365,11 +347,6 @@ fn path(p: &Option<std::path::PathBuf>) -> String {
 /// The `[scaling]` table's rows, named `scaling.KEY` (RELOAD changes them).
 fn scaling_rows(c: &ScalingConfig, d: &ScalingConfig) -> Vec<(String, String, String)> {
     let secs = |v: Duration| format!("{}", v.as_secs_f64());
-    let path = |p: &Option<std::path::PathBuf>| {
-        p.as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    };
     let text = |t: &Option<String>| t.clone().unwrap_or_default();
     [
         ("tick", secs(c.tick), secs(d.tick)),
