@@ -18,6 +18,8 @@ pub use pg::{shared_cluster, APP_DB, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCR
 pub struct TestProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
+    /// The running proxy's state, for assertions on it.
+    pub state: weir_proxy::ProxyHandle,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
 }
@@ -82,6 +84,7 @@ pub fn app_config(mode: PoolMode, pool_size: u32) -> Config {
 pub async fn start_proxy(config: Config) -> TestProxy {
     let proxy = Proxy::bind(config).await.expect("proxy binds");
     let addr = proxy.local_addr();
+    let state = proxy.handle();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let handle = tokio::spawn(async move {
@@ -89,6 +92,7 @@ pub async fn start_proxy(config: Config) -> TestProxy {
     });
     TestProxy {
         addr,
+        state,
         shutdown,
         handle: Some(handle),
     }

@@ -357,6 +357,7 @@ impl AdminBackend for Admin {
             pools: u32::try_from(self.handle.pools().len()).unwrap_or(u32::MAX),
             used_clients: u32::try_from(clients.len()).unwrap_or(u32::MAX),
             login_clients: u32::try_from(login).unwrap_or(u32::MAX),
+            parked_clients: u32::try_from(self.handle.parked_clients()).unwrap_or(u32::MAX),
             used_servers,
             ..ListsRow::default()
         }

@@ -348,6 +348,9 @@ pub struct ListsRow {
     pub used_clients: u32,
     /// Clients still logging in.
     pub login_clients: u32,
+    /// Idle clients parked without a task (pgweir only; not a `SHOW LISTS` row, which
+    /// exporters read as PgBouncer's list).
+    pub parked_clients: u32,
     /// Server slots allocated but unused (0 for pgweir).
     pub free_servers: u32,
     /// Server connections open.

@@ -135,6 +135,14 @@ impl prometheus_client::collector::Collector for Scrape {
             &vec![(vec![], i64::from(state.paused || state.suspended))],
         )?;
 
+        gauge_family(
+            &mut encoder,
+            "clients_parked",
+            "Idle clients parked without a task (a small record each, no task or buffers)",
+            None,
+            &vec![(vec![], i64::from(b.lists().parked_clients))],
+        )?;
+
         let pools = b.pools();
         let mut clients: Series<'_, u32> = Vec::new();
         let mut servers: Series<'_, u32> = Vec::new();

@@ -61,6 +61,11 @@ impl ProxyHandle {
         ProxyHandle { shared, listen }
     }
 
+    /// How many idle clients are parked without a task now ([`crate::park`]).
+    pub fn parked_clients(&self) -> usize {
+        self.shared.parking.len()
+    }
+
     /// The proxy's shared state (pools, clients, registries).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared

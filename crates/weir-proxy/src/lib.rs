@@ -23,6 +23,7 @@ pub mod hba;
 pub mod io;
 mod listener;
 pub mod params;
+pub mod park;
 pub mod pools;
 pub mod prepared;
 pub mod proxy_set;

@@ -176,11 +176,10 @@ impl Proxy {
             }
             match shared.limit.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    let shared = shared.clone();
-                    sessions.spawn(async move {
-                        session::serve(shared, stream, peer).await;
-                        drop(permit);
-                    });
+                    // The ticket, not the task, holds the permit and the tracker's count:
+                    // a parked session has no task ([`crate::park`]).
+                    let ticket = session::Ticket::new(permit, sessions.token());
+                    tokio::spawn(session::serve(shared.clone(), stream, peer, ticket));
                 }
                 Err(_) => {
                     warn!(%peer, "max_client_conn reached, refusing client");

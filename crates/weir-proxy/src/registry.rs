@@ -209,6 +209,13 @@ impl ClientRegistry {
         self.clients.iter().map(|e| e.value().clone()).collect()
     }
 
+    /// Calls `f` with every live client (the parking sweep: no snapshot allocated).
+    pub fn for_each(&self, mut f: impl FnMut(&ClientInfo)) {
+        for client in self.clients.iter() {
+            f(client.value());
+        }
+    }
+
     /// How many clients are connected.
     pub fn len(&self) -> usize {
         self.clients.len()
@@ -240,7 +247,8 @@ impl Drop for ClientHandle {
     }
 }
 
-fn now_us() -> u64 {
+/// Microseconds since the Unix epoch, the clock of [`ClientInfo::changed_at_us`].
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)

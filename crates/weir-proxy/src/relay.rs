@@ -11,7 +11,9 @@
 //! and everything that exists while a server is held (the connection, the exchange on
 //! it, the buffers, the futures that read and write both sockets) lives in one boxed
 //! future per checkout ([`held`]), freed when the server goes back. The session's own
-//! future, which the task keeps for its whole life, stays small.
+//! future stays small, and a client idle for long gives even that up: the relay ends
+//! with [`Ended::Parked`] and keeps only its [`RelayParts`] in the parking lot
+//! ([`crate::park`]) until the client speaks again.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,10 +26,13 @@ use weir_config::{Config, PoolMode};
 
 use crate::cancel::CancelGuard;
 use crate::error::ClientError;
+use crate::park::Resume;
 use crate::pools::PoolEntry;
-use crate::registry::{ClientInfo, ClientState};
-use crate::session::Shared;
+use crate::registry::{ClientHandle, ClientInfo, ClientState};
+use crate::session::{Shared, Ticket};
 use crate::session_state::ClientSession;
+use crate::stop::IdleWake;
+use crate::stream::Stream;
 use crate::upstream::Upstream;
 
 mod dedup;
@@ -49,12 +54,16 @@ const SERVER_READ: usize = 32 * 1024;
 const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One client's relay: what outlives its server connections; see the module docs.
-pub struct Relay<'a> {
-    shared: &'a Shared,
+pub struct Relay {
+    shared: Arc<Shared>,
     /// The configuration in force, re-read at each checkout (follows RELOAD and SET).
     config: Arc<Config>,
     entry: Arc<PoolEntry>,
-    client: Sink<'a>,
+    client: Sink,
+    /// Its registration, and its place under `max_client_conn` and in the drain's count:
+    /// held here so the relay can hand them to the parking lot.
+    handle: ClientHandle,
+    ticket: Ticket,
     cbuf: BytesMut,
     cancel: CancelGuard,
     /// This client's entry in the registry: state for `SHOW CLIENTS`, `KILL`.
@@ -82,6 +91,61 @@ pub struct Relay<'a> {
     skip_to_sync: bool,
     /// Counts not yet added to the pool's metrics (see `flush_counters`).
     counters: Counters,
+    /// Park at the first idle moment (a fresh login), not only when the sweep asks.
+    park_at_once: bool,
+    /// A park was asked when the session could not park (TLS, bytes pending): ignore
+    /// the request until the next transaction clears it.
+    park_declined: bool,
+    /// Resumed because its idle timeout passed while parked: end at once.
+    timed_out: bool,
+}
+
+/// What a relay keeps when it is not running: before its first run, and while its
+/// client is parked. Small on purpose: a parked client costs this and little more.
+pub struct RelayParts {
+    entry: Arc<PoolEntry>,
+    cancel: CancelGuard,
+    session: ClientSession,
+    /// Bytes already read (after login: a first query sent with the startup packet).
+    cbuf: BytesMut,
+    park_at_once: bool,
+}
+
+impl RelayParts {
+    /// A fresh login's relay; `cbuf` holds any bytes already read after login.
+    pub fn new(
+        entry: Arc<PoolEntry>,
+        cancel: CancelGuard,
+        session: ClientSession,
+        cbuf: BytesMut,
+    ) -> Self {
+        RelayParts {
+            entry,
+            cancel,
+            session,
+            cbuf,
+            park_at_once: true,
+        }
+    }
+}
+
+/// How a relay's run ended without error.
+#[derive(Debug)]
+pub enum Ended {
+    /// The client left (Terminate or EOF).
+    Left,
+    /// The client is idle and may park, until this deadline (`client_idle_timeout`).
+    Parked(Option<std::time::Instant>),
+}
+
+/// What an idle wait ended with.
+enum Wait {
+    /// A message that needs a server.
+    Request,
+    /// The client left.
+    Left,
+    /// Park, until this idle-timeout deadline.
+    Park(Option<std::time::Instant>),
 }
 
 /// Per-session counts, flushed to the pool's shared atomics once per transaction.
@@ -99,17 +163,25 @@ enum Parted {
     ClientLeft,
 }
 
-impl<'a> Relay<'a> {
-    /// A relay for a logged-in client; `cbuf` holds any bytes already read after login.
+impl Relay {
+    /// A logged-in client's relay, fresh or resumed from the parking lot for `why`.
     pub fn new(
-        shared: &'a Shared,
-        entry: Arc<PoolEntry>,
-        client: &'a mut crate::stream::Stream,
-        cbuf: BytesMut,
-        cancel: CancelGuard,
-        info: Arc<ClientInfo>,
-        session: ClientSession,
+        shared: Arc<Shared>,
+        client: Stream,
+        handle: ClientHandle,
+        ticket: Ticket,
+        parts: RelayParts,
+        why: Resume,
     ) -> Self {
+        let info = handle.info().clone();
+        let RelayParts {
+            entry,
+            cancel,
+            session,
+            cbuf,
+            park_at_once,
+        } = parts;
+        info.stop.clear_park();
         let transaction_mode = entry.mode == PoolMode::Transaction;
         let config = shared.config();
         let dedup = config.dedup_for(&entry.database);
@@ -121,6 +193,8 @@ impl<'a> Relay<'a> {
             shared,
             entry,
             client: Sink::new(client),
+            handle,
+            ticket,
             cbuf,
             cancel,
             info,
@@ -132,38 +206,99 @@ impl<'a> Relay<'a> {
             discard_remaining: 0,
             skip_to_sync: false,
             counters: Counters::default(),
+            park_at_once,
+            park_declined: false,
+            timed_out: why == Resume::IdleTimeout,
         }
     }
 
-    /// Runs until the client leaves (`Ok`) or something ends the session (`Err`).
+    /// Hands the client to the parking lot (after [`Ended::Parked`]): what outlives
+    /// this run, and its socket. Its last query's text goes: a parked client holds no
+    /// buffer.
+    pub fn park(self, deadline: Option<std::time::Instant>) {
+        let Relay {
+            shared,
+            client,
+            handle,
+            ticket,
+            entry,
+            cancel,
+            mut session,
+            ..
+        } = self;
+        session.sample = BytesMut::new();
+        session.sample_fingerprint = None;
+        session.sampled = false;
+        let parts = RelayParts {
+            entry,
+            cancel,
+            session,
+            cbuf: BytesMut::new(),
+            park_at_once: false,
+        };
+        let stream = client.into_stream();
+        shared
+            .parking
+            .park(&shared, stream, handle, ticket, parts, deadline);
+    }
+
+    /// Ends the session after [`Relay::run`]: tells the client the error, logs the
+    /// disconnection. Dropping the relay then frees its registration and ticket.
+    pub async fn finish(&mut self, result: Result<(), ClientError>) {
+        let shared = self.shared.clone();
+        crate::session::finish(&shared, self.client.stream(), &self.info, result).await;
+    }
+
+    /// Runs until the client leaves or parks (`Ok`), or something ends the session
+    /// (`Err`).
     ///
     /// # Errors
     /// See [`ClientError`]; the caller reports it to the client.
-    pub async fn run(&mut self) -> Result<(), ClientError> {
-        let result = self.relay().await;
+    pub async fn run(&mut self) -> Result<Ended, ClientError> {
+        let result = if self.timed_out {
+            Err(ClientError::IdleTimeout(self.config.client_idle_timeout))
+        } else {
+            self.relay().await
+        };
         self.flush_counters();
-        self.session.leave(self.entry.pool.metrics());
+        if !matches!(result, Ok(Ended::Parked(_))) {
+            self.session.leave(self.entry.pool.metrics());
+        }
         result
     }
 
-    async fn relay(&mut self) -> Result<(), ClientError> {
+    async fn relay(&mut self) -> Result<Ended, ClientError> {
         loop {
-            if !self.wait_for_request().await? {
-                return Ok(());
+            match self.wait_for_request().await? {
+                Wait::Request => {}
+                Wait::Left => return Ok(Ended::Left),
+                Wait::Park(deadline) => return Ok(Ended::Parked(deadline)),
             }
             // Boxed: everything that exists while a server is held lives in this future,
             // allocated per checkout and freed when the server goes back, so the future
             // an idle session keeps stays small.
             match Box::pin(self.hold_server()).await? {
                 Parted::Released => {}
-                Parted::ClientLeft => return Ok(()),
+                Parted::ClientLeft => return Ok(Ended::Left),
             }
         }
     }
 
+    /// Whether the client may park now: a plain socket, nothing buffered or owed either
+    /// way, and the lot takes it (which from then on hears its stop requests).
+    fn can_park(&self) -> bool {
+        self.client.is_plain()
+            && self.cbuf.is_empty()
+            && self.to_client.is_empty()
+            && self.discard_remaining == 0
+            && !self.skip_to_sync
+            && !self.client.leading()
+            && self.shared.parking.may_park(&self.shared, &self.info)
+    }
+
     /// Idle, holding no server: reads the client's messages and answers what needs no
-    /// server. Returns true once a message needs one, false when the client leaves.
-    async fn wait_for_request(&mut self) -> Result<bool, ClientError> {
+    /// server, until a message needs one, the client leaves, or it parks.
+    async fn wait_for_request(&mut self) -> Result<Wait, ClientError> {
         self.phase = Phase::Idle;
         loop {
             // From the config in force (checkout re-reads it), so RELOAD reaches here.
@@ -186,8 +321,8 @@ impl<'a> Relay<'a> {
                 {
                     continue
                 }
-                Idle::NeedServer => return Ok(true),
-                Idle::Terminate => return Ok(false),
+                Idle::NeedServer => return Ok(Wait::Request),
+                Idle::Terminate => return Ok(Wait::Left),
                 Idle::NeedMore => {}
             }
             if self.cbuf.is_empty() {
@@ -196,19 +331,39 @@ impl<'a> Relay<'a> {
                 if self.to_client.capacity() > 0 {
                     self.to_client = BytesMut::new();
                 }
+                if std::mem::take(&mut self.park_at_once) && self.can_park() {
+                    let deadline =
+                        (!idle_timeout.is_zero()).then(|| std::time::Instant::now() + idle_timeout);
+                    return Ok(Wait::Park(deadline));
+                }
             }
             // Boxed and only when configured: a timer inline would make every idle
             // session's future bigger by its size, timeout or not.
             let mut idle_timer =
                 (!idle_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(idle_timeout)));
-            tokio::select! {
-                // poll_read_ready keeps the waker in the socket's own slot: unlike
-                // readable(), its future holds no waiter node (~150 bytes per idle client).
-                // Under TLS it is ready only once a whole record's plaintext is there.
-                r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => r?,
-                stop = self.info.stop.stopped(true) => return Err(stop.into()),
-                _ = boxed_sleep(&mut idle_timer), if idle_timer.is_some() => {
-                    return Err(ClientError::IdleTimeout(idle_timeout));
+            loop {
+                tokio::select! {
+                    // poll_read_ready keeps the waker in the socket's own slot: unlike
+                    // readable(), its future holds no waiter node (~150 bytes per idle
+                    // client). Under TLS it is ready only once a whole record's
+                    // plaintext is there.
+                    r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => {
+                        r?;
+                        break;
+                    }
+                    wake = std::future::poll_fn(|cx| self.info.stop.poll_idle(cx, !self.park_declined)) => {
+                        match wake {
+                            IdleWake::Stop(stop) => return Err(stop.into()),
+                            IdleWake::Park if self.can_park() => {
+                                let deadline = idle_timer.as_ref().map(|t| t.deadline().into_std());
+                                return Ok(Wait::Park(deadline));
+                            }
+                            IdleWake::Park => self.park_declined = true,
+                        }
+                    }
+                    _ = boxed_sleep(&mut idle_timer), if idle_timer.is_some() => {
+                        return Err(ClientError::IdleTimeout(idle_timeout));
+                    }
                 }
             }
             reserve(&mut self.cbuf, CLIENT_READ);
@@ -216,7 +371,7 @@ impl<'a> Relay<'a> {
             // readiness, so the next poll waits for epoll instead of paying a recvfrom
             // that returns EAGAIN.
             match self.client.stream().read_buf(&mut self.cbuf).await? {
-                0 => return Ok(false),
+                0 => return Ok(Wait::Left),
                 n => self.counters.bytes_from_client += n as u64,
             }
         }
@@ -255,6 +410,8 @@ impl<'a> Relay<'a> {
     async fn checkout(&mut self) -> Result<Held, ClientError> {
         self.phase = Phase::Waiting;
         self.info.set_state(ClientState::Waiting);
+        self.info.stop.clear_park();
+        self.park_declined = false;
         let config = self.shared.config();
         if !Arc::ptr_eq(&config, &self.config) {
             // RELOAD or SET: what derives from the config (a RELOAD may also have moved

@@ -2,9 +2,10 @@
 //! login greeting, then the relay loop (see [`crate::relay`]) or the admin console;
 //! errors end in a FATAL ErrorResponse the client can read.
 //!
-//! Each client runs inside one `client` tracing span (peer, user, db), and logs
-//! PgBouncer's `login attempt` / `closing because` lines when `log_connections` /
-//! `log_disconnections` are on.
+//! Log lines name the client in a `client` field (`db/user@addr:port`), and PgBouncer's
+//! `login attempt` / `closing because` lines are logged when `log_connections` /
+//! `log_disconnections` are on. A logged-in client that idles parks
+//! ([`crate::park`]): its task ends and [`relay_phase`] runs again when it speaks.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -26,10 +27,11 @@ use crate::cancel::CancelRegistry;
 use crate::client_auth::{authenticate, Credentials};
 use crate::error::{ClientError, Unavailable, Violation};
 use crate::params::{startup_settings, ClientParams};
+use crate::park::{ParkingLot, Resume};
 use crate::pools::{PoolEntry, Pools};
 use crate::prepared::StatementRegistry;
 use crate::registry::{ClientInfo, ClientRegistry, ClientTag, LoginInfo};
-use crate::relay::Relay;
+use crate::relay::{Ended, Relay, RelayParts};
 use crate::server::{send_cancel, ServerError};
 use crate::stream::Stream;
 use crate::tls::ClientTls;
@@ -63,6 +65,8 @@ pub struct Shared {
     pub queries: Arc<weir_pool::query_stats::QueryStats>,
     /// Single-flight query dedup: the flights in progress and what they saved.
     pub dedup: Arc<crate::dedup::Dedup>,
+    /// Idle clients parked without a task ([`crate::park`]).
+    pub parking: ParkingLot,
     /// Cancelled when the proxy shuts down: idle clients are told and closed, running
     /// transactions finish first.
     pub shutdown: CancellationToken,
@@ -111,6 +115,7 @@ impl Shared {
                 weir_pool::query_stats::DEFAULT_CAPACITY,
             )),
             dedup: Arc::default(),
+            parking: ParkingLot::default(),
             shutdown: CancellationToken::new(),
             stop: CancellationToken::new(),
             draining: AtomicBool::new(false),
@@ -142,18 +147,42 @@ impl Shared {
     }
 }
 
-/// Serves one accepted client until it leaves; never panics on its input.
+/// What a session holds for the proxy as a whole: its place under `max_client_conn`,
+/// and in the count a drain waits for. A parked session keeps it.
+#[derive(Default)]
+pub struct Ticket {
+    // Held for what dropping them does: a free `max_client_conn` place, a drain that
+    // stops waiting for this session.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _token: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
+}
+
+impl Ticket {
+    /// A session's ticket: its `max_client_conn` permit and its drain-tracker token.
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        token: tokio_util::task::task_tracker::TaskTrackerToken,
+    ) -> Self {
+        Ticket {
+            _permit: Some(permit),
+            _token: Some(token),
+        }
+    }
+}
+
+/// Serves one accepted client until it leaves or parks; never panics on its input.
 ///
-/// The task keeps this future for the client's whole life, so it is built to stay
-/// small while the client idles: the login and the admin console run in boxed futures
-/// freed when done, the arguments are captured once (an `async fn` would copy them), and
-/// the relay is borrowed in place, never moved across an await.
+/// The task keeps this future while the client is connected and not parked, so it is
+/// built to stay small: the login, the relay and the admin console run in boxed futures
+/// (only one at a time), and the arguments are captured once (an `async fn` would copy
+/// them).
 // Not an `async fn`: that would keep a second copy of the arguments in the future.
 #[allow(clippy::manual_async_fn)]
 pub fn serve(
     shared: Arc<Shared>,
     mut stream: Stream,
     peer: SocketAddr,
+    ticket: Ticket,
 ) -> impl std::future::Future<Output = ()> + Send {
     // No tracing span per client: log lines name the client in a field instead (see
     // `ClientTag`); a span cost every idle client ~480 bytes at the default log level.
@@ -165,37 +194,68 @@ pub fn serve(
         // Room for a whole typical startup packet and SCRAM message in one read.
         let mut rbuf = BytesMut::with_capacity(1024);
         let login = Box::pin(login_in_time(&shared, &mut stream, &mut rbuf)).await;
-        let mut step = after_login(&shared, &info, login, &mut stream, rbuf);
-        let result = match &mut step {
-            Step::Relay(relay) => relay.run().await,
-            Step::Console {
-                stream,
-                rbuf,
-                user,
-                role,
-            } => {
-                let rbuf = std::mem::take(rbuf);
-                Box::pin(serve_console(&shared, &info, stream, rbuf, user, *role)).await
+        let tls = stream.tls_version();
+        let result = match after_login(&shared, &info, login, tls, rbuf) {
+            Step::Relay(parts) => {
+                drop(info);
+                let relay = Relay::new(shared, stream, client, ticket, parts, Resume::Woken);
+                // Boxed: the relay's future is the task's state from here on, and the
+                // login's is gone; inline, the session's future would hold both.
+                return Box::pin(relay_phase(relay)).await;
+            }
+            Step::Console { rbuf, user, role } => {
+                Box::pin(serve_console(
+                    &shared,
+                    &info,
+                    &mut stream,
+                    rbuf,
+                    &user,
+                    role,
+                ))
+                .await
             }
             // A served CancelRequest: not a client session, nothing to log.
             Step::Cancelled => return,
-            Step::Failed(e) => Err(std::mem::replace(e, ClientError::Shutdown)),
+            Step::Failed(e) => Err(e),
         };
-        drop(step);
-        // The setting in force now, not at login: SET log_disconnections applies at once.
-        let config = shared.config();
-        if let Err(e) = &result {
-            report(&mut stream, e, config.log_pooler_errors, info.tag()).await;
+        finish(&shared, &mut stream, &info, result).await;
+        drop((client, ticket));
+    }
+}
+
+/// A logged-in client's relay, run until the client leaves (then the session ends) or
+/// parks (then the parking lot keeps its parts and its socket, and the task ends).
+// Not an `async fn`, so the relay is kept once in the future, not twice.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn relay_phase(mut relay: Relay) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        match relay.run().await {
+            Ok(Ended::Parked(deadline)) => relay.park(deadline),
+            Ok(Ended::Left) => relay.finish(Ok(())).await,
+            Err(e) => relay.finish(Err(e)).await,
         }
-        if config.log_disconnections {
-            let age = info.connected_at.elapsed().unwrap_or_default();
-            let reason = match &result {
-                Ok(()) => "client close request".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            info!(client = %info.tag(), "closing because: {reason} (age={}s)", age.as_secs());
-        }
-        drop(client);
+    }
+}
+
+/// The end of a session: the error told to the client, the disconnection logged.
+pub(crate) async fn finish(
+    shared: &Shared,
+    stream: &mut Stream,
+    info: &ClientInfo,
+    result: Result<(), ClientError>,
+) {
+    // The setting in force now, not at login: SET log_disconnections applies at once.
+    let config = shared.config();
+    if let Err(e) = &result {
+        report(stream, e, config.log_pooler_errors, info.tag()).await;
+    }
+    if config.log_disconnections {
+        let age = info.connected_at.elapsed().unwrap_or_default();
+        let reason = match &result {
+            Ok(()) => "client close request".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        info!(client = %info.tag(), "closing because: {reason} (age={}s)", age.as_secs());
     }
 }
 
@@ -216,15 +276,12 @@ async fn login_in_time(
     }
 }
 
-/// What a session does once its login is over. The relay is kept inline on purpose
-/// (boxing it would add an allocation per session and save nothing: it is the state).
-#[allow(clippy::large_enum_variant)]
-enum Step<'a> {
+/// What a session does once its login is over.
+enum Step {
     /// Relay to its pool.
-    Relay(Relay<'a>),
+    Relay(RelayParts),
     /// Serve the admin console.
     Console {
-        stream: &'a mut Stream,
         rbuf: BytesMut,
         user: String,
         role: AdminRole,
@@ -237,33 +294,29 @@ enum Step<'a> {
 
 /// Turns a login's outcome into the session's next step (logged like PgBouncer). Not
 /// async and takes the outcome whole, so none of it is kept in the session's future.
-fn after_login<'a>(
-    shared: &'a Shared,
+fn after_login(
+    shared: &Shared,
     info: &Arc<ClientInfo>,
     login: Result<Option<Login>, ClientError>,
-    stream: &'a mut Stream,
+    tls: Option<&'static str>,
     rbuf: BytesMut,
-) -> Step<'a> {
+) -> Step {
     let config = shared.config();
-    let tls = stream.tls_version();
     match login {
         Ok(Some(Login::Pool(session))) => {
             let session = *session;
             let (db, user) = (&session.entry.database, &session.entry.user);
             logged_in(&config, info, db, user, session.application_name, tls);
-            Step::Relay(Relay::new(
-                shared,
+            Step::Relay(RelayParts::new(
                 session.entry,
-                stream,
-                rbuf,
                 session.cancel,
-                info.clone(),
                 crate::session_state::ClientSession {
                     params: session.params,
                     class: session.class,
                     dedup: session.dedup,
                     ..Default::default()
                 },
+                rbuf,
             ))
         }
         Ok(Some(Login::Admin {
@@ -273,12 +326,7 @@ fn after_login<'a>(
             application_name,
         })) => {
             logged_in(&config, info, &database, &user, application_name, tls);
-            Step::Console {
-                stream,
-                rbuf,
-                user,
-                role,
-            }
+            Step::Console { rbuf, user, role }
         }
         Ok(None) => Step::Cancelled,
         Err(e) => Step::Failed(e),
@@ -822,7 +870,7 @@ mod footprint {
         let shared = std::sync::Arc::new(
             super::Shared::new(weir_config::Config::default()).expect("shared"),
         );
-        let session = super::serve(shared, stream, addr);
+        let session = super::serve(shared, stream, addr, super::Ticket::default());
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "a session's future takes {size} bytes");
     }

@@ -4,8 +4,8 @@
 //! idle client keeps (a cancellation token cost ~250 bytes per client here).
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
+use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
 
@@ -19,11 +19,22 @@ pub enum Stop {
     Kill = 2,
 }
 
-/// One session's stop request and the waker of the session waiting for it. Only the
-/// session's own task waits on it, so one waker slot is enough.
+/// What wakes an idle session besides its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleWake {
+    /// It must end.
+    Stop(Stop),
+    /// The parking lot's sweep asks it to park ([`crate::park`]).
+    Park,
+}
+
+/// One session's stop request and the waker of the session waiting for it (or of the
+/// parking lot, while it is parked). Only one waits on it, so one waker slot is enough.
 #[derive(Debug, Default)]
 pub struct StopSignal {
     requested: AtomicU8,
+    /// Asked to park, or parked: the sweep asks only once.
+    park: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -58,6 +69,43 @@ impl StopSignal {
             Some(Stop::Drain) if drain_ends_it => Poll::Ready(Stop::Drain),
             _ => Poll::Pending,
         }
+    }
+
+    /// An idle session's wait: ready for any stop, and for a park request if `parks`.
+    pub fn poll_idle(&self, cx: &mut Context<'_>, parks: bool) -> Poll<IdleWake> {
+        self.waker.register(cx.waker());
+        if let Some(stop) = self.requested() {
+            return Poll::Ready(IdleWake::Stop(stop));
+        }
+        if parks && self.park.load(Relaxed) {
+            return Poll::Ready(IdleWake::Park);
+        }
+        Poll::Pending
+    }
+
+    /// Asks an idle session to park, once (until it runs a transaction again).
+    pub fn request_park(&self) {
+        if !self.park.swap(true, SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Whether a park was asked and not yet cleared.
+    pub fn park_requested(&self) -> bool {
+        self.park.load(Relaxed)
+    }
+
+    /// The session is busy again: a later idle spell may be asked to park. One relaxed
+    /// load per transaction when there is nothing to clear.
+    pub fn clear_park(&self) {
+        if self.park.load(Relaxed) {
+            self.park.store(false, Relaxed);
+        }
+    }
+
+    /// Makes `waker` the one a request wakes (the parking lot's, while parked).
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
     }
 
     /// Waits for a stop that ends this wait (see [`StopSignal::poll_stop`]).

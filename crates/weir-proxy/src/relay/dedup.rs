@@ -19,7 +19,7 @@ use crate::dedup::{classify, Outcome, Role};
 use crate::error::ClientError;
 use crate::registry::ClientState;
 
-impl Relay<'_> {
+impl Relay {
     /// Returns true if the client's request was answered from another client's
     /// execution; false if it needs a server (possibly now leading a flight).
     pub(super) async fn follow_or_lead(&mut self) -> Result<bool, ClientError> {

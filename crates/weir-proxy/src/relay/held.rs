@@ -66,7 +66,7 @@ enum Source {
     Buffered,
 }
 
-impl Relay<'_> {
+impl Relay {
     /// Relays until the server goes back (`Released`) or the client leaves.
     pub(super) async fn relay_held(&mut self, h: &mut Held) -> Result<Parted, ClientError> {
         loop {
@@ -258,7 +258,7 @@ impl Relay<'_> {
         let mut ctx = ctx(
             &mut self.session,
             &mut conn.state,
-            self.shared,
+            &self.shared,
             &self.config,
             &self.entry,
             self.transaction_mode,
@@ -371,7 +371,7 @@ impl Relay<'_> {
         let mut ctx = ctx(
             &mut self.session,
             &mut conn.state,
-            self.shared,
+            &self.shared,
             &self.config,
             &self.entry,
             self.transaction_mode,

@@ -24,7 +24,7 @@ pub(super) enum Idle {
     NeedMore,
 }
 
-impl Relay<'_> {
+impl Relay {
     /// Decides what an idle client's buffered bytes need, dropping the messages that
     /// PostgreSQL itself ignores outside a COPY or an extended-protocol batch: CopyData,
     /// CopyDone and CopyFail arriving after a COPY already failed (the server answered

@@ -9,14 +9,14 @@ use crate::dedup::Leader;
 
 /// The client's socket, written only through [`Sink::server_output`] and
 /// [`Sink::proxy_output`].
-pub(super) struct Sink<'a> {
-    stream: &'a mut Stream,
+pub(super) struct Sink {
+    stream: Stream,
     /// This client leads a dedup flight: the server's answer is copied for followers.
     tee: Option<Box<Leader>>,
 }
 
-impl<'a> Sink<'a> {
-    pub(super) fn new(stream: &'a mut Stream) -> Self {
+impl Sink {
+    pub(super) fn new(stream: Stream) -> Self {
         Sink { stream, tee: None }
     }
 
@@ -40,8 +40,18 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// A plain socket (TCP or Unix), which can park; TLS state cannot leave the task.
+    pub(super) fn is_plain(&self) -> bool {
+        matches!(self.stream, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
     /// The socket, for reading the client's messages.
     pub(super) fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    /// The socket, for parking.
+    pub(super) fn into_stream(self) -> Stream {
         self.stream
     }
 
