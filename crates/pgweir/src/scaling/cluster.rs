@@ -58,7 +58,7 @@ impl Monitor {
             .await
             .map_err(|_| MonitorError::Timeout)?
             .map_err(|e| MonitorError::Connect(e.to_string()))?;
-        let mut m = Monitor { conn };
+        let mut m = Monitor { conn: *conn };
         m.conn.db_permit = None;
         m.conn.user_permit = None;
         m.query(&format!("SET application_name = '{MONITOR_NAME}'"))
