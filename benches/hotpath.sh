@@ -9,7 +9,7 @@
 # Usage: benches/hotpath.sh [pgweir-binary ...]    (default: target/release/pgweir)
 # Knobs: TXNS=4000 (transactions per run), MODES="simple extended", CLIENTS=4,
 #        PGBOUNCER=1 (0 skips it), CG_DIR= (keep the callgrind files there, for
-#        callgrind_annotate), PG_BIN as for e2e.sh.
+#        callgrind_annotate, and the strace -c tables), PG_BIN as for e2e.sh.
 # Output: one markdown table on stdout; progress on stderr. Instructions are "a run
 # with the measured workload" minus "a run with the warm-up only": start-up, shutdown
 # and each run's 4 client logins largely cancel out, but work done per second
@@ -99,6 +99,7 @@ measure() {
     wait "$spid" 2>/dev/null || true
     stop_pid "$pid" 20
     calls=$(awk '$NF == "total" {print $4}' "$WORK/$name.$mode.strace")
+    if [[ -n ${CG_DIR:-} ]]; then cp "$WORK/$name.$mode.strace" "$CG_DIR/"; fi
     printf '%s %s\n' "$(awk -v i="$ir" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
         "$(awk -v c="${calls:-0}" -v t="${txns2:-1}" 'BEGIN {printf "%.2f", c / t}')"
 }

@@ -48,20 +48,21 @@ pub(super) fn fingerprint(sql: &[u8]) -> Option<Fingerprint> {
         let mut word = None;
         match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
-                i += 1;
-                while i < sql.len()
-                    && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$')
-                {
+                // Scanned and hashed in one pass: words are most of a query's bytes.
+                while let Some(&c) = sql.get(i) {
+                    let lower = WORD_LOWER[usize::from(c)];
+                    if lower == 0 {
+                        break;
+                    }
+                    feed(lower);
                     i += 1;
                 }
                 // A prefixed string (E'', B'', U&'') or anything glued to a quote.
                 if matches!(sql.get(i), Some(b'\'' | b'&' | b'"') | Some(0x80..)) {
                     return None;
                 }
-                let w = &sql[start..i];
-                w.iter().for_each(|c| feed(c.to_ascii_lowercase()));
                 feed(1);
-                word = Some(w);
+                word = Some(&sql[start..i]);
             }
             b'0'..=b'9' => {
                 // As the lexer's number(): digits, letters, `_`, `.`, and an exponent sign.
@@ -131,6 +132,21 @@ pub(super) fn fingerprint(sql: &[u8]) -> Option<Fingerprint> {
         truncated: false,
     })
 }
+
+/// For each byte, its lowercase form if it continues a word (letters, digits, `_`,
+/// `$`), else 0.
+static WORD_LOWER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' {
+            t[c] = b.to_ascii_lowercase();
+        }
+        c += 1;
+    }
+    t
+};
 
 /// Where a `quote`-delimited token starting at `start` ends (a doubled quote stays
 /// inside; unterminated runs to the end), as the lexer's `skip_quoted` without
