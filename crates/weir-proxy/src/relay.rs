@@ -296,6 +296,16 @@ impl Relay {
             && self.shared.parking.may_park(&self.shared, &self.info)
     }
 
+    /// Idle for a while and unable to park (TLS): at least its buffers go.
+    fn release_buffers(&mut self) {
+        if self.cbuf.is_empty() {
+            self.cbuf = BytesMut::new();
+        }
+        if self.to_client.is_empty() {
+            self.to_client = BytesMut::new();
+        }
+    }
+
     /// Idle, holding no server: reads the client's messages and answers what needs no
     /// server, until a message needs one, the client leaves, or it parks.
     async fn wait_for_request(&mut self) -> Result<Wait, ClientError> {
@@ -326,11 +336,9 @@ impl Relay {
                 Idle::NeedMore => {}
             }
             if self.cbuf.is_empty() {
-                // Idle between transactions: hold no buffer memory while waiting.
-                self.cbuf = BytesMut::new();
-                if self.to_client.capacity() > 0 {
-                    self.to_client = BytesMut::new();
-                }
+                // The read buffer is kept between transactions (a client that pauses
+                // between them would allocate 8 KiB per transaction otherwise); a client
+                // that idles longer parks and gives it up, or releases it if it cannot.
                 if std::mem::take(&mut self.park_at_once) && self.can_park() {
                     let deadline =
                         (!idle_timeout.is_zero()).then(|| std::time::Instant::now() + idle_timeout);
@@ -358,7 +366,10 @@ impl Relay {
                                 let deadline = idle_timer.as_ref().map(|t| t.deadline().into_std());
                                 return Ok(Wait::Park(deadline));
                             }
-                            IdleWake::Park => self.park_declined = true,
+                            IdleWake::Park => {
+                                self.park_declined = true;
+                                self.release_buffers();
+                            }
                         }
                     }
                     _ = boxed_sleep(&mut idle_timer), if idle_timer.is_some() => {

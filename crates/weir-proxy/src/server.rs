@@ -235,6 +235,9 @@ pub struct ServerConn {
     pub user_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Its prepared statements and current settings, kept across clients.
     pub state: ServerSession,
+    /// The owed-responses queue of its last checkout, emptied: the next checkout's
+    /// conversation reuses the allocation instead of growing a new queue.
+    pub(crate) spare_queue: std::collections::VecDeque<crate::conversation::Expect>,
 }
 
 impl ServerConn {
@@ -417,6 +420,7 @@ impl ServerConn {
             }),
             params: Arc::new(params),
             clean: true,
+            spare_queue: std::collections::VecDeque::new(),
             db_permit: None,
             user_permit: None,
             state,

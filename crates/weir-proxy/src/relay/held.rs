@@ -44,10 +44,12 @@ pub(super) struct Held {
 }
 
 impl Held {
-    pub(super) fn new(server: PooledConnection<ServerManager>) -> Held {
+    pub(super) fn new(mut server: PooledConnection<ServerManager>) -> Held {
+        let mut conv = Conversation::default();
+        conv.queue = std::mem::take(&mut server.spare_queue);
         Held {
             server: Some(server),
-            conv: Conversation::default(),
+            conv,
             to_server: BytesMut::new(),
             query_started: None,
             xact_started: None,
@@ -210,6 +212,8 @@ impl Relay {
             false,
         );
         server.clean = reuse == Reuse::Clean;
+        h.conv.queue.clear();
+        server.spare_queue = std::mem::take(&mut h.conv.queue);
         drop(server);
         self.phase = Phase::Idle;
         self.info.set_state(ClientState::Idle);

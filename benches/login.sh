@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Logins and one client's latency, pgweir beside PgBouncer (and PostgreSQL direct for
+# the latency), on the same PostgreSQL in the same run, runs interleaved:
+#   - CPU per login: pgbench -C (a new connection per transaction: connect, log in, one
+#     SELECT, close) with md5 and with SCRAM (the proxies hold the stored verifier, as
+#     PgBouncer's auth_file does, so PBKDF2 is the client's cost, not the proxy's);
+#     the proxy's CPU (utime + stime from /proc) per transaction.
+#   - One client's latency: pgbench -c 1 -S with a per-transaction log; the median and
+#     what each proxy adds to the direct median.
+#
+# Usage: benches/login.sh [pgweir-binary ...]   (default: target/release/pgweir)
+# Knobs: AUTHS="md5 scram-sha-256", REPS=3 (medians of), SECONDS_PER_RUN=8,
+#        LOGIN_CLIENTS=4 (pgbench -C clients), PG_BIN as for e2e.sh.
+# Output: two markdown tables on stdout; progress on stderr.
+set -euo pipefail
+
+LIB_NAME=login
+# shellcheck source=benches/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+AUTHS=${AUTHS:-"md5 scram-sha-256"}
+REPS=${REPS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-8}
+LOGIN_CLIENTS=${LOGIN_CLIENTS:-4}
+BINS=("$@")
+((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
+for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
+
+PG_BIN=${PG_BIN:-}
+lib_find_tools
+[[ -x $PG_BIN/pgbench ]] || die "pgbench not found in $PG_BIN"
+lib_install_pgbouncer
+CLK_TCK=$(getconf CLK_TCK)
+lib_make_workdir
+MAX_CONN=100 lib_start_postgres
+psql_super -d postgres -c "SET password_encryption = 'scram-sha-256'" \
+    -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
+PGPASSWORD=bench "$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench bench >/dev/null 2>&1
+VERIFIER=$(psql_super -d postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# auth_file AUTH: the userlist each proxy checks clients against (md5: the password,
+# from which both derive the md5 hash; SCRAM: the stored verifier).
+auth_file() {
+    if [[ $1 == md5 ]]; then
+        printf '"bench" "bench"\n' >"$WORK/userlist.txt"
+    else
+        printf '"bench" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
+    fi
+    ((IS_ROOT)) && chown postgres: "$WORK/userlist.txt"
+    return 0
+}
+
+# start_target NAME AUTH: starts pgweir binary #i ("pgweir#i") or PgBouncer on a free
+# port; sets PID and PORT. "direct" is PostgreSQL itself.
+start_target() {
+    local name=$1 auth=$2
+    free_port PORT
+    case $name in
+    direct)
+        PID=$PM_PID
+        PORT=$PG_PORT
+        ;;
+    pgbouncer)
+        cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PORT
+unix_socket_dir =
+auth_type = $auth
+auth_file = $WORK/userlist.txt
+pool_mode = transaction
+default_pool_size = 4
+max_client_conn = 200
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+        ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini"
+        rm -f "$WORK/pgbouncer.pid"
+        as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || die "pgbouncer failed: $(cat "$WORK/pgbouncer.out")"
+        local i
+        for ((i = 0; i < 100; i++)); do
+            [[ -s $WORK/pgbouncer.pid ]] && break
+            sleep 0.1
+        done
+        PID=$(cat "$WORK/pgbouncer.pid")
+        KILL_PIDS+=("$PID")
+        wait_port "$PORT" "$PID" 30 || die "pgbouncer did not start"
+        ;;
+    pgweir*)
+        local bin=${BINS[$((${name#pgweir#} - 1))]}
+        cat >"$WORK/pgweir.toml" <<EOF
+listen = "127.0.0.1:$PORT"
+http_listen = ""
+auth_type = "$auth"
+auth_file = "$WORK/userlist.txt"
+max_client_conn = 200
+default_pool_size = 4
+log_connections = false
+log_disconnections = false
+[databases.bench]
+host = "127.0.0.1"
+port = $PG_PORT
+user = "bench"
+password = "bench"
+EOF
+        "$bin" --config "$WORK/pgweir.toml" >"$WORK/pgweir.log" 2>&1 &
+        PID=$!
+        KILL_PIDS+=("$PID")
+        wait_port "$PORT" "$PID" 60 || die "pgweir did not start: $(tail -n 20 "$WORK/pgweir.log")"
+        ;;
+    esac
+    # Warm up: the pool's servers are open before anything is measured.
+    PGPASSWORD=bench "$PG_BIN/pgbench" -n -S -c 4 -j 2 -t 50 -h 127.0.0.1 -p "$PORT" -U bench bench >/dev/null 2>&1 ||
+        die "$name does not serve: $(tail -n 5 "$WORK/pgweir.log" "$WORK/pgbouncer.log" 2>/dev/null)"
+}
+
+stop_target() { [[ $1 == direct ]] || stop_pid "$PID" 10; }
+
+# login_cpu: µs of proxy CPU per pgbench -C transaction (connect, SELECT, close).
+login_cpu() {
+    local t0 t1 txns
+    t0=$(cpu_ticks "$PID")
+    txns=$(PGPASSWORD=bench "$PG_BIN/pgbench" -n -C -S -c "$LOGIN_CLIENTS" -j 2 -T "$SECONDS_PER_RUN" \
+        -h 127.0.0.1 -p "$PORT" -U bench bench 2>/dev/null | awk '/^number of transactions actually processed/ { print $NF }')
+    t1=$(cpu_ticks "$PID")
+    awk -v a="$t0" -v b="$t1" -v n="${txns:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.1f", (b - a) / hz * 1e6 / n; else print "n/a" }'
+}
+
+# latency_p50: median µs of one client's select-only transactions.
+latency_p50() {
+    rm -f "$WORK"/lat.*
+    PGPASSWORD=bench "$PG_BIN/pgbench" -n -S -c 1 -T "$SECONDS_PER_RUN" -l --log-prefix="$WORK/lat" \
+        -h 127.0.0.1 -p "$PORT" -U bench bench >/dev/null 2>&1
+    # Log lines: client_id transaction_no time script_no time_epoch time_us (time in µs).
+    cat "$WORK"/lat.* | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }'
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+spread() { printf '%s\n' "$@" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+
+NAMES=()
+for i in "${!BINS[@]}"; do NAMES+=("pgweir#$((i + 1))"); done
+NAMES+=(pgbouncer)
+declare -A CPU=() LAT=()
+for auth in $AUTHS; do
+    auth_file "$auth"
+    for ((r = 0; r < REPS; r++)); do
+        for name in "${NAMES[@]}"; do
+            log "login CPU, $auth, run $((r + 1)): $name"
+            start_target "$name" "$auth"
+            CPU[$name.$auth]+="$(login_cpu) "
+            stop_target "$name"
+        done
+    done
+done
+auth_file md5
+for ((r = 0; r < REPS; r++)); do
+    for name in direct "${NAMES[@]}"; do
+        log "one client's latency, run $((r + 1)): $name"
+        start_target "$name" md5
+        LAT[$name]+="$(latency_p50) "
+        stop_target "$name"
+    done
+done
+
+printf '| target | %s |\n|---|%s\n' "$(for a in $AUTHS; do printf 'CPU µs per login (%s; median, range) | ' "$a"; done | sed 's/ | $//')" \
+    "$(for a in $AUTHS; do printf -- '---:|'; done)"
+for name in "${NAMES[@]}"; do
+    printf '| %s |' "$name"
+    # shellcheck disable=SC2086
+    for a in $AUTHS; do printf ' %s (%s) |' "$(median ${CPU[$name.$a]})" "$(spread ${CPU[$name.$a]})"; done
+    printf '\n'
+done
+# shellcheck disable=SC2086
+direct=$(median ${LAT[direct]})
+printf '\n| target | 1 client SELECT p50 µs (median of %s runs, range) | added over direct |\n|---|---:|---:|\n' "$REPS"
+for name in direct "${NAMES[@]}"; do
+    # shellcheck disable=SC2086
+    p=$(median ${LAT[$name]})
+    # shellcheck disable=SC2086
+    printf '| %s | %s (%s) | %s |\n' "$name" "$p" "$(spread ${LAT[$name]})" "$((p - direct))"
+done
+for i in "${!BINS[@]}"; do printf '\npgweir#%d: %s' "$((i + 1))" "${BINS[$i]}"; done
+printf '\n'
