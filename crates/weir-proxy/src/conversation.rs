@@ -90,6 +90,10 @@ pub(crate) struct Undo {
     pub client_name: Option<NameChange>,
     /// The unnamed statement was parsed on this server connection.
     pub unnamed: bool,
+    /// `server_statement`'s Parse follows a Close of an older copy under the same name:
+    /// if both are skipped, the server still has that copy, so it goes on the stale list
+    /// to be closed before the next Parse (else that Parse would fail with 42P05).
+    pub replaces_copy: bool,
     /// Not undone: the mapped statement a Bind or Describe uses, dropped from the
     /// server if PostgreSQL says its cached plan went stale (DDL changed its result).
     pub uses: Option<Arc<Statement>>,
