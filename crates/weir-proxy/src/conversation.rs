@@ -345,7 +345,12 @@ impl Conversation {
         }
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
-            ctx.client.unnamed_mapped = None;
+            if let Some((_, served)) = &mut ctx.client.unnamed_mapped {
+                // Its unnamed statement is gone, but the text stays known: a client that
+                // sends BEGIN and COMMIT as simple queries around the same statement
+                // repeats it all the same.
+                *served = false;
+            }
             let effects = text
                 .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
                 .unwrap_or_default();

@@ -460,3 +460,30 @@ fn a_skipped_renewal_closes_the_old_copy_next_time() {
     assert_eq!(to_client, "12CZ");
     assert_eq!(run_unnamed(&mut h, body).0, "BES");
 }
+
+/// A simple query ends the unnamed statement but not the memory of its text: a client
+/// that sends BEGIN and COMMIT as simple queries around the same statement repeats it.
+#[test]
+fn a_simple_query_between_repeats_keeps_the_text_known() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let body: &[u8] = b"\0select $1\0\0\0";
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(run_unnamed(&mut h, body).0);
+        h.conv = Conversation::default();
+        let mut q = BytesMut::new();
+        put_query(&mut q, "COMMIT");
+        h.client_sends(&q);
+        let mut answer = frames(&[(b'C', b"COMMIT\0")]);
+        answer.extend_from_slice(&ready(b'I'));
+        h.server_sends(&answer);
+    }
+    assert_eq!(sent, ["PBES", "PBES", "BES"]);
+    // The unnamed statement itself is gone, as on a direct connection: a Bind alone
+    // goes to the server unchanged, which reports it missing.
+    h.conv = Conversation::default();
+    let (to_server, _) = h.client_sends(&frames(&[(b'B', b"\0\0\0\0\0\0\0\0"), SYNC]));
+    assert_eq!(tags(&to_server), "BS");
+    assert!(!to_server.windows(8).any(|w| w == b"_pgweir_"));
+}
