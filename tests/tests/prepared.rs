@@ -19,6 +19,15 @@ async fn trust_proxy(pool_size: u32) -> TestProxy {
     start_proxy(config).await
 }
 
+/// [`trust_proxy`] with `cache_unnamed_statements` on, as it is by default: set so a
+/// run with `PGWEIR_TEST_CACHE_UNNAMED=0` still tests it here.
+async fn caching_proxy(pool_size: u32) -> TestProxy {
+    let mut config = app_config(PoolMode::Transaction, pool_size);
+    config.auth_type = AuthType::Trust;
+    config.cache_unnamed_statements = true;
+    start_proxy(config).await
+}
+
 async fn login(proxy: &TestProxy) -> Wire {
     Wire::login(proxy.addr, SCRAM_USER, APP_DB).await
 }
@@ -350,8 +359,9 @@ async fn plan_counts(w: &mut Wire, sql: &str) -> Vec<(i64, i64)> {
 /// PostgreSQL's own choice (generic plans after five), untouched by that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_unnamed_statements_are_planned_for_their_values_every_time() {
+    assert!(weir_config::Config::default().cache_unnamed_statements);
     // One server connection: every query below sees the same backend.
-    let proxy = trust_proxy(1).await;
+    let proxy = caching_proxy(1).await;
     let mut a = login(&proxy).await;
     let sql = format!(
         "select $1::int4 + 1 as {}",
@@ -413,7 +423,7 @@ async fn cached_unnamed_statements_are_planned_for_their_values_every_time() {
 /// old copy working: PostgreSQL portals keep their own plan and query text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_portal_outlives_the_renewal_of_its_statement() {
-    let proxy = trust_proxy(1).await;
+    let proxy = caching_proxy(1).await;
     let mut a = login(&proxy).await;
     let sql = format!(
         "select g as {} from generate_series(1, $1::int4) g",
