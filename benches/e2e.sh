@@ -35,8 +35,9 @@
 #   PG_BIN=               PostgreSQL bin dir (default: pg_ctl 15+ on PATH, else
 #                         the newest /usr/lib/postgresql/*/bin)
 #   PGWEIR_BIN=           pgweir binary (default: cargo build --release -p pgweir)
-#   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config cache.toml" with
-#                         cache_unnamed_statements = true
+#   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config nocache.toml" with
+#                         cache_unnamed_statements = false (on by default; see
+#                         benches/statement-reuse.sh to compare both)
 #   UNIX=0                1 = clients connect over Unix sockets (PostgreSQL's own,
 #                         pgweir's and PgBouncer's unix_socket_dir); compare with a
 #                         UNIX=0 run for what loopback TCP costs

@@ -68,9 +68,11 @@ pub fn config_for(upstream: &str, mode: PoolMode, pool_size: u32) -> Config {
             ..Overrides::default()
         })
         .expect("test config is valid");
-    // PGWEIR_TEST_CACHE_UNNAMED=1 runs every test with cache_unnamed_statements on.
-    config.cache_unnamed_statements =
-        std::env::var("PGWEIR_TEST_CACHE_UNNAMED").is_ok_and(|v| v == "1");
+    // PGWEIR_TEST_CACHE_UNNAMED=0 (or 1) runs every test with cache_unnamed_statements
+    // off (or on); unset, the default (on).
+    if let Ok(v) = std::env::var("PGWEIR_TEST_CACHE_UNNAMED") {
+        config.cache_unnamed_statements = v == "1";
+    }
     config
 }
 

@@ -135,9 +135,11 @@ async fn run_suite_with(
         }
         Some(mode) => {
             let mut config = app_config(mode, POOL_SIZE);
-            // PGWEIR_DRIVERS_CACHE_UNNAMED=1 runs the suites with cache_unnamed_statements.
-            config.cache_unnamed_statements =
-                std::env::var("PGWEIR_DRIVERS_CACHE_UNNAMED").is_ok_and(|v| v == "1");
+            // PGWEIR_DRIVERS_CACHE_UNNAMED=0 (or 1) runs the suites with
+            // cache_unnamed_statements off (or on); unset, the default (on).
+            if let Ok(v) = std::env::var("PGWEIR_DRIVERS_CACHE_UNNAMED") {
+                config.cache_unnamed_statements = v == "1";
+            }
             Some(start_proxy(with_tls(config)).await)
         }
         None => None,

@@ -19,6 +19,15 @@ async fn trust_proxy(pool_size: u32) -> TestProxy {
     start_proxy(config).await
 }
 
+/// [`trust_proxy`] with `cache_unnamed_statements` on, as it is by default: set so a
+/// run with `PGWEIR_TEST_CACHE_UNNAMED=0` still tests it here.
+async fn caching_proxy(pool_size: u32) -> TestProxy {
+    let mut config = app_config(PoolMode::Transaction, pool_size);
+    config.auth_type = AuthType::Trust;
+    config.cache_unnamed_statements = true;
+    start_proxy(config).await
+}
+
 async fn login(proxy: &TestProxy) -> Wire {
     Wire::login(proxy.addr, SCRAM_USER, APP_DB).await
 }
@@ -315,5 +324,142 @@ async fn a_stale_shared_plan_is_replaced_not_kept_failing() {
     let b = connect(&proxy.app_url()).await.expect("connect");
     let rows = b.query(&sql, &[]).await.expect("another client");
     assert_eq!(rows[0].get::<_, i32>(1), 2);
+    proxy.stop().await;
+}
+
+/// The plan counters PostgreSQL keeps for the statements of `sql` on the server
+/// connection `w` is using: one `(generic_plans, custom_plans)` per server copy.
+async fn plan_counts(w: &mut Wire, sql: &str) -> Vec<(i64, i64)> {
+    let msgs = w
+        .query(&format!(
+            "select generic_plans, custom_plans from pg_prepared_statements \
+             where statement = '{sql}' order by prepare_time"
+        ))
+        .await;
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| {
+            let row = m.data_row();
+            let n = |i: usize| -> i64 {
+                row[i]
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .expect("a count")
+            };
+            (n(0), n(1))
+        })
+        .collect()
+}
+
+/// `cache_unnamed_statements` (the default): a repeated unnamed statement with a
+/// parameter runs from a server-side copy, but PostgreSQL plans every execution for its
+/// value, as on a direct connection: the copy is prepared again before PostgreSQL would
+/// consider a generic plan (after five custom ones), so `generic_plans` stays 0 while
+/// each parse serves five executions. A client's named statement of the same text keeps
+/// PostgreSQL's own choice (generic plans after five), untouched by that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_unnamed_statements_are_planned_for_their_values_every_time() {
+    assert!(weir_config::Config::default().cache_unnamed_statements);
+    // One server connection: every query below sees the same backend.
+    let proxy = caching_proxy(1).await;
+    let mut a = login(&proxy).await;
+    let sql = format!(
+        "select $1::int4 + 1 as {}",
+        clientkit::unique_name("custom")
+    );
+    let mut seen = Vec::new();
+    for i in 0..22 {
+        let mut out = BytesMut::new();
+        wire::unnamed_group(&mut out, &sql, &[Some(&i.to_string())]);
+        a.send(&out).await;
+        let got = a.recv_ready(1).await;
+        assert_eq!(tags(&got), "12DCZ", "{got:?}");
+        assert_eq!(values(&got), vec![Some((i + 1).to_string())]);
+        let counts = plan_counts(&mut a, &sql).await;
+        assert!(
+            counts.iter().all(|&(generic, _)| generic == 0),
+            "execution {}: a generic plan was used: {counts:?}",
+            i + 1
+        );
+        assert!(counts.len() <= 1, "an old copy was left behind: {counts:?}");
+        seen.push(counts.first().map_or(0, |&(_, custom)| custom));
+    }
+    // First sighting: an ordinary unnamed statement (no server copy). Then each copy
+    // serves five executions, each with a custom plan: 5 parses for 22 executions.
+    let expect: Vec<i64> = (0..22)
+        .map(|i| if i == 0 { 0 } else { (i - 1) % 5 + 1 })
+        .collect();
+    assert_eq!(
+        seen, expect,
+        "custom plans per server copy after each execution"
+    );
+
+    // A named statement of the same text is PostgreSQL's to plan, as on a direct connection.
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "mine", &sql);
+    wire::sync(&mut out);
+    a.send(&out).await;
+    assert_eq!(tags(&a.recv_ready(1).await), "1Z");
+    for i in 0..8 {
+        let got = run(&mut a, "mine", &i.to_string()).await;
+        assert_eq!(values(&got), vec![Some((i + 1).to_string())]);
+    }
+    let counts = plan_counts(&mut a, &sql).await;
+    assert_eq!(
+        counts.len(),
+        2,
+        "the named statement has a copy of its own: {counts:?}"
+    );
+    assert!(
+        counts
+            .iter()
+            .any(|&(generic, custom)| generic == 3 && custom == 5),
+        "the named statement went generic after five, as PostgreSQL chooses: {counts:?}"
+    );
+    proxy.stop().await;
+}
+
+/// Re-preparing a cached unnamed statement mid-transaction leaves a portal made from the
+/// old copy working: PostgreSQL portals keep their own plan and query text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_outlives_the_renewal_of_its_statement() {
+    let proxy = caching_proxy(1).await;
+    let mut a = login(&proxy).await;
+    let sql = format!(
+        "select g as {} from generate_series(1, $1::int4) g",
+        clientkit::unique_name("portal")
+    );
+    a.query("begin").await;
+    // Served from a server copy from the second Parse on.
+    for _ in 0..2 {
+        let mut out = BytesMut::new();
+        wire::unnamed_group(&mut out, &sql, &[Some("3")]);
+        a.send(&out).await;
+        assert_eq!(tags(&a.recv_ready(1).await), "12DDDCZ");
+    }
+    let mut out = BytesMut::new();
+    wire::parse(&mut out, "", &sql);
+    wire::bind(&mut out, "cur", "", &[Some("3")]);
+    wire::execute(&mut out, "cur", 1);
+    wire::sync(&mut out);
+    a.send(&out).await;
+    let got = a.recv_ready(1).await;
+    assert_eq!(tags(&got), "12DsZ", "{got:?}");
+    assert_eq!(values(&got), vec![Some("1".into())]);
+    // Enough executions that the copy is closed and parsed again meanwhile.
+    for _ in 0..6 {
+        let mut out = BytesMut::new();
+        wire::unnamed_group(&mut out, &sql, &[Some("2")]);
+        a.send(&out).await;
+        assert_eq!(tags(&a.recv_ready(1).await), "12DDCZ");
+    }
+    let mut out = BytesMut::new();
+    wire::execute(&mut out, "cur", 0);
+    wire::sync(&mut out);
+    a.send(&out).await;
+    let got = a.recv_ready(1).await;
+    assert_eq!(tags(&got), "DDCZ", "{got:?}");
+    assert_eq!(values(&got), vec![Some("2".into()), Some("3".into())]);
+    a.query("commit").await;
     proxy.stop().await;
 }

@@ -214,6 +214,11 @@ pub fn config_rows(c: &Config) -> Vec<ConfigRow> {
             d.max_prepared_statements.to_string(),
         ),
         (
+            "cache_unnamed_statements",
+            flag(c.cache_unnamed_statements),
+            flag(d.cache_unnamed_statements),
+        ),
+        (
             "track_extra_parameters",
             list(&c.track_extra_parameters),
             list(&d.track_extra_parameters),

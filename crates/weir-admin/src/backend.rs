@@ -444,7 +444,8 @@ pub struct PoolCounters {
     pub pinned_clients: u64,
     /// Times a client was pinned.
     pub pins: u64,
-    /// Prepared statements parsed on a server because it lacked them.
+    /// Prepared statements parsed on a server because it lacked them (or, for a cached
+    /// unnamed statement with parameters, again after five executions).
     pub prepares: u64,
     /// Prepared statement uses served by a statement the server had.
     pub prepare_hits: u64,

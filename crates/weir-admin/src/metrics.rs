@@ -256,7 +256,7 @@ impl prometheus_client::collector::Collector for Scrape {
             ),
             (
                 "prepares",
-                "Prepared statements parsed on a server that lacked them",
+                "Prepared statements parsed on a server that lacked them, or again after five executions of a cached unnamed statement with parameters",
                 None,
                 |c| c.prepares,
             ),

@@ -225,9 +225,23 @@ pub struct Config {
     pub max_prepared_statements: u32,
     /// Serve a client's repeated unnamed statements (the extended protocol without
     /// prepared statements: pgbench -M extended, most ORMs with bind parameters) from
-    /// server-side named statements, so PostgreSQL parses and plans them once per server
-    /// connection instead of once per execution. Needs `max_prepared_statements` > 0.
-    /// Default false.
+    /// server-side named statements, so PostgreSQL parses them once per server connection
+    /// (a statement with parameters: once per five executions) instead of once per
+    /// execution. Transaction mode; needs `max_prepared_statements` > 0. Default true.
+    ///
+    /// Why it cannot change what a client gets: a client that sends an unnamed statement
+    /// expects it planned for the values it binds, as on a direct connection, where the
+    /// statement is parsed anew each time. A server-side prepared statement with
+    /// parameters gets custom plans only for its first five Binds (PostgreSQL's
+    /// `choose_custom_plan`, `plan_cache_mode = auto`); from the sixth it may use the
+    /// generic plan. So the proxy counts the Binds of each such statement per server
+    /// connection and, ahead of the sixth, closes and parses it again in the same write
+    /// (answers swallowed): PostgreSQL's count starts over and every execution is planned
+    /// for its values. A statement without parameters has one plan either way and is
+    /// never re-prepared. These statements have server names of their own, apart from
+    /// clients' named statements of the same text, whose plan choice (generic plans after
+    /// five executions, which JDBC and npgsql rely on) stays PostgreSQL's: nothing is set
+    /// on the connection (no `plan_cache_mode`).
     pub cache_unnamed_statements: bool,
     /// Session settings replayed on each server connection in transaction mode besides the
     /// ones PostgreSQL reports itself (`application_name`, `TimeZone`, ...).
@@ -349,7 +363,7 @@ impl Default for Config {
             query_timeout: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(10),
             max_prepared_statements: 1000,
-            cache_unnamed_statements: false,
+            cache_unnamed_statements: true,
             track_extra_parameters: vec![
                 "search_path".to_owned(),
                 "statement_timeout".to_owned(),

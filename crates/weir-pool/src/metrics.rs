@@ -62,8 +62,9 @@ pub struct PoolMetrics {
     pub pinned_clients: AtomicU64,
     /// Times a client was pinned (LISTEN, advisory lock, WITH HOLD cursor, ...).
     pub pins: AtomicU64,
-    /// Named prepared statements parsed on a server connection because the client's
-    /// statement was not there yet.
+    /// Prepared statements parsed on a server connection under the proxy's names: the
+    /// client's statement was not there yet, or a cached unnamed statement with
+    /// parameters was parsed again after five executions so each gets a custom plan.
     pub prepares: AtomicU64,
     /// Named prepared statement uses served by a statement the server already had.
     pub prepare_hits: AtomicU64,

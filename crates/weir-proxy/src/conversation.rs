@@ -90,6 +90,10 @@ pub(crate) struct Undo {
     pub client_name: Option<NameChange>,
     /// The unnamed statement was parsed on this server connection.
     pub unnamed: bool,
+    /// `server_statement`'s Parse follows a Close of an older copy under the same name:
+    /// if both are skipped, the server still has that copy, so it goes on the stale list
+    /// to be closed before the next Parse (else that Parse would fail with 42P05).
+    pub replaces_copy: bool,
     /// Not undone: the mapped statement a Bind or Describe uses, dropped from the
     /// server if PostgreSQL says its cached plan went stale (DDL changed its result).
     pub uses: Option<Arc<Statement>>,
@@ -341,7 +345,12 @@ impl Conversation {
         }
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
-            ctx.client.unnamed_mapped = None;
+            if let Some((_, served)) = &mut ctx.client.unnamed_mapped {
+                // Its unnamed statement is gone, but the text stays known: a client that
+                // sends BEGIN and COMMIT as simple queries around the same statement
+                // repeats it all the same.
+                *served = false;
+            }
             let effects = text
                 .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
                 .unwrap_or_default();

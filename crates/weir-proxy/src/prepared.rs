@@ -3,6 +3,11 @@
 //! proxy-wide name, `_pgweir_<id>`, and each server connection remembers (LRU-bounded)
 //! which of them it has, so a statement is parsed once per server connection, not once per
 //! client, and a client may land on any connection.
+//!
+//! Unnamed statements served from server-side copies (`cache_unnamed_statements`) that
+//! take parameters live in a namespace of their own and are re-prepared on a server
+//! every [`CUSTOM_PLAN_TRIES`] Binds, so PostgreSQL never gives them a generic plan (see
+//! [`ServerStatements::count_bind`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -26,6 +31,11 @@ pub struct Statement {
     /// Some server parsed it without error: a client's Parse of it can be answered by
     /// the proxy without a server (it is parsed lazily where the client then uses it).
     parsed: AtomicBool,
+    /// A client's unnamed statement with parameters: every execution must get a custom
+    /// plan, as on a direct connection, so each server copy is re-prepared before
+    /// PostgreSQL would consider a generic plan for it. Never set for named statements,
+    /// whose plan choice stays PostgreSQL's.
+    pub custom_plans_only: bool,
 }
 
 impl Statement {
@@ -63,11 +73,22 @@ pub fn put_close_statement(out: &mut BytesMut, name: &[u8]) {
     });
 }
 
+/// How many custom plans PostgreSQL makes for a prepared statement with parameters
+/// before it may switch to the generic plan: with `plan_cache_mode = auto`,
+/// `choose_custom_plan` in `src/backend/utils/cache/plancache.c` (PostgreSQL 12 to 17)
+/// returns true while `num_custom_plans < 5`, and the counter grows only when a custom
+/// plan is built, at Bind. So Binds 1 to 5 of a fresh copy are planned for their values;
+/// the 6th is the first that may get the generic plan.
+pub const CUSTOM_PLAN_TRIES: u32 = 5;
+
 /// Every distinct statement in use, so equal statements share one server-side name.
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
     next_id: AtomicU64,
     by_body: Mutex<HashMap<Bytes, Weak<Statement>>>,
+    /// Unnamed statements with parameters, apart from named ones of the same text: their
+    /// server copies are re-prepared, which must not reset a named statement's plan.
+    custom_by_body: Mutex<HashMap<Bytes, Weak<Statement>>>,
 }
 
 /// Registry size above which dead entries are swept (then twice the live count).
@@ -77,7 +98,27 @@ impl StatementRegistry {
     /// The statement for a Parse body (after the name), shared with every client that
     /// parsed the same text and types.
     pub fn intern(&self, body: &[u8]) -> Arc<Statement> {
-        let mut map = self.by_body.lock().unwrap_or_else(|e| e.into_inner());
+        self.intern_in(&self.by_body, body, false)
+    }
+
+    /// The statement a client's unnamed Parse body maps to: shared with named statements
+    /// of the same text when it takes no parameters (its one plan is the same either
+    /// way), else one of its own that keeps custom plans ([`Statement::custom_plans_only`]).
+    pub fn intern_unnamed(&self, body: &[u8]) -> Arc<Statement> {
+        if takes_parameters(body) {
+            self.intern_in(&self.custom_by_body, body, true)
+        } else {
+            self.intern(body)
+        }
+    }
+
+    fn intern_in(
+        &self,
+        map: &Mutex<HashMap<Bytes, Weak<Statement>>>,
+        body: &[u8],
+        custom_plans_only: bool,
+    ) -> Arc<Statement> {
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(live) = map.get(body).and_then(Weak::upgrade) {
             return live;
         }
@@ -92,6 +133,7 @@ impl StatementRegistry {
             body: body.clone(),
             unnamed_parses: AtomicU32::new(0),
             parsed: AtomicBool::new(false),
+            custom_plans_only,
         });
         map.insert(body, Arc::downgrade(&statement));
         statement
@@ -107,6 +149,23 @@ impl StatementRegistry {
             .and_then(Weak::upgrade)
             .filter(|s| s.is_parsed())
     }
+}
+
+/// Whether a Parse body (after the name) may give the statement parameters: it declares
+/// parameter types, or its text has a `$` followed by a digit anywhere (in a literal or
+/// identifier too: a false yes only costs a re-prepare, a false no would allow a generic
+/// plan), or it is malformed. PostgreSQL binds parameters only for `$n` placeholders
+/// and declared types; without any, `choose_custom_plan` always takes the one plan.
+pub fn takes_parameters(body: &[u8]) -> bool {
+    let Some((text, rest)) = weir_wire::frame::read_cstr(body) else {
+        return true;
+    };
+    let declared = rest.get(..2).map(|n| i16::from_be_bytes([n[0], n[1]]));
+    if declared != Some(0) {
+        return true;
+    }
+    text.windows(2)
+        .any(|w| w[0] == b'$' && w[1].is_ascii_digit())
 }
 
 /// A client's named statements, by the client's names.
@@ -150,8 +209,18 @@ impl ClientStatements {
 /// The statements one server connection has prepared, least recently used first out.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    by_id: HashMap<u64, (Arc<Statement>, u64)>,
+    by_id: HashMap<u64, ServerCopy>,
     tick: u64,
+}
+
+/// One statement as a server connection has it.
+#[derive(Debug)]
+struct ServerCopy {
+    statement: Arc<Statement>,
+    /// `tick` when last used.
+    used: u64,
+    /// Binds of this copy sent (counted for [`Statement::custom_plans_only`] ones).
+    binds: u32,
 }
 
 impl ServerStatements {
@@ -160,10 +229,31 @@ impl ServerStatements {
         self.tick += 1;
         match self.by_id.get_mut(&statement.id) {
             Some(entry) => {
-                entry.1 = self.tick;
+                entry.used = self.tick;
                 true
             }
             None => false,
+        }
+    }
+
+    /// Counts a Bind of the server's copy of `statement` (which it has, or is being
+    /// sent). Returns true when that copy already had [`CUSTOM_PLAN_TRIES`] Binds, so
+    /// PostgreSQL could give this one a generic plan: the caller then prepares the
+    /// statement again (Close + Parse) ahead of the Bind, which counts as the first of
+    /// the new copy, whose custom-plan counter starts over.
+    ///
+    /// Every Bind of the copy is counted, including ones that fail or are skipped after
+    /// an error: counting more than PostgreSQL plans only re-prepares early.
+    pub fn count_bind(&mut self, statement: &Statement) -> bool {
+        let Some(entry) = self.by_id.get_mut(&statement.id) else {
+            return false;
+        };
+        if entry.binds >= CUSTOM_PLAN_TRIES {
+            entry.binds = 1;
+            true
+        } else {
+            entry.binds += 1;
+            false
         }
     }
 
@@ -175,13 +265,20 @@ impl ServerStatements {
             let oldest = self
                 .by_id
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, copy)| copy.used)
                 .map(|(id, _)| *id);
-            oldest.and_then(|id| self.by_id.remove(&id)).map(|(s, _)| s)
+            oldest
+                .and_then(|id| self.by_id.remove(&id))
+                .map(|copy| copy.statement)
         } else {
             None
         };
-        self.by_id.insert(statement.id, (statement, self.tick));
+        let copy = ServerCopy {
+            statement,
+            used: self.tick,
+            binds: 0,
+        };
+        self.by_id.insert(copy.statement.id, copy);
         evicted
     }
 
@@ -258,6 +355,53 @@ mod tests {
         assert!(cache.touch(&s[0]) && cache.touch(&s[2]));
         cache.remove(&s[0]);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn parameters_are_seen_in_declared_types_or_any_dollar_digit() {
+        assert!(!takes_parameters(b"select 1\0\0\0"));
+        assert!(!takes_parameters(b"select $$a$$, $x$b$x$\0\0\0"));
+        assert!(takes_parameters(b"select $1\0\0\0"));
+        assert!(takes_parameters(b"select 1 where x = $12\0\0\0"));
+        // A false yes is fine: only a re-prepare too many.
+        assert!(takes_parameters(b"select '$1'\0\0\0"));
+        // Declared types without placeholders still bind parameters.
+        assert!(takes_parameters(b"select 1\0\0\x01\0\0\0\x17"));
+        // Malformed: assume parameters.
+        assert!(takes_parameters(b"select $"));
+        assert!(takes_parameters(b"select 1\0"));
+    }
+
+    #[test]
+    fn unnamed_statements_with_parameters_keep_apart_from_named_ones() {
+        let r = StatementRegistry::default();
+        let named = r.intern(b"select $1\0\0\0");
+        let unnamed = r.intern_unnamed(b"select $1\0\0\0");
+        assert_ne!(named.id, unnamed.id);
+        assert!(!named.custom_plans_only && unnamed.custom_plans_only);
+        assert!(Arc::ptr_eq(&unnamed, &r.intern_unnamed(b"select $1\0\0\0")));
+        // Without parameters there is one plan either way: shared.
+        let named = r.intern(b"select 1\0\0\0");
+        let unnamed = r.intern_unnamed(b"select 1\0\0\0");
+        assert!(Arc::ptr_eq(&named, &unnamed));
+        assert!(!unnamed.custom_plans_only);
+    }
+
+    #[test]
+    fn a_copy_is_renewed_before_its_sixth_bind() {
+        let r = StatementRegistry::default();
+        let s = r.intern_unnamed(b"select $1\0\0\0");
+        let mut cache = ServerStatements::default();
+        assert!(!cache.count_bind(&s), "not on the server: nothing to renew");
+        cache.insert(s.clone(), 10);
+        let renewals: Vec<bool> = (0..16).map(|_| cache.count_bind(&s)).collect();
+        let expect: Vec<bool> = (0..16).map(|i| i > 0 && i % 5 == 0).collect();
+        assert_eq!(renewals, expect);
+        // A copy parsed again (after eviction or DISCARD) starts over.
+        cache.remove(&s);
+        cache.insert(s.clone(), 10);
+        assert!((0..5).all(|_| !cache.count_bind(&s)));
+        assert!(cache.count_bind(&s));
     }
 
     #[test]

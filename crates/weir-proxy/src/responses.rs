@@ -291,6 +291,9 @@ fn stale_plan(error: &ErrorFields<'_>) -> bool {
 fn apply_undo(undo: Undo, conv: &mut Conversation, ctx: &mut Ctx<'_>) {
     if let Some(statement) = undo.server_statement {
         ctx.server.statements.remove(&statement);
+        if undo.replaces_copy && !ctx.server.stale.iter().any(|s| s.id == statement.id) {
+            ctx.server.stale.push(statement);
+        }
     }
     if let Some((name, previous)) = undo.client_name {
         match previous {

@@ -34,8 +34,9 @@ pub struct ClientSession {
     /// The Parse body (after the empty name) of its last unnamed statement, so it can be
     /// parsed again on another server connection before a Bind or Describe that needs it.
     pub unnamed: Option<BytesMut>,
-    /// With `cache_unnamed_statements`: the statement its unnamed statement is (kept alive
-    /// so a repeat is recognised) and whether it is served from the named server copy.
+    /// With `cache_unnamed_statements`: the statement its last unnamed statement is (kept
+    /// alive so a repeat is recognised, also after a simple query ended it) and whether
+    /// it is served from the named server copy now.
     pub unnamed_mapped: Option<(Arc<Statement>, bool)>,
     /// The text of the query being timed for `SHOW QUERIES` (buffer reused).
     pub sample: BytesMut,

@@ -11,7 +11,8 @@
 //! Where PgBouncer's default differs from pgweir's (`pool_mode`, `max_client_conn`,
 //! `auth_type`, where to listen), the imported file states PgBouncer's value, so the
 //! clients see the pooler they had. pgweir-only behaviour (prepared statements in
-//! transaction mode, `/metrics`) keeps pgweir's defaults.
+//! transaction mode, server-side reuse of unnamed statements, `/metrics`) keeps
+//! pgweir's defaults.
 
 pub mod connstr;
 mod databases;

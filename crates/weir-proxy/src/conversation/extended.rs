@@ -43,7 +43,7 @@ impl Conversation {
                 };
                 // What follows the statement name: formats, values, result formats.
                 let after = &body[portal.len() + 1 + name.len() + 1..];
-                let uses = self.resolve(name, pos, ctx, w)?;
+                let uses = self.resolve(name, true, pos, ctx, w)?;
                 if let Some(statement) = &uses {
                     let out = w.edit_at(pos);
                     put_bind_renamed(out, portal, &statement.server_name, after);
@@ -58,7 +58,7 @@ impl Conversation {
             b'D' => {
                 let mut uses = None;
                 if let Some((b'S', name)) = target(body) {
-                    uses = self.resolve(name, pos, ctx, w)?;
+                    uses = self.resolve(name, false, pos, ctx, w)?;
                     if let Some(statement) = &uses {
                         let out = w.edit_at(pos);
                         put_describe_statement(out, &statement.server_name);
@@ -178,6 +178,8 @@ impl Conversation {
     /// served from its named server copy: the Parse is answered by the proxy when the
     /// server has it, or sent under the server-side name. Returns false to parse it as
     /// an ordinary unnamed statement (first sighting: one-off texts stay one-off).
+    /// One with parameters gets a server copy of its own that keeps custom plans
+    /// ([`crate::prepared::StatementRegistry::intern_unnamed`]).
     fn parse_unnamed_as_named(
         &mut self,
         body: &[u8],
@@ -187,7 +189,7 @@ impl Conversation {
         w: &mut Rewriter<'_>,
         to_client: &mut BytesMut,
     ) -> bool {
-        let statement = ctx.registry.intern(body);
+        let statement = ctx.registry.intern_unnamed(body);
         let repeated = statement.unnamed_parses.fetch_add(1, Relaxed) > 0;
         let on_server = ctx.server.statements.touch(&statement);
         if !repeated && !on_server {
@@ -224,23 +226,25 @@ impl Conversation {
             };
             self.push_synthetic(Synthetic::ParseComplete, undo, to_client);
         } else {
-            self.send_parse(&statement, ctx, w.out);
+            let replaces_copy = self.send_parse(&statement, ctx, w.out);
             let undo = Undo {
                 server_statement: Some(statement),
                 client_name,
+                replaces_copy,
                 ..Undo::default()
             };
             self.queue.push_back(Expect::Message(b'P', undo));
         }
     }
 
-    /// The statement a Bind or Describe names, made sure to exist on this server
+    /// The statement a Bind (`bind`) or Describe names, made sure to exist on this server
     /// connection (a Parse is sent ahead of the message at `pos` when it does not).
     /// `None`: send the message unchanged (the unnamed statement, or a name the client
     /// never prepared, which the server then reports as PostgreSQL would).
     fn resolve(
         &mut self,
         name: &[u8],
+        bind: bool,
         pos: usize,
         ctx: &mut Ctx<'_>,
         w: &mut Rewriter<'_>,
@@ -248,7 +252,7 @@ impl Conversation {
         if name.is_empty() {
             if let Some((statement, true)) = &ctx.client.unnamed_mapped {
                 let statement = statement.clone();
-                self.ensure_on_server(&statement, pos, ctx, w);
+                self.ensure_on_server(&statement, bind, pos, ctx, w);
                 return Ok(Some(statement));
             }
             if !self.unnamed_parsed {
@@ -278,27 +282,52 @@ impl Conversation {
         if let Some((text, _)) = read_cstr(&statement.body) {
             ctx.client.note_query(text);
         }
-        self.ensure_on_server(&statement, pos, ctx, w);
+        self.ensure_on_server(&statement, bind, pos, ctx, w);
         Ok(Some(statement))
     }
 
     /// Sends a Parse of `statement` ahead of the message at `pos` unless this server
-    /// connection has it; its answer is swallowed.
+    /// connection has it; its answer is swallowed. Ahead of a Bind (`bind`) of a
+    /// statement that keeps custom plans, whose server copy has had its
+    /// [`crate::prepared::CUSTOM_PLAN_TRIES`] Binds, sends Close + Parse instead: the new
+    /// copy starts PostgreSQL's custom-plan count over, so no Bind gets a generic plan.
     fn ensure_on_server(
         &mut self,
         statement: &Arc<Statement>,
+        bind: bool,
         pos: usize,
         ctx: &mut Ctx<'_>,
         w: &mut Rewriter<'_>,
     ) {
+        let counted = bind && statement.custom_plans_only;
         if ctx.server.statements.touch(statement) {
-            ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+            if !(counted && ctx.server.statements.count_bind(statement)) {
+                ctx.metrics.prepare_hits.fetch_add(1, Relaxed);
+                return;
+            }
+            // Renewed in place: same name, same LRU slot, Bind count already restarted.
+            let out = w.edit_at(pos);
+            ctx.metrics.prepares.fetch_add(1, Relaxed);
+            statement.put_close(out);
+            self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+            statement.put_parse(out);
+            let undo = Undo {
+                server_statement: Some(statement.clone()),
+                replaces_copy: true,
+                ..Undo::default()
+            };
+            self.queue.push_back(Expect::Hidden(b'P', undo));
             return;
         }
         let out = w.edit_at(pos);
-        self.send_parse(statement, ctx, out);
+        let replaces_copy = self.send_parse(statement, ctx, out);
+        if counted {
+            // The new copy's first Bind.
+            ctx.server.statements.count_bind(statement);
+        }
         let undo = Undo {
             server_statement: Some(statement.clone()),
+            replaces_copy,
             ..Undo::default()
         };
         self.queue.push_back(Expect::Hidden(b'P', undo));
@@ -307,13 +336,21 @@ impl Conversation {
     /// Writes a Parse of `statement` under its server-side name and records it as
     /// prepared on this server connection; first closes a stale copy of it, and the
     /// least recently used statement when the connection is at `max_prepared_statements`.
-    /// The caller queues what the Parse's answer means.
-    fn send_parse(&mut self, statement: &Arc<Statement>, ctx: &mut Ctx<'_>, out: &mut BytesMut) {
+    /// The caller queues what the Parse's answer means. Returns whether an old copy was
+    /// closed first ([`super::Undo::replaces_copy`]).
+    fn send_parse(
+        &mut self,
+        statement: &Arc<Statement>,
+        ctx: &mut Ctx<'_>,
+        out: &mut BytesMut,
+    ) -> bool {
         ctx.metrics.prepares.fetch_add(1, Relaxed);
+        let mut replaces_copy = false;
         if let Some(i) = ctx.server.stale.iter().position(|s| s.id == statement.id) {
             // Its old copy, whose plan went stale, still holds the name on the server.
             ctx.server.stale.swap_remove(i).put_close(out);
             self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
+            replaces_copy = true;
         }
         if let Some(evicted) = ctx
             .server
@@ -324,6 +361,7 @@ impl Conversation {
             self.queue.push_back(Expect::Hidden(b'C', Undo::default()));
         }
         statement.put_parse(out);
+        replaces_copy
     }
 
     /// Sends, in place of a client's extended message, an unnamed statement that raises

@@ -1,6 +1,8 @@
 //! The conversation as pure logic: client frames in, server frames in, what each side
 //! gets out. No sockets.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::BytesMut;
 use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
@@ -355,4 +357,133 @@ fn the_proxys_own_set_inside_a_transaction_is_answered_in_turn_and_never_sent() 
     assert!(to_server.is_empty());
     assert_eq!(tags(&to_client), "EZ");
     assert_eq!(h.client.dedup, None);
+}
+
+/// Runs one unnamed Parse/Bind/Execute/Sync group of `sql` (empty result) through the
+/// harness and answers it: (tags sent to the server, tags the client got).
+fn run_unnamed(h: &mut Harness, parse_body: &[u8]) -> (String, String) {
+    h.conv = Conversation::default();
+    let group = frames(&[
+        (b'P', parse_body),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        EXECUTE,
+        SYNC,
+    ]);
+    let (to_server, mut to_client) = h.client_sends(&group);
+    let mut answers = BytesMut::new();
+    for tag in tags(&to_server).bytes() {
+        match tag {
+            b'P' => answers.extend_from_slice(&frames(&[(b'1', b"")])),
+            b'C' => answers.extend_from_slice(&frames(&[(b'3', b"")])),
+            b'B' => answers.extend_from_slice(&frames(&[(b'2', b"")])),
+            b'E' => answers.extend_from_slice(&frames(&[(b'C', b"SELECT 1\0")])),
+            b'S' => answers.extend_from_slice(&ready(b'I')),
+            other => panic!("unexpected {}", other as char),
+        }
+    }
+    to_client.extend_from_slice(&h.server_sends(&answers));
+    assert!(h.conv.is_idle());
+    (tags(&to_server), tags(&to_client))
+}
+
+/// A cached unnamed statement with parameters is closed and parsed again ahead of
+/// every sixth Bind of its server copy, before PostgreSQL would consider a generic plan;
+/// the client sees exactly the answers of a direct connection.
+#[test]
+fn a_cached_statement_with_parameters_is_renewed_before_its_sixth_bind() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let body: &[u8] = b"\0select $1\0\0\0";
+    let sent: Vec<(String, String)> = (0..13).map(|_| run_unnamed(&mut h, body)).collect();
+    let to_server: Vec<&str> = sent.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        to_server,
+        [
+            "PBES", // first sighting: an ordinary unnamed statement
+            "PBES", // parsed under its server name: Bind 1 of this copy
+            "BES", "BES", "BES", "BES",   // Binds 2 to 5
+            "CPBES", // renewed: Bind 1 of the new copy
+            "BES", "BES", "BES", "BES", "CPBES", "BES",
+        ]
+    );
+    assert!(sent.iter().all(|(_, c)| c == "12CZ"), "{sent:?}");
+    // Parses: 1 unnamed + 3 under the server name, for 13 executions.
+    assert_eq!(h.metrics.prepares.load(Relaxed), 3);
+}
+
+/// Without parameters a statement has one plan: served from its server copy for good.
+#[test]
+fn a_cached_statement_without_parameters_is_never_renewed() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let sent: Vec<String> = (0..12)
+        .map(|_| run_unnamed(&mut h, b"\0select 1\0\0\0").0)
+        .collect();
+    assert_eq!(sent[1], "PBES");
+    assert!(sent[2..].iter().all(|s| s == "BES"), "{sent:?}");
+    assert_eq!(h.metrics.prepares.load(Relaxed), 1);
+}
+
+/// A renewal skipped after an earlier error in the batch leaves the old copy on the
+/// server: it is closed before the next Parse, which would otherwise fail (42P05).
+#[test]
+fn a_skipped_renewal_closes_the_old_copy_next_time() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let body: &[u8] = b"\0select $1\0\0\0";
+    for _ in 0..6 {
+        run_unnamed(&mut h, body);
+    }
+    // The copy has had its five Binds; an Execute of a missing portal fails first.
+    h.conv = Conversation::default();
+    let group = frames(&[
+        (b'E', b"nope\0\0\0\0\0"),
+        (b'P', body),
+        (b'B', b"\0\0\0\0\0\0\0\0"),
+        EXECUTE,
+        SYNC,
+    ]);
+    let (to_server, _) = h.client_sends(&group);
+    assert_eq!(tags(&to_server), "ECPBES");
+    let mut err = BytesMut::new();
+    put_simple_error(
+        &mut err,
+        Severity::Error,
+        "34000",
+        "portal \"nope\" does not exist",
+    );
+    err.extend_from_slice(&ready(b'I'));
+    assert_eq!(tags(&h.server_sends(&err)), "EZ");
+    assert!(h.conv.is_idle());
+    let (to_server, to_client) = run_unnamed(&mut h, body);
+    assert_eq!(to_server, "CPBES", "old copy closed, then parsed");
+    assert_eq!(to_client, "12CZ");
+    assert_eq!(run_unnamed(&mut h, body).0, "BES");
+}
+
+/// A simple query ends the unnamed statement but not the memory of its text: a client
+/// that sends BEGIN and COMMIT as simple queries around the same statement repeats it.
+#[test]
+fn a_simple_query_between_repeats_keeps_the_text_known() {
+    let mut h = Harness::new();
+    h.cache_unnamed = true;
+    let body: &[u8] = b"\0select $1\0\0\0";
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(run_unnamed(&mut h, body).0);
+        h.conv = Conversation::default();
+        let mut q = BytesMut::new();
+        put_query(&mut q, "COMMIT");
+        h.client_sends(&q);
+        let mut answer = frames(&[(b'C', b"COMMIT\0")]);
+        answer.extend_from_slice(&ready(b'I'));
+        h.server_sends(&answer);
+    }
+    assert_eq!(sent, ["PBES", "PBES", "BES"]);
+    // The unnamed statement itself is gone, as on a direct connection: a Bind alone
+    // goes to the server unchanged, which reports it missing.
+    h.conv = Conversation::default();
+    let (to_server, _) = h.client_sends(&frames(&[(b'B', b"\0\0\0\0\0\0\0\0"), SYNC]));
+    assert_eq!(tags(&to_server), "BS");
+    assert!(!to_server.windows(8).any(|w| w == b"_pgweir_"));
 }
