@@ -189,7 +189,12 @@ impl Conversation {
         w: &mut Rewriter<'_>,
         to_client: &mut BytesMut,
     ) -> bool {
-        let statement = ctx.registry.intern_unnamed(body);
+        // A client repeating its last unnamed text (every parameterised query) finds it
+        // here: no registry lock and no hashing of the text per query.
+        let statement = match &ctx.client.unnamed_mapped {
+            Some((known, _)) if known.body[..] == *body => known.clone(),
+            _ => ctx.registry.intern_unnamed(body),
+        };
         let repeated = statement.unnamed_parses.fetch_add(1, Relaxed) > 0;
         let on_server = ctx.server.statements.touch(&statement);
         if !repeated && !on_server {
