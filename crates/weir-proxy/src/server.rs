@@ -238,6 +238,8 @@ pub struct ServerConn {
     /// The owed-responses queue of its last checkout, emptied: the next checkout's
     /// conversation reuses the allocation instead of growing a new queue.
     pub(crate) spare_queue: std::collections::VecDeque<crate::conversation::Expect>,
+    /// Likewise the buffer the last checkout rewrote client messages into.
+    pub(crate) spare_out: BytesMut,
 }
 
 impl ServerConn {
@@ -421,6 +423,7 @@ impl ServerConn {
             params: Arc::new(params),
             clean: true,
             spare_queue: std::collections::VecDeque::new(),
+            spare_out: BytesMut::new(),
             db_permit: None,
             user_permit: None,
             state,

@@ -47,10 +47,11 @@ impl Held {
     pub(super) fn new(mut server: PooledConnection<ServerManager>) -> Held {
         let mut conv = Conversation::default();
         conv.queue = std::mem::take(&mut server.spare_queue);
+        let to_server = std::mem::take(&mut server.spare_out);
         Held {
             server: Some(server),
             conv,
-            to_server: BytesMut::new(),
+            to_server,
             query_started: None,
             xact_started: None,
             sent_to_server: false,
@@ -214,6 +215,9 @@ impl Relay {
         server.clean = reuse == Reuse::Clean;
         h.conv.queue.clear();
         server.spare_queue = std::mem::take(&mut h.conv.queue);
+        if h.to_server.is_empty() {
+            server.spare_out = std::mem::take(&mut h.to_server);
+        }
         drop(server);
         self.phase = Phase::Idle;
         self.info.set_state(ClientState::Idle);
