@@ -390,3 +390,30 @@ async fn show_clients_names_what_pins_a_client() {
     );
     pgweir.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_queries_counts_every_execution_once_the_client_idles() {
+    let pgweir = start(admin_config(PoolMode::Transaction, 4), None).await;
+    let client = connect(&pgweir.app_url()).await.expect("app login");
+    for i in 0..40 {
+        client
+            .simple_query(&format!("SELECT {i} AS batch_probe"))
+            .await
+            .expect("query");
+    }
+    // A session adds its executions in batches (no shared lock per query) and flushes
+    // them when it parks, within a sweep or two of going idle.
+    let url = pgweir.admin_url();
+    let calls = || {
+        let t = table(&url, "SHOW QUERIES");
+        let q = t.columns.iter().position(|c| c == "query")?;
+        let c = t.columns.iter().position(|c| c == "calls")?;
+        t.rows
+            .iter()
+            .find(|r| r.get(q).is_some_and(|v| v.contains("batch_probe")))
+            .and_then(|r| r.get(c).cloned())
+    };
+    let counted = eventually(Duration::from_secs(10), || calls().as_deref() == Some("40")).await;
+    assert!(counted, "calls for the probe: {:?}", calls());
+    drop(client);
+}

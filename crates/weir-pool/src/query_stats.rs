@@ -1,10 +1,10 @@
 //! Per-query statistics for `SHOW QUERIES`: calls, total time and a p99 per query
 //! fingerprint (literals normalized by [`weir_wire::sql`]).
 //!
-//! The relay records every finished query with [`QueryStats::record_fingerprint`]:
-//! the fingerprint is computed once per distinct text a client sends (the common
-//! shapes in one pass, see `weir_wire::sql`), then one short lock on one of 16
-//! shards; the normalized text is computed once per fingerprint, outside the lock. The store is bounded: when a shard is full, a new fingerprint replaces
+//! The relay records every finished query through its session's [`Batch`]: the
+//! fingerprint is computed once per distinct text a client sends (the common shapes in
+//! one pass, see `weir_wire::sql`), and one short lock on one of 16 shards is taken per
+//! 16 executions of a fingerprint, not per query; the normalized text is computed once per fingerprint, outside the lock. The store is bounded: when a shard is full, a new fingerprint replaces
 //! the one with the least total time (so the heavy hitters stay).
 
 use std::collections::HashMap;
@@ -189,6 +189,21 @@ impl QueryStats {
         map.insert(fp, entry);
     }
 
+    /// Adds a session's batched executions of `fp` ([`Batch`]) under one lock. A
+    /// fingerprint evicted since its first execution was recorded loses them: it was
+    /// the lightest in its shard.
+    fn add_all(&self, fp: u64, durations_us: &[u32]) {
+        let mut map = self
+            .shard(fp)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = map.get_mut(&fp) {
+            for &us in durations_us {
+                e.add(u64::from(us));
+            }
+        }
+    }
+
     /// The `n` fingerprints with the most total time, heaviest first.
     pub fn top(&self, n: usize) -> Vec<QueryRow> {
         let mut rows: Vec<QueryRow> = Vec::new();
@@ -227,9 +242,80 @@ impl QueryStats {
     }
 }
 
+/// Executions per session batch.
+const BATCH: usize = 16;
+
+/// One session's executions not yet in the store: the store's shard lock is taken once
+/// per [`BATCH`] executions of a fingerprint, not per query. The first execution of a
+/// fingerprint goes to the store at once (with its text, for a new entry); the session
+/// flushes the rest when the batch is full, when its fingerprint changes, and when it
+/// parks or ends, so `SHOW QUERIES` lags a busy client by at most 15 executions.
+#[derive(Debug, Default)]
+pub struct Batch {
+    fp: Option<u64>,
+    len: usize,
+    us: [u32; BATCH],
+}
+
+impl Batch {
+    /// Records one execution of `sql` (fingerprint `fp`) that took `elapsed`.
+    pub fn record(&mut self, store: &QueryStats, fp: u64, sql: &[u8], elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match u32::try_from(us) {
+            Ok(us) if self.fp == Some(fp) => {
+                if let Some(slot) = self.us.get_mut(self.len) {
+                    *slot = us;
+                    self.len += 1;
+                }
+                if self.len == BATCH {
+                    self.flush(store);
+                }
+            }
+            _ => {
+                self.flush(store);
+                store.record_fingerprint(fp, sql, elapsed);
+                self.fp = Some(fp);
+            }
+        }
+    }
+
+    /// Adds what is batched to the store.
+    pub fn flush(&mut self, store: &QueryStats) {
+        if let (Some(fp), 1..) = (self.fp, self.len) {
+            store.add_all(fp, &self.us[..self.len.min(BATCH)]);
+        }
+        self.len = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_adds_every_execution_once_flushed() {
+        let store = QueryStats::new(64);
+        let mut batch = Batch::default();
+        for i in 0..40u64 {
+            batch.record(&store, 7, b"select 1", Duration::from_micros(100 + i));
+        }
+        // The first went in at once, 32 in two full batches; 7 wait.
+        assert_eq!(store.top(1)[0].calls, 33);
+        batch.record(&store, 9, b"select 2", Duration::from_micros(5));
+        assert_eq!(store.top(5).iter().map(|r| r.calls).sum::<u64>(), 41);
+        batch.record(&store, 9, b"select 2", Duration::from_micros(5));
+        batch.flush(&store);
+        batch.flush(&store);
+        let rows = store.top(5);
+        let calls = |fp| rows.iter().find(|r| r.fingerprint == fp).map(|r| r.calls);
+        assert_eq!((calls(7), calls(9)), (Some(40), Some(2)));
+        assert_eq!(
+            rows.iter()
+                .find(|r| r.fingerprint == 7)
+                .map(|r| r.total_time_us),
+            Some((100..140).sum())
+        );
+    }
 
     #[test]
     fn buckets_are_monotonic_and_bounded() {

@@ -98,6 +98,8 @@ pub struct Relay {
     park_declined: bool,
     /// Resumed because its idle timeout passed while parked: end at once.
     timed_out: bool,
+    /// `SHOW QUERIES` executions not yet in the shared store (flushed at park and end).
+    query_batch: weir_pool::query_stats::Batch,
 }
 
 /// What a relay keeps when it is not running: before its first run, and while its
@@ -209,6 +211,7 @@ impl Relay {
             park_at_once,
             park_declined: false,
             timed_out: why == Resume::IdleTimeout,
+            query_batch: Default::default(),
         }
     }
 
@@ -261,6 +264,7 @@ impl Relay {
             self.relay().await
         };
         self.flush_counters();
+        self.query_batch.flush(&self.shared.queries);
         if !matches!(result, Ok(Ended::Parked(_))) {
             self.session.leave(self.entry.pool.metrics());
         }
@@ -369,6 +373,7 @@ impl Relay {
                             IdleWake::Park => {
                                 self.park_declined = true;
                                 self.release_buffers();
+                                self.query_batch.flush(&self.shared.queries);
                             }
                         }
                     }

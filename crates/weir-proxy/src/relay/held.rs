@@ -417,9 +417,8 @@ impl Relay {
                     let fp = *s
                         .sample_fingerprint
                         .get_or_insert_with(|| weir_wire::sql::fingerprint(&s.sample).hash);
-                    self.shared
-                        .queries
-                        .record_fingerprint(fp, &s.sample, elapsed);
+                    self.query_batch
+                        .record(&self.shared.queries, fp, &s.sample, elapsed);
                 }
             }
         }
