@@ -95,18 +95,8 @@ pidfile = $WORK/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 EOF
-    ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini"
-    rm -f "$WORK/pgbouncer.pid"
-    as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || die "pgbouncer failed: $(cat "$WORK/pgbouncer.out")"
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $WORK/pgbouncer.pid ]] && break
-        sleep 0.1
-    done
-    PID=$(cat "$WORK/pgbouncer.pid")
+    lib_run_pgbouncer
     MEASURED=$PID
-    KILL_PIDS+=("$PID")
-    wait_port "$PORT" "$PID" 30 || die "pgbouncer did not start"
 }
 
 # measure N: N idle clients through the proxy at $PID/$PORT; prints KiB per client.

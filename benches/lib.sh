@@ -181,3 +181,19 @@ EOF
 psql_super() { timeout "${PSQL_TIMEOUT:-120}" "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
 # pg_running: the postmaster of $PGDATA is up and accepts connections.
 pg_running() { PSQL_TIMEOUT=10 psql_super -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
+
+# lib_run_pgbouncer: starts PgBouncer (daemonized, as postgres) on $WORK/pgbouncer.ini,
+# whose pidfile must be $WORK/pgbouncer.pid and whose port is $PORT; sets PID.
+lib_run_pgbouncer() {
+    ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini"
+    rm -f "$WORK/pgbouncer.pid"
+    as_pg pgbouncer -d "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 || die "pgbouncer failed: $(cat "$WORK/pgbouncer.out")"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $WORK/pgbouncer.pid ]] && break
+        sleep 0.1
+    done
+    PID=$(cat "$WORK/pgbouncer.pid")
+    KILL_PIDS+=("$PID")
+    wait_port "$PORT" "$PID" 30 || die "pgbouncer did not start"
+}
