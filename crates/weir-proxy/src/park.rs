@@ -100,6 +100,23 @@ struct Lot {
     closed: bool,
 }
 
+impl Lot {
+    /// A resumed client's deadline stays in the heap until it comes due; with a long
+    /// `client_idle_timeout` and clients that park often, that would grow without
+    /// bound, so the heap is rebuilt from the live deadlines once it is twice their
+    /// number (amortized O(1) per park).
+    fn drop_stale_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.clients.len() + 64 {
+            return;
+        }
+        let Lot {
+            clients, deadlines, ..
+        } = self;
+        deadlines
+            .retain(|Reverse((d, id))| clients.get(id).is_some_and(|p| p.deadline == Some(*d)));
+    }
+}
+
 /// Wakes the watcher: a parked client's stop waker, or a park with an earlier deadline.
 #[derive(Default)]
 struct LotWake {
@@ -191,6 +208,7 @@ impl ParkingLot {
                 }
             }
             lot.clients.insert(id, parked);
+            lot.drop_stale_deadlines();
             self.parked.fetch_add(1, Relaxed);
         }
         // Registered after the insert: a readiness event always finds the record. The
@@ -410,11 +428,30 @@ fn ask_idle_to_park(shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Deadlines of clients no longer parked do not pile up.
+    #[test]
+    fn stale_deadlines_are_dropped_once_they_outnumber_the_live_ones() {
+        let mut lot = Lot::default();
+        let now = Instant::now();
+        for id in 0..1000u64 {
+            lot.deadlines
+                .push(Reverse((now + Duration::from_secs(3600), id)));
+            lot.drop_stale_deadlines();
+        }
+        assert!(
+            lot.deadlines.len() <= 65,
+            "{} deadlines kept",
+            lot.deadlines.len()
+        );
+    }
+
     /// A parked client costs this record (boxed) besides its registry entry and cancel
     /// key: it must stay well under the ~1 KiB an idle client may cost in all.
     #[test]
     fn a_parked_record_stays_small() {
-        let size = std::mem::size_of::<super::Parked>();
+        let size = std::mem::size_of::<Parked>();
         assert!(size <= 384, "a parked client's record takes {size} bytes");
     }
 }
