@@ -63,6 +63,13 @@ enum Socket {
     Unix(std::os::unix::net::UnixStream),
 }
 
+impl Parked {
+    /// Its session was asked to stop (`KILL`, drain, shutdown).
+    fn stop_asked(&self) -> bool {
+        self.client.info().stop.requested().is_some()
+    }
+}
+
 impl Socket {
     fn fd(&self) -> RawFd {
         match self {
@@ -227,7 +234,7 @@ impl ParkingLot {
             .unwrap_or_else(|p| p.into_inner())
             .clients
             .get(&id)
-            .is_some_and(|p| p.client.info().stop.requested().is_some());
+            .is_some_and(|p| p.stop_asked());
         if stopped {
             self.resume(shared, id, Resume::Woken);
         }
@@ -261,13 +268,15 @@ impl ParkingLot {
             .as_ref()
     }
 
-    /// Resumes every parked client that was asked to stop.
-    fn resume_stopped(&self, shared: &Arc<Shared>) {
+    /// Resumes every parked client `pick` chooses; with `close`, nothing parks from
+    /// then on.
+    fn resume_where(&self, shared: &Arc<Shared>, close: bool, pick: impl Fn(&Parked) -> bool) {
         let ids: Vec<u64> = {
-            let lot = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut lot = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            lot.closed |= close;
             lot.clients
                 .iter()
-                .filter(|(_, p)| p.client.info().stop.requested().is_some())
+                .filter(|(_, p)| pick(p))
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -302,18 +311,6 @@ impl ParkingLot {
             self.resume(shared, id, Resume::IdleTimeout);
         }
         next
-    }
-
-    /// Nothing parks from now on, and every parked client runs again.
-    fn close_and_resume_all(&self, shared: &Arc<Shared>) {
-        let ids: Vec<u64> = {
-            let mut lot = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            lot.closed = true;
-            lot.clients.keys().copied().collect()
-        };
-        for id in ids {
-            self.resume(shared, id, Resume::Woken);
-        }
     }
 
     /// If none is parked, nothing parks from now on (the watcher ends); returns whether
@@ -395,7 +392,7 @@ async fn watch(shared: Weak<Shared>, mut fd: AsyncFd<mio::Poll>, wake: Arc<LotWa
             lot.resume(&shared, id, Resume::Woken);
         }
         if wake.scan.swap(false, SeqCst) {
-            lot.resume_stopped(&shared);
+            lot.resume_where(&shared, false, Parked::stop_asked);
         }
         let now = Instant::now();
         next_deadline = lot.resume_timed_out(&shared, now);
@@ -409,7 +406,7 @@ async fn watch(shared: Weak<Shared>, mut fd: AsyncFd<mio::Poll>, wake: Arc<LotWa
     }
     // The epoll set failed or the proxy is gone: whoever is parked runs again.
     if let Some(shared) = shared.upgrade() {
-        shared.parking.close_and_resume_all(&shared);
+        shared.parking.resume_where(&shared, true, |_| true);
     }
 }
 

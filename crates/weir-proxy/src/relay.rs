@@ -28,7 +28,7 @@ use crate::cancel::CancelGuard;
 use crate::error::ClientError;
 use crate::park::Resume;
 use crate::pools::PoolEntry;
-use crate::registry::{ClientHandle, ClientInfo, ClientState};
+use crate::registry::{ClientHandle, ClientState};
 use crate::session::{Shared, Ticket};
 use crate::session_state::ClientSession;
 use crate::stop::IdleWake;
@@ -60,14 +60,13 @@ pub struct Relay {
     config: Arc<Config>,
     entry: Arc<PoolEntry>,
     client: Sink,
-    /// Its registration, and its place under `max_client_conn` and in the drain's count:
-    /// held here so the relay can hand them to the parking lot.
+    /// Its registration (its [`crate::registry::ClientInfo`]: state for `SHOW CLIENTS`,
+    /// `KILL`), and its place under `max_client_conn` and in the drain's count: held
+    /// here so the relay can hand them to the parking lot.
     handle: ClientHandle,
     ticket: Ticket,
     cbuf: BytesMut,
     cancel: CancelGuard,
-    /// This client's entry in the registry: state for `SHOW CLIENTS`, `KILL`.
-    info: Arc<ClientInfo>,
     transaction_mode: bool,
     max_message: usize,
     /// `max_pinned` for this pool, from the config in force (re-read at each checkout).
@@ -175,7 +174,6 @@ impl Relay {
         parts: RelayParts,
         why: Resume,
     ) -> Self {
-        let info = handle.info().clone();
         let RelayParts {
             entry,
             cancel,
@@ -183,7 +181,7 @@ impl Relay {
             cbuf,
             park_at_once,
         } = parts;
-        info.stop.clear_park();
+        handle.info().stop.clear_park();
         let transaction_mode = entry.mode == PoolMode::Transaction;
         let config = shared.config();
         let dedup = config.dedup_for(&entry.database);
@@ -199,7 +197,6 @@ impl Relay {
             ticket,
             cbuf,
             cancel,
-            info,
             transaction_mode,
             phase: Phase::Idle,
             dedup,
@@ -248,8 +245,13 @@ impl Relay {
     /// Ends the session after [`Relay::run`]: tells the client the error, logs the
     /// disconnection. Dropping the relay then frees its registration and ticket.
     pub async fn finish(&mut self, result: Result<(), ClientError>) {
-        let shared = self.shared.clone();
-        crate::session::finish(&shared, self.client.stream(), &self.info, result).await;
+        crate::session::finish(
+            &self.shared,
+            self.client.stream(),
+            self.handle.info(),
+            result,
+        )
+        .await;
     }
 
     /// Runs until the client leaves or parks (`Ok`), or something ends the session
@@ -297,7 +299,10 @@ impl Relay {
             && self.discard_remaining == 0
             && !self.skip_to_sync
             && !self.client.leading()
-            && self.shared.parking.may_park(&self.shared, &self.info)
+            && self
+                .shared
+                .parking
+                .may_park(&self.shared, self.handle.info())
     }
 
     /// Idle for a while and unable to park (TLS): at least its buffers go.
@@ -363,7 +368,7 @@ impl Relay {
                         r?;
                         break;
                     }
-                    wake = std::future::poll_fn(|cx| self.info.stop.poll_idle(cx, !self.park_declined)) => {
+                    wake = std::future::poll_fn(|cx| self.handle.info().stop.poll_idle(cx, !self.park_declined)) => {
                         match wake {
                             IdleWake::Stop(stop) => return Err(stop.into()),
                             IdleWake::Park if self.can_park() => {
@@ -425,8 +430,8 @@ impl Relay {
 
     async fn checkout(&mut self) -> Result<Held, ClientError> {
         self.phase = Phase::Waiting;
-        self.info.set_state(ClientState::Waiting);
-        self.info.stop.clear_park();
+        self.handle.info().set_state(ClientState::Waiting);
+        self.handle.info().stop.clear_park();
         self.park_declined = false;
         let config = self.shared.config();
         if !Arc::ptr_eq(&config, &self.config) {
@@ -445,8 +450,8 @@ impl Relay {
         )
         .await?;
         self.phase = Phase::Transaction;
-        self.info.set_state(ClientState::Active);
-        self.info.set_server_pid(conn.cancel.pid);
+        self.handle.info().set_state(ClientState::Active);
+        self.handle.info().set_server_pid(conn.cancel.pid);
         conn.clean = false;
         self.cancel.slot().set_target(conn.cancel.clone());
         let replay = self.session.params.replay_query(&conn.state.params);

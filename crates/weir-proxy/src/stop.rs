@@ -73,8 +73,7 @@ impl StopSignal {
 
     /// An idle session's wait: ready for any stop, and for a park request if `parks`.
     pub fn poll_idle(&self, cx: &mut Context<'_>, parks: bool) -> Poll<IdleWake> {
-        self.waker.register(cx.waker());
-        if let Some(stop) = self.requested() {
+        if let Poll::Ready(stop) = self.poll_stop(cx, true) {
             return Poll::Ready(IdleWake::Stop(stop));
         }
         if parks && self.park.load(Relaxed) {

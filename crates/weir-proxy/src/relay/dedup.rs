@@ -34,12 +34,12 @@ impl Relay {
             }
             Role::Follower(rx) => rx,
         };
-        self.info.set_state(ClientState::Waiting);
+        self.handle.info().set_state(ClientState::Waiting);
         let outcome = tokio::select! {
             o = crate::dedup::outcome(rx) => o,
-            stop = self.info.stop.stopped(true) => return Err(stop.into()),
+            stop = self.handle.info().stop.stopped(true) => return Err(stop.into()),
         };
-        self.info.set_state(ClientState::Idle);
+        self.handle.info().set_state(ClientState::Idle);
         match outcome {
             Outcome::Answer(answer) => {
                 // The key covered the whole buffer: exactly this one request.

@@ -126,7 +126,7 @@ impl Relay {
                         n => self.counters.bytes_from_client += n as u64,
                     }
                 }
-                stop = self.info.stop.stopped(between_transactions) => return Err(stop.into()),
+                stop = self.handle.info().stop.stopped(between_transactions) => return Err(stop.into()),
                 // Session mode keeps the server between transactions: idle there is still idle.
                 _ = armed_sleep(idle_timeout), if between_transactions && !idle_timeout.is_zero() => {
                     return Err(ClientError::IdleTimeout(idle_timeout));
@@ -190,7 +190,7 @@ impl Relay {
             self.phase = Phase::Draining;
             return false;
         }
-        self.info.set_pins(self.session.pins);
+        self.handle.info().set_pins(self.session.pins);
         if self.session.pins != 0 {
             self.phase = Phase::Pinned;
             return false;
@@ -220,8 +220,8 @@ impl Relay {
         }
         drop(server);
         self.phase = Phase::Idle;
-        self.info.set_state(ClientState::Idle);
-        self.info.set_server_pid(0);
+        self.handle.info().set_state(ClientState::Idle);
+        self.handle.info().set_server_pid(0);
         self.flush_counters();
     }
 
@@ -272,7 +272,7 @@ impl Relay {
             self.transaction_mode,
             self.max_pinned,
             &self.upstream.breaker,
-            self.info.tag(),
+            self.handle.info().tag(),
         );
         let scan = h.conv.scan_client(
             &self.cbuf,
@@ -385,7 +385,7 @@ impl Relay {
             self.transaction_mode,
             self.max_pinned,
             &self.upstream.breaker,
-            self.info.tag(),
+            self.handle.info().tag(),
         );
         let scan = h
             .conv
@@ -465,7 +465,7 @@ impl Relay {
         if let Some(server) = h.server.as_ref() {
             let target = server.cancel.clone();
             if let Err(e) = crate::server::send_cancel(&target).await {
-                tracing::warn!(client = %self.info.tag(), error = %e, "could not cancel a query over query_timeout");
+                tracing::warn!(client = %self.handle.info().tag(), error = %e, "could not cancel a query over query_timeout");
             }
         }
         ClientError::QueryTimeout(limit)

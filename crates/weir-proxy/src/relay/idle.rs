@@ -131,7 +131,9 @@ impl Relay {
     /// FunctionCall is dropped and answered with ReadyForQuery; an extended-protocol
     /// batch is skipped up to its Sync.
     pub(super) async fn refuse_request(&mut self, e: &ClientError) -> Result<(), ClientError> {
-        self.info.set_state(crate::registry::ClientState::Idle);
+        self.handle
+            .info()
+            .set_state(crate::registry::ClientState::Idle);
         tracing::debug!(sqlstate = e.sqlstate(), error = %e, "request refused at checkout");
         e.put(&mut self.to_client, Severity::Error);
         let frame_len = Header::peek(&self.cbuf, self.max_message)
