@@ -6,7 +6,10 @@
 # shared by all targets. Runs are interleaved: for each repetition and each cell
 # (workload x protocol x clients) the targets run back to back, their order
 # rotating per repetition, so drift on the box (thermal, noisy neighbours) hits
-# every target alike; each cell reports the median of REPS runs.
+# every target alike; each cell reports the median of REPS runs. With more than
+# one transport (TRANSPORTS="tcp unix") every (target, transport) pair is a run
+# of its own in that rotation, so TCP and Unix sockets are compared in one run
+# rather than across runs on a box that may have drifted in between.
 #
 # Besides TPS it reports CPU per transaction, read from /proc/PID/stat (utime +
 # stime) before and after each run: of the proxy process, and of the PostgreSQL
@@ -38,9 +41,13 @@
 #   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config nocache.toml" with
 #                         cache_unnamed_statements = false (on by default; see
 #                         benches/statement-reuse.sh to compare both)
-#   UNIX=0                1 = clients connect over Unix sockets (PostgreSQL's own,
-#                         pgweir's and PgBouncer's unix_socket_dir); compare with a
-#                         UNIX=0 run for what loopback TCP costs
+#   TRANSPORTS=tcp        how clients reach every target: tcp (loopback), unix
+#                         (PostgreSQL's own socket, pgweir's and PgBouncer's
+#                         unix_socket_dir), or "tcp unix" for both, interleaved, with
+#                         a row per transport (ratios compare targets on the same
+#                         transport). The proxies reach PostgreSQL over TCP either
+#                         way. Idle clients use the first transport listed.
+#   UNIX=0                1 = the older spelling of TRANSPORTS=unix
 #   TLS=0                 1 = clients connect over TLS (pgbench with PGSSLMODE=require)
 #                         to every target: pgweir with client_tls_sslmode = require,
 #                         PgBouncer with its client_tls_* settings, PostgreSQL with
@@ -75,6 +82,7 @@ PGWEIR_ARGS=${PGWEIR_ARGS:-}
 PGWEIR_BIN=${PGWEIR_BIN:-}
 TLS=${TLS:-0}
 UNIX=${UNIX:-0}
+TRANSPORTS=${TRANSPORTS:-}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -86,7 +94,7 @@ die() {
 has() { [[ " $2 " == *" $1 "* ]]; }
 
 # --- check the knobs -------------------------------------------------------
-for knob in BENCH_SECONDS REPS THREADS SCALE POOL_SIZE IDLE_CLIENTS WARMUP_SECONDS TLS; do
+for knob in BENCH_SECONDS REPS THREADS SCALE POOL_SIZE IDLE_CLIENTS WARMUP_SECONDS TLS UNIX; do
     [[ ${!knob} =~ ^[0-9]+$ ]] || die "$knob must be a whole number, not '${!knob}'"
 done
 ((BENCH_SECONDS > 0 && REPS > 0 && THREADS > 0 && SCALE > 0 && POOL_SIZE > 0)) ||
@@ -97,6 +105,17 @@ for w in $WORKLOADS; do has "$w" "select tpcb" || die "WORKLOADS: '$w' is not se
 for t in $TARGETS; do has "$t" "direct pgweir pgbouncer" || die "TARGETS: unknown target '$t'"; done
 [[ -n $CLIENTS && -n $MODES && -n $WORKLOADS && -n $TARGETS ]] || die "empty CLIENTS/MODES/WORKLOADS/TARGETS"
 read -r -a TARGET_LIST <<<"$TARGETS"
+# UNIX=1 predates TRANSPORTS; it stays an alias so old command lines still work,
+# but it cannot be combined with a TRANSPORTS that says something else.
+if ((UNIX)); then
+    [[ -z ${TRANSPORTS// /} || ${TRANSPORTS// /} == unix ]] ||
+        die "UNIX=1 means TRANSPORTS=unix; set only TRANSPORTS='$TRANSPORTS'"
+    TRANSPORTS=unix
+fi
+TRANSPORTS=${TRANSPORTS:-tcp}
+for t in $TRANSPORTS; do has "$t" "tcp unix" || die "TRANSPORTS: '$t' is not tcp or unix"; done
+read -r -a TRANSPORT_LIST <<<"$TRANSPORTS"
+((${#TRANSPORT_LIST[@]} > 0)) || die "empty TRANSPORTS"
 MAX_CLIENTS=$(tr ' ' '\n' <<<"$CLIENTS" | sort -n | tail -n 1)
 
 # --- tools -----------------------------------------------------------------
@@ -266,16 +285,27 @@ PGPASSWORD=bench timeout 1800 "$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -
 
 # --- proxies ---------------------------------------------------------------
 declare -A PORT=([direct]=$PG_PORT) PROXY_PID=() LOGFILE=()
-# Where pgbench connects: loopback TCP, or with UNIX=1 each target's Unix socket
-# (PostgreSQL's in $WORK, the proxies' in $WORK/sock).
-declare -A HOST=([direct]=127.0.0.1 [pgweir]=127.0.0.1 [pgbouncer]=127.0.0.1)
-if ((UNIX)); then
+# host_of TARGET TRANSPORT: pgbench's -h for that target. libpq takes a host that
+# starts with "/" as the directory holding the socket .s.PGSQL.<port>: PostgreSQL's
+# is in $WORK, the proxies' in $WORK/sock.
+host_of() {
+    case $2 in
+    tcp) printf '127.0.0.1' ;;
+    unix) if [[ $1 == direct ]]; then printf '%s' "$WORK"; else printf '%s' "$WORK/sock"; fi ;;
+    esac
+}
+# With unix among the transports every proxy also gets a Unix socket; each keeps
+# listening on TCP as well, so one process serves both transports and a
+# TCP-vs-Unix difference cannot come from two differently warmed processes.
+# PostgreSQL always has both (listen_addresses and unix_socket_directories above).
+BOUNCER_UNIX_DIR="" # empty: PgBouncer opens no Unix socket
+if has unix "$TRANSPORTS"; then
     mkdir -p "$WORK/sock"
     ((IS_ROOT)) && chown postgres: "$WORK/sock"
-    HOST=([direct]=$WORK [pgweir]=$WORK/sock [pgbouncer]=$WORK/sock)
+    BOUNCER_UNIX_DIR=$WORK/sock
     printf 'unix_socket_dir = "%s"\n' "$WORK/sock" >"$WORK/pgweir-unix.toml"
     PGWEIR_ARGS="--config $WORK/pgweir-unix.toml $PGWEIR_ARGS"
-    log "UNIX: clients connect over Unix sockets to every target"
+    log "transports: ${TRANSPORT_LIST[*]} (Unix sockets: PostgreSQL's in $WORK, the proxies' in $WORK/sock)"
 fi
 
 if ((TLS)); then
@@ -314,7 +344,7 @@ bench = host=127.0.0.1 port=$PG_PORT dbname=bench
 listen_addr = 127.0.0.1
 listen_port = $B_PORT
 listen_backlog = 1024
-unix_socket_dir = $( ((UNIX)) && echo "$WORK/sock")
+unix_socket_dir = $BOUNCER_UNIX_DIR
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
@@ -345,6 +375,15 @@ EOF
         die "pgbouncer did not start listening on $B_PORT: $(tail -n 20 "$WORK/pgbouncer.log")"
 fi
 
+# A target started without its Unix socket would otherwise fail every unix run of
+# the matrix one by one; say so once, now.
+if has unix "$TRANSPORTS"; then
+    for target in "${TARGET_LIST[@]}"; do
+        sock=$(host_of "$target" unix)/.s.PGSQL.${PORT[$target]}
+        [[ -S $sock ]] || die "$target has no Unix socket at $sock"
+    done
+fi
+
 # --- measuring -------------------------------------------------------------
 # utime + stime of one process, in clock ticks.
 proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -365,11 +404,13 @@ socket_count() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
 declare -A R_TPS=() R_PCPU=() R_SCPU=()
 DEAD_WARNED=""
 
-# bench_once TARGET WORKLOAD MODE CLIENTS SECONDS: sets TPS PCPU SCPU ("" if failed).
+# bench_once TARGET TRANSPORT WORKLOAD MODE CLIENTS SECONDS: sets TPS PCPU SCPU
+# ("" if failed).
 bench_once() {
-    local target=$1 workload=$2 mode=$3 clients=$4 secs=$5
+    local target=$1 transport=$2 workload=$3 mode=$4 clients=$5 secs=$6
     local pid=${PROXY_PID[$target]:-} jobs=$((clients < THREADS ? clients : THREADS))
-    local builtin=tpcb-like out xacts failed p0=0 p1=0 s0 s1 children i
+    local builtin=tpcb-like out xacts failed p0=0 p1=0 s0 s1 children i host
+    host=$(host_of "$target" "$transport")
     TPS="" PCPU="" SCPU=""
     [[ $workload == select ]] && builtin=select-only
     if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
@@ -387,9 +428,9 @@ bench_once() {
     [[ -n $pid ]] && p0=$(proc_ticks "$pid")
     s0=$(server_ticks)
     if ! out=$(PGPASSWORD=bench timeout $((secs + 60)) "$PG_BIN/pgbench" -n -b "$builtin" -M "$mode" \
-        -c "$clients" -j "$jobs" -T "$secs" -h "${HOST[$target]}" -p "${PORT[$target]}" -U bench bench \
+        -c "$clients" -j "$jobs" -T "$secs" -h "$host" -p "${PORT[$target]}" -U bench bench \
         2>"$WORK/pgbench.err"); then
-        log "!! pgbench against $target failed: $(tail -n 3 "$WORK/pgbench.err" | tr '\n' ' ')"
+        log "!! pgbench against $target over $transport failed: $(tail -n 3 "$WORK/pgbench.err" | tr '\n' ' ')"
         return 0
     fi
     for ((i = 0; i < 100; i++)); do # direct runs: until their backends have exited (up to 5 s)
@@ -404,7 +445,7 @@ bench_once() {
     if [[ -n $failed && $failed != 0 ]]; then log "!! $target: $failed failed transactions"; fi
     if [[ -z $TPS || -z $xacts || $xacts == 0 ]]; then
         TPS=""
-        log "!! pgbench against $target reported no transactions"
+        log "!! pgbench against $target over $transport reported no transactions"
         return 0
     fi
     SCPU=$(awk -v d=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$xacts" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
@@ -418,26 +459,40 @@ median() {
         END { if (NR == 0) exit; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+# Every (target, transport) pair, as "target/transport": the unit that runs back
+# to back within a cell and rotates per repetition. With one transport this is
+# just the target list in its order, so the rotation is the one from before
+# TRANSPORTS existed.
+RUNS=()
+for transport in "${TRANSPORT_LIST[@]}"; do
+    for target in "${TARGET_LIST[@]}"; do RUNS+=("$target/$transport"); done
+done
+
+# Each pair warms up, not only each target: every measured run then follows one
+# unmeasured run over the same path.
 if ((WARMUP_SECONDS > 0)); then
-    for target in "${TARGET_LIST[@]}"; do
-        log "warm-up: $target"
-        bench_once "$target" select simple "$((MAX_CLIENTS < 16 ? MAX_CLIENTS : 16))" "$WARMUP_SECONDS"
+    for run in "${RUNS[@]}"; do
+        log "warm-up: $run"
+        bench_once "${run%/*}" "${run#*/}" select simple "$((MAX_CLIENTS < 16 ? MAX_CLIENTS : 16))" "$WARMUP_SECONDS"
     done
 fi
 
-n_targets=${#TARGET_LIST[@]}
+n_runs=${#RUNS[@]}
 for ((rep = 0; rep < REPS; rep++)); do
     for workload in $WORKLOADS; do
         for mode in $MODES; do
             for clients in $CLIENTS; do
-                for ((k = 0; k < n_targets; k++)); do
-                    target=${TARGET_LIST[$(((k + rep) % n_targets))]}
-                    key="$workload|$mode|$clients|$target"
-                    bench_once "$target" "$workload" "$mode" "$clients" "$BENCH_SECONDS"
+                for ((k = 0; k < n_runs; k++)); do
+                    run=${RUNS[$(((k + rep) % n_runs))]}
+                    target=${run%/*} transport=${run#*/}
+                    # Transport before target: the report's cell() looks a
+                    # target up under "workload|mode|clients|transport".
+                    key="$workload|$mode|$clients|$transport|$target"
+                    bench_once "$target" "$transport" "$workload" "$mode" "$clients" "$BENCH_SECONDS"
                     R_TPS[$key]+=" $TPS"
                     R_PCPU[$key]+=" $PCPU"
                     R_SCPU[$key]+=" $SCPU"
-                    log "[rep $((rep + 1))/$REPS] $workload -M $mode -c $clients $target:" \
+                    log "[rep $((rep + 1))/$REPS] $workload -M $mode -c $clients $run:" \
                         "${TPS:-failed} tps, proxy ${PCPU:--} µs/xact, server ${SCPU:--} µs/xact"
                 done
             done
@@ -452,6 +507,9 @@ if ((IDLE_CLIENTS > 0)); then
     # connects, and 1000 SCRAM logins take a while on a small box, so the run is
     # long and is stopped (by PID) once the RSS has been read.
     printf '\\sleep 100 s\n' >"$WORK/idle.sql"
+    # RSS per idle client is the proxy's own memory, which the transport should
+    # not change; one transport (the first listed) keeps this step's length.
+    transport=${TRANSPORT_LIST[0]}
     for target in pgweir pgbouncer; do
         has "$target" "$TARGETS" || continue
         pid=${PROXY_PID[$target]}
@@ -459,11 +517,11 @@ if ((IDLE_CLIENTS > 0)); then
             IDLE_LINE[$target]="$target: not running"
             continue
         fi
-        log "idle: $IDLE_CLIENTS clients through $target"
+        log "idle: $IDLE_CLIENTS clients through $target over $transport"
         rss0=$(rss_kib "$pid")
         sock0=$(socket_count "$pid")
         PGPASSWORD=bench timeout 150 "$PG_BIN/pgbench" -n -c "$IDLE_CLIENTS" -j "$THREADS" -T 110 -f "$WORK/idle.sql" \
-            -h "${HOST[$target]}" -p "${PORT[$target]}" -U bench bench >"$WORK/idle-$target.log" 2>&1 &
+            -h "$(host_of "$target" "$transport")" -p "${PORT[$target]}" -U bench bench >"$WORK/idle-$target.log" 2>&1 &
         bpid=$!
         KILL_PIDS+=("$bpid")
         # Until every client is connected (up to 90 s), then let it settle.
@@ -481,7 +539,7 @@ if ((IDLE_CLIENTS > 0)); then
             log "!! only $connected of $IDLE_CLIENTS idle clients connected to $target; pgbench said:"
             tail -n 5 "$WORK/idle-$target.log" >&2 || true
         fi
-        IDLE_LINE[$target]=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CLIENTS" -v c="$connected" -v t="$target" \
+        IDLE_LINE[$target]=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CLIENTS" -v c="$connected" -v t="$target over $transport" \
             'BEGIN { printf "%s: RSS %.1f MiB before, %.1f MiB with %d of %d idle clients connected: %.2f KiB per idle client",
                      t, a / 1024, b / 1024, c, n, (c > 0 ? (b - a) / c : 0) }')
     done
@@ -517,27 +575,32 @@ cat <<EOF
 $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -sr); $PG_VERSION; ${bouncer_version}; pgweir ${pgweir_rev}.
 pgbench -T $BENCH_SECONDS -j $THREADS (capped at clients), scale $SCALE, median of $REPS interleaved runs;
 proxies in transaction mode with $POOL_SIZE server connections; clients, proxies and server share this machine.
+Clients connect over: ${TRANSPORT_LIST[*]} (unix = Unix sockets); the proxies reach PostgreSQL over TCP either way.
 CPU µs/xact = (utime + stime) over the run / transactions; "PG" is the server's CPU per transaction.
 
-| workload | protocol | clients | direct TPS | pgweir TPS | pgbouncer TPS | pgweir/direct | pgweir/pgbouncer | pgweir CPU µs/xact | pgbouncer CPU µs/xact | PG CPU µs/xact direct | PG CPU µs/xact pgweir | PG CPU µs/xact pgbouncer |
-|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| workload | protocol | clients | transport | direct TPS | pgweir TPS | pgbouncer TPS | pgweir/direct | pgweir/pgbouncer | pgweir CPU µs/xact | pgbouncer CPU µs/xact | PG CPU µs/xact direct | PG CPU µs/xact pgweir | PG CPU µs/xact pgbouncer |
+|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for workload in $WORKLOADS; do
     name=tpcb-like
     [[ $workload == select ]] && name="select-only (-S)"
     for mode in $MODES; do
         for clients in $CLIENTS; do
-            p="$workload|$mode|$clients"
-            d=$(cell direct R_TPS "$p")
-            w=$(cell pgweir R_TPS "$p")
-            b=$(cell pgbouncer R_TPS "$p")
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                "$name" "$mode" "$clients" \
-                "$(show "$d" '%.0f')" "$(show "$w" '%.0f')" "$(show "$b" '%.0f')" \
-                "$(ratio "$w" "$d")" "$(ratio "$w" "$b")" \
-                "$(show "$(cell pgweir R_PCPU "$p")" '%.1f')" "$(show "$(cell pgbouncer R_PCPU "$p")" '%.1f')" \
-                "$(show "$(cell direct R_SCPU "$p")" '%.1f')" "$(show "$(cell pgweir R_SCPU "$p")" '%.1f')" \
-                "$(show "$(cell pgbouncer R_SCPU "$p")" '%.1f')"
+            # One row per transport, so the ratio columns compare targets that
+            # were reached the same way.
+            for transport in "${TRANSPORT_LIST[@]}"; do
+                p="$workload|$mode|$clients|$transport"
+                d=$(cell direct R_TPS "$p")
+                w=$(cell pgweir R_TPS "$p")
+                b=$(cell pgbouncer R_TPS "$p")
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+                    "$name" "$mode" "$clients" "$transport" \
+                    "$(show "$d" '%.0f')" "$(show "$w" '%.0f')" "$(show "$b" '%.0f')" \
+                    "$(ratio "$w" "$d")" "$(ratio "$w" "$b")" \
+                    "$(show "$(cell pgweir R_PCPU "$p")" '%.1f')" "$(show "$(cell pgbouncer R_PCPU "$p")" '%.1f')" \
+                    "$(show "$(cell direct R_SCPU "$p")" '%.1f')" "$(show "$(cell pgweir R_SCPU "$p")" '%.1f')" \
+                    "$(show "$(cell pgbouncer R_SCPU "$p")" '%.1f')"
+            done
         done
     done
 done
