@@ -45,7 +45,8 @@
 #                         (PostgreSQL's own socket, pgweir's and PgBouncer's
 #                         unix_socket_dir), or "tcp unix" for both, interleaved, with
 #                         a row per transport (ratios compare targets on the same
-#                         transport). The proxies reach PostgreSQL over TCP either
+#                         transport) and a second table of Unix/TCP ratios per
+#                         target. The proxies reach PostgreSQL over TCP either
 #                         way. Idle clients use the first transport listed.
 #   UNIX=0                1 = the older spelling of TRANSPORTS=unix
 #   TLS=0                 1 = clients connect over TLS (pgbench with PGSSLMODE=require)
@@ -566,6 +567,12 @@ cell() { # cell TARGET KIND KEY-PREFIX: median, or "–" for a target not run
     local -n arr=$kind
     median "${arr[$prefix|$target]:-}"
 }
+workload_name() { # workload_name WORKLOAD: as the tables spell it
+    if [[ $1 == select ]]; then printf 'select-only (-S)'; else printf 'tpcb-like'; fi
+}
+unix_vs_tcp() { # unix_vs_tcp TARGET KIND KEY-PREFIX: the Unix median over the TCP one
+    ratio "$(cell "$1" "$2" "$3|unix")" "$(cell "$1" "$2" "$3|tcp")"
+}
 
 pgweir_rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 bouncer_version=$(command -v pgbouncer >/dev/null && pgbouncer --version 2>/dev/null | head -n 1 || echo "-")
@@ -582,8 +589,7 @@ CPU µs/xact = (utime + stime) over the run / transactions; "PG" is the server's
 |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for workload in $WORKLOADS; do
-    name=tpcb-like
-    [[ $workload == select ]] && name="select-only (-S)"
+    name=$(workload_name "$workload")
     for mode in $MODES; do
         for clients in $CLIENTS; do
             # One row per transport, so the ratio columns compare targets that
@@ -604,6 +610,29 @@ for workload in $WORKLOADS; do
         done
     done
 done
+# The question TRANSPORTS="tcp unix" asks, per target: what the Unix socket buys
+# over loopback TCP, from the same interleaved runs as the table above.
+if has tcp "$TRANSPORTS" && has unix "$TRANSPORTS"; then
+    cat <<EOF
+
+Unix socket / loopback TCP, per target (TPS above 1: Unix is faster; CPU below 1: Unix costs less):
+
+| workload | protocol | clients | direct TPS | pgweir TPS | pgbouncer TPS | pgweir CPU µs/xact | pgbouncer CPU µs/xact |
+|---|---|---:|---:|---:|---:|---:|---:|
+EOF
+    for workload in $WORKLOADS; do
+        name=$(workload_name "$workload")
+        for mode in $MODES; do
+            for clients in $CLIENTS; do
+                p="$workload|$mode|$clients"
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$mode" "$clients" \
+                    "$(unix_vs_tcp direct R_TPS "$p")" "$(unix_vs_tcp pgweir R_TPS "$p")" \
+                    "$(unix_vs_tcp pgbouncer R_TPS "$p")" \
+                    "$(unix_vs_tcp pgweir R_PCPU "$p")" "$(unix_vs_tcp pgbouncer R_PCPU "$p")"
+            done
+        done
+    done
+fi
 if ((IDLE_CLIENTS > 0)) && ((${#IDLE_LINE[@]} > 0)); then
     echo
     echo "Idle clients (pgbench -f idle.sql: each client connects, then only sleeps):"
