@@ -55,7 +55,7 @@
 #                         ssl = on; one self-signed certificate (EC P-256) for all. The
 #                         proxies' server connections stay plaintext. pgweir gets its
 #                         TLS settings from a --config file, so PGWEIR_ARGS must not
-#                         name one then.
+#                         name one then. TCP only: refused with unix in TRANSPORTS.
 #
 # Example (quick check without pgweir):
 #   TARGETS="direct pgbouncer" BENCH_SECONDS=3 REPS=1 CLIENTS="1 16" benches/e2e.sh
@@ -115,6 +115,11 @@ if ((UNIX)); then
 fi
 TRANSPORTS=${TRANSPORTS:-tcp}
 for t in $TRANSPORTS; do has "$t" "tcp unix" || die "TRANSPORTS: '$t' is not tcp or unix"; done
+# libpq ignores sslmode on Unix sockets, so with TLS=1 the unix runs would be
+# plaintext while the report calls the whole run TLS.
+if ((TLS)) && has unix "$TRANSPORTS"; then
+    die "TLS=1 applies to TCP only (libpq never uses TLS over a Unix socket); use TRANSPORTS=tcp"
+fi
 read -r -a TRANSPORT_LIST <<<"$TRANSPORTS"
 ((${#TRANSPORT_LIST[@]} > 0)) || die "empty TRANSPORTS"
 MAX_CLIENTS=$(tr ' ' '\n' <<<"$CLIENTS" | sort -n | tail -n 1)
