@@ -18,6 +18,7 @@ pub mod features;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod greeting;
 mod handle;
 pub mod hba;
 pub mod io;

@@ -38,6 +38,8 @@ pub struct ServerManager {
     credential: RwLock<ServerCredential>,
     /// ParameterStatus set of the first successful login, sent to clients at their login.
     params: RwLock<Option<ServerParams>>,
+    /// The last few greetings built from `params` for this pool's clients.
+    greetings: crate::greeting::Greetings,
     /// The upstream `target` points at, with its breaker (replaced with the target).
     upstream: RwLock<Arc<Upstream>>,
     /// `server_connect_timeout` in ms: a connect dropped this late timed out (the pool
@@ -70,6 +72,16 @@ impl ServerManager {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The greeting for a client of this pool with these startup settings.
+    pub fn greeting(
+        &self,
+        server: &ServerParams,
+        settings: &[(String, String)],
+        track_extra: &[String],
+    ) -> crate::greeting::Greeting {
+        self.greetings.get(server, settings, track_extra)
     }
 
     /// Learns a SCRAM ClientKey from a client's login (checked against the user's
@@ -335,6 +347,7 @@ impl Pools {
             target: RwLock::new(target),
             credential: RwLock::new(credential),
             params: RwLock::new(None),
+            greetings: Default::default(),
             connect_timeout_ms: AtomicU64::new(millis(config.server_connect_timeout)),
         };
         let pool = Pool::new(manager, settings_for(&config, database));

@@ -538,16 +538,12 @@ async fn login(
         app_name.unwrap_or_default(),
     )?;
     let dedup = client_dedup(&mut settings)?;
-    let client_params = ClientParams::from_startup(
-        &params,
-        settings.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &shared.config().track_extra_parameters,
-    );
-    for (name, value) in params.iter() {
-        // What the client asked for at startup, as it will be on every server connection.
-        let value = client_params.reported.get(name).unwrap_or(value);
-        build::put_parameter_status(&mut out, name, value);
-    }
+    let greeting =
+        entry
+            .pool
+            .manager()
+            .greeting(&params, &settings, &shared.config().track_extra_parameters);
+    out.extend_from_slice(&greeting.status);
     // Protocol 3.2 clients get PostgreSQL 18's 32-byte cancel keys; the servers behind
     // may speak 3.0 (the proxy maps keys, so the lengths need not agree).
     let cancel = shared.cancels.register_with_key_len(if minor >= 2 {
@@ -562,7 +558,7 @@ async fn login(
         entry,
         cancel,
         application_name: app_name.unwrap_or_default().to_owned(),
-        params: client_params,
+        params: greeting.params,
         class,
         dedup,
     }))))
