@@ -2,9 +2,11 @@
 //! a small record here instead of a task, a session future and the runtime's socket
 //! registration (together ~1.4 KiB of the ~2 KiB an idle client cost).
 //!
-//! A session parks at its first idle moment after login (most pooled clients log in and
-//! wait) and, later, when the sweep finds it idle for a whole [`SWEEP`] period: a client
-//! that pauses between queries is never parked, so the hot path pays nothing. Parking
+//! A session parks once idle for [`LOGIN_GRACE`] after login (most pooled clients log in
+//! and wait; one that sends its first query at once should not pay for a park and a
+//! resume on the way) and, later, when the sweep finds it idle for a whole [`SWEEP`]
+//! period: a client that pauses between queries is never parked, so the hot path pays
+//! nothing. Parking
 //! hands the socket from tokio to one epoll set of the proxy's own ([`mio::Poll`]),
 //! watched by one task; when the socket turns readable (a query, or the client leaving)
 //! the watcher takes the record out and spawns the session again where it stopped.
@@ -14,7 +16,7 @@
 //! as an unparked one would be; a `client_idle_timeout` resumes it at its deadline.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -35,6 +37,10 @@ use crate::stream::Stream;
 /// How often the watcher looks for clients to park; a client idle since before the
 /// previous look is asked to park.
 pub const SWEEP: Duration = Duration::from_secs(1);
+/// How long a client that just logged in may stay quiet before it is asked to park:
+/// long enough for a first query sent right after login, short enough that a burst of
+/// logins that then idle never holds many unparked sessions at once.
+pub const LOGIN_GRACE: Duration = Duration::from_millis(10);
 /// Readiness events taken per epoll call.
 const EVENTS: usize = 256;
 
@@ -96,6 +102,17 @@ pub struct ParkingLot {
     registry: OnceLock<Option<mio::Registry>>,
     wake: Arc<LotWake>,
     parked: AtomicUsize,
+    /// Clients that just logged in, oldest first (see [`ParkingLot::park_soon`]).
+    fresh: Mutex<VecDeque<Fresh>>,
+}
+
+/// A client in its [`LOGIN_GRACE`].
+struct Fresh {
+    due: Instant,
+    client: Weak<ClientInfo>,
+    /// Its state's timestamp when it went idle: a different one at `due` means it has
+    /// been busy since, and a client that talks is not asked to park.
+    idle_since_us: u64,
 }
 
 #[derive(Default)]
@@ -163,6 +180,48 @@ impl ParkingLot {
         info.stop.register(&Waker::from(self.wake.clone()));
         // After registering: a stop asked before it is seen here.
         info.stop.requested().is_none()
+    }
+
+    /// `info`'s client just logged in and is idle: it is asked to park once
+    /// [`LOGIN_GRACE`] has passed, unless it has been busy since. One queue the watcher
+    /// reads rather than a timer per login: tokio wakes its driver (a syscall) for each
+    /// timer due before the one it sleeps towards, which a fresh login's always is.
+    pub(crate) fn park_soon(&self, shared: &Arc<Shared>, info: &Arc<ClientInfo>) {
+        if self.registry(shared).is_some() && self.enqueue_fresh(info, Instant::now()) {
+            // The watcher sleeps towards a later moment; later entries are due after
+            // this one.
+            self.wake.notify.notify_one();
+        }
+    }
+
+    /// Queues a fresh login idle since `now`; true if the queue was empty.
+    fn enqueue_fresh(&self, info: &Arc<ClientInfo>, now: Instant) -> bool {
+        let entry = Fresh {
+            due: now + LOGIN_GRACE,
+            client: Arc::downgrade(info),
+            idle_since_us: info.changed_at_us(),
+        };
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        fresh.push_back(entry);
+        fresh.len() == 1
+    }
+
+    /// Asks the fresh clients whose grace has passed, and that stayed idle, to park;
+    /// returns when the next one's grace ends.
+    fn ask_fresh_to_park(&self, now: Instant) -> Option<Instant> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(f) = fresh.front() {
+            if f.due > now {
+                return Some(f.due);
+            }
+            if let Some(info) = f.client.upgrade() {
+                if info.state() == ClientState::Idle && info.changed_at_us() == f.idle_since_us {
+                    info.stop.request_park();
+                }
+            }
+            fresh.pop_front();
+        }
+        None
     }
 
     /// Parks a session that [`ParkingLot::may_park`] allowed. The socket leaves tokio
@@ -364,8 +423,12 @@ async fn watch(shared: Weak<Shared>, mut fd: AsyncFd<mio::Poll>, wake: Arc<LotWa
     let mut events = mio::Events::with_capacity(EVENTS);
     let mut next_sweep = Instant::now() + SWEEP;
     let mut next_deadline: Option<Instant> = None;
+    let mut next_fresh: Option<Instant> = None;
     loop {
-        let until = next_deadline.map_or(next_sweep, |d| d.min(next_sweep));
+        let until = [next_deadline, next_fresh]
+            .into_iter()
+            .flatten()
+            .fold(next_sweep, Instant::min);
         let mut ready = Vec::new();
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -396,6 +459,7 @@ async fn watch(shared: Weak<Shared>, mut fd: AsyncFd<mio::Poll>, wake: Arc<LotWa
         }
         let now = Instant::now();
         next_deadline = lot.resume_timed_out(&shared, now);
+        next_fresh = lot.ask_fresh_to_park(now);
         if now >= next_sweep {
             next_sweep = now + SWEEP;
             ask_idle_to_park(&shared);
@@ -426,6 +490,48 @@ fn ask_idle_to_park(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh login is asked to park once its grace has passed, unless it has been
+    /// busy since or is gone.
+    #[test]
+    fn fresh_logins_that_stay_idle_are_asked_to_park_after_their_grace() {
+        let registry = Arc::new(crate::registry::ClientRegistry::default());
+        let lot = ParkingLot::default();
+        let clients: Vec<_> = (1..=3)
+            .map(|port| registry.register(([127, 0, 0, 1], port).into(), false))
+            .collect();
+        let now = Instant::now();
+        for c in &clients {
+            c.info().set_state(ClientState::Idle);
+        }
+        assert!(
+            lot.enqueue_fresh(clients[0].info(), now),
+            "first in an empty queue"
+        );
+        for c in &clients[1..] {
+            assert!(!lot.enqueue_fresh(c.info(), now));
+        }
+        let mut clients = clients;
+        drop(clients.pop()); // the third leaves during its grace
+        let (idle, busy) = (&clients[0], &clients[1]);
+        std::thread::sleep(Duration::from_millis(2)); // a later state timestamp
+        busy.info().set_state(ClientState::Active);
+        busy.info().set_state(ClientState::Idle);
+
+        assert_eq!(
+            lot.ask_fresh_to_park(now),
+            Some(now + LOGIN_GRACE),
+            "not yet due"
+        );
+        assert!(!idle.info().stop.park_requested());
+        assert_eq!(lot.ask_fresh_to_park(now + LOGIN_GRACE), None);
+        assert!(idle.info().stop.park_requested());
+        assert!(
+            !busy.info().stop.park_requested(),
+            "it talked during its grace"
+        );
+        assert!(lot.fresh.lock().unwrap().is_empty());
+    }
 
     /// Deadlines of clients no longer parked do not pile up.
     #[test]

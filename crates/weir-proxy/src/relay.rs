@@ -344,15 +344,21 @@ impl Relay {
                 Idle::Terminate => return Ok(Wait::Left),
                 Idle::NeedMore => {}
             }
-            if self.cbuf.is_empty() {
-                // The read buffer is kept between transactions (a client that pauses
-                // between them would allocate 8 KiB per transaction otherwise); a client
-                // that idles longer parks and gives it up, or releases it if it cannot.
-                if std::mem::take(&mut self.park_at_once) && self.can_park() {
-                    let deadline =
-                        (!idle_timeout.is_zero()).then(|| std::time::Instant::now() + idle_timeout);
-                    return Ok(Wait::Park(deadline));
-                }
+            // The read buffer is kept between transactions (a client that pauses
+            // between them would allocate 8 KiB per transaction otherwise); a client
+            // that idles longer parks and gives it up, or releases it if it cannot.
+            // Just logged in, it is asked to park unless it speaks within a grace
+            // period (crate::park::LOGIN_GRACE): most clients that will idle do so from
+            // the start, and one that sends its first query at once (connect, query,
+            // close) should not pay for a park and a resume (four epoll_ctl calls and
+            // a task) on the way.
+            if self.cbuf.is_empty()
+                && std::mem::take(&mut self.park_at_once)
+                && self.client.is_plain()
+            {
+                self.shared
+                    .parking
+                    .park_soon(&self.shared, self.handle.info());
             }
             // Boxed and only when configured: a timer inline would make every idle
             // session's future bigger by its size, timeout or not.
