@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod breaker;
+pub mod clock;
 mod control;
 mod guard;
 mod maintenance;

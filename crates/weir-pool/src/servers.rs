@@ -81,7 +81,7 @@ impl ConnMeta {
     pub(crate) fn set_state(&self, state: ServerState) {
         self.state.store(state as u8, Relaxed);
         self.last_used_us
-            .store(epoch_us(SystemTime::now()), Relaxed);
+            .store(crate::clock::coarse_epoch_us(), Relaxed);
     }
 }
 
