@@ -93,8 +93,9 @@ fn share_set<T: Hash + Eq>(table: &SharedTable<T>, value: T) -> Arc<T> {
 
 impl Reported {
     /// Records a reported value, shared through [`intern`] (for values many clients
-    /// hold: the server's at login, the startup packet's).
-    fn set_shared(&mut self, name: &str, value: &str) -> bool {
+    /// and servers hold: the server's, the startup packet's). A server's value shared
+    /// with its clients' compares by pointer in [`ClientParams::replay_query`].
+    pub fn set_shared(&mut self, name: &str, value: &str) -> bool {
         self.set_with(name, value, intern)
     }
 
@@ -317,7 +318,11 @@ impl ClientParams {
         let mut sets: Vec<(&str, &str)> = Vec::new();
         for (i, name) in REPLAYED.iter().enumerate() {
             if let (Some(want), have) = (&self.reported.0[i], &server.reported.0[i]) {
-                if have.as_deref() != Some(&**want) {
+                // Both sides hold interned values, so equal ones are mostly one `Arc`.
+                if !have
+                    .as_ref()
+                    .is_some_and(|have| Arc::ptr_eq(have, want) || have == want)
+                {
                     sets.push((name, want));
                 }
             }

@@ -314,7 +314,7 @@ fn apply_undo(undo: Undo, conv: &mut Conversation, ctx: &mut Ctx<'_>) {
 /// have this value (the client sees the message, or asked for the value in a replay).
 fn note_parameter(body: &[u8], ctx: &mut Ctx<'_>) {
     if let Some((name, value)) = parse_parameter_status(body) {
-        ctx.server.params.reported.set(name, value);
+        ctx.server.params.reported.set_shared(name, value);
         ctx.client.params.set_reported(name, value);
     }
 }

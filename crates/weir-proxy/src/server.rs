@@ -408,7 +408,7 @@ impl ServerConn {
         }
         let mut state = ServerSession::default();
         for (name, value) in &params {
-            state.params.reported.set(name, value);
+            state.params.reported.set_shared(name, value);
         }
         Ok(ServerConn {
             stream,
@@ -452,7 +452,7 @@ impl ServerConn {
                 }
                 b'S' => {
                     if let Some((name, value)) = backend::parse_parameter_status(f.body()) {
-                        self.state.params.reported.set(name, value);
+                        self.state.params.reported.set_shared(name, value);
                     }
                 }
                 b'E' => {
