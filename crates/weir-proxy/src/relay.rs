@@ -366,14 +366,10 @@ impl Relay {
                 (!idle_timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(idle_timeout)));
             loop {
                 tokio::select! {
-                    // poll_read_ready keeps the waker in the socket's own slot: unlike
-                    // readable(), its future holds no waiter node (~150 bytes per idle
-                    // client). Under TLS it is ready only once a whole record's
-                    // plaintext is there.
-                    r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => {
-                        r?;
-                        break;
-                    }
+                    // In this order, without select!'s random start (a thread-local RNG
+                    // draw per poll): a stop first, so a client that always has a query
+                    // ready still hears it.
+                    biased;
                     wake = std::future::poll_fn(|cx| self.handle.info().stop.poll_idle(cx, !self.park_declined)) => {
                         match wake {
                             IdleWake::Stop(stop) => return Err(stop.into()),
@@ -387,6 +383,14 @@ impl Relay {
                                 self.query_batch.flush(&self.shared.queries);
                             }
                         }
+                    }
+                    // poll_read_ready keeps the waker in the socket's own slot: unlike
+                    // readable(), its future holds no waiter node (~150 bytes per idle
+                    // client). Under TLS it is ready only once a whole record's
+                    // plaintext is there.
+                    r = std::future::poll_fn(|cx| self.client.stream().poll_read_ready(cx)) => {
+                        r?;
+                        break;
                     }
                     _ = boxed_sleep(&mut idle_timer), if idle_timer.is_some() => {
                         return Err(ClientError::IdleTimeout(idle_timeout));
