@@ -307,3 +307,32 @@ fn end_point_hash_follows_the_certificate_signature_algorithm() {
     // Garbage: SHA-256 of whatever it is, no panic.
     assert_eq!(tls_server_end_point(&[0x30, 0x85, 0xff]).len(), 32);
 }
+
+/// The memo answers what the derivation would, for repeats and for near misses (another
+/// salt, iteration count or password), and stays bounded.
+#[test]
+fn remembered_salted_passwords_match_the_derivation() {
+    let cases: [(&str, &[u8], u32); 4] = [
+        ("pencil", b"salt-one", 64),
+        ("pencil", b"salt-two", 64),
+        ("pencil", b"salt-one", 63),
+        ("pencil!", b"salt-one", 64),
+    ];
+    for (password, salt, iterations) in cases {
+        let derived = derive_salted_password(password, salt, iterations);
+        assert_eq!(salted_password(password, salt, iterations), derived);
+        assert_eq!(
+            salted_password(password, salt, iterations),
+            derived,
+            "remembered"
+        );
+    }
+    for i in 0..2 * SALTED_MEMO as u32 {
+        salted_password("p", &i.to_be_bytes(), 2);
+    }
+    assert_eq!(
+        salted_password("pencil", b"salt-one", 64),
+        derive_salted_password("pencil", b"salt-one", 64),
+        "forgotten and derived again"
+    );
+}
