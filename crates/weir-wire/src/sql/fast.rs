@@ -7,7 +7,8 @@
 //! every simple-protocol query, and the general walk was a third of the proxy's
 //! instructions per pgbench transaction.
 
-use super::{is_space, Fingerprint, FNV_OFFSET, FNV_PRIME, MAX_SCAN};
+use super::lex::is_space;
+use super::normalize::{Fingerprint, FNV_OFFSET, FNV_PRIME, MAX_SCAN};
 
 /// The fingerprint of `sql` if it uses only the simple subset; see the module docs.
 pub(super) fn fingerprint(sql: &[u8]) -> Option<Fingerprint> {
@@ -97,7 +98,7 @@ pub(super) fn fingerprint(sql: &[u8]) -> Option<Fingerprint> {
             }
             b'=' | b'<' | b'>' | b'*' => {
                 // One-byte operators only; `<=`, `*/`, `=-1` and the like go the long way.
-                if sql.get(i + 1).is_some_and(|&c| super::is_op_char(c)) {
+                if sql.get(i + 1).is_some_and(|&c| super::lex::is_op_char(c)) {
                     return None;
                 }
                 i += 1;
@@ -169,7 +170,7 @@ fn quoted_end(sql: &[u8], start: usize, quote: u8) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{fingerprint_general, Fingerprint};
+    use super::super::normalize::{fingerprint_general, Fingerprint};
     use proptest::prelude::*;
 
     fn same(sql: &[u8]) -> Option<Fingerprint> {
