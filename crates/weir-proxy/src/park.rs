@@ -514,7 +514,8 @@ mod tests {
         let mut clients = clients;
         drop(clients.pop()); // the third leaves during its grace
         let (idle, busy) = (&clients[0], &clients[1]);
-        std::thread::sleep(Duration::from_millis(2)); // a later state timestamp
+        // A later state timestamp: the coarse clock ticks every few milliseconds.
+        std::thread::sleep(Duration::from_millis(25));
         busy.info().set_state(ClientState::Active);
         busy.info().set_state(ClientState::Idle);
 
