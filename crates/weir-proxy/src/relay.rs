@@ -356,6 +356,9 @@ impl Relay {
                 && std::mem::take(&mut self.park_at_once)
                 && self.client.is_plain()
             {
+                // What login left in the buffers is not needed to wait: during a burst
+                // of logins every client in its grace holds only its session.
+                self.release_buffers();
                 self.shared
                     .parking
                     .park_soon(&self.shared, self.handle.info());
