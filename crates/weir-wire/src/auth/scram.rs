@@ -208,10 +208,11 @@ const SALTED_MEMO: usize = 64;
 
 /// `Hi(Normalize(password), salt, i)`: PBKDF2-HMAC-SHA-256 with one 32-byte block,
 /// remembered by a digest of its inputs. A pool logs in to its server with the same
-/// password and gets the same salt at every connect, and 4096 rounds cost ~29 million
-/// instructions (~10 ms of CPU) each time: a pool that grows under load paid that per
-/// connection. PgBouncer keeps the derived keys likewise. The memo holds digests, never
-/// a password.
+/// password and gets the same salt at every connect, and 4096 rounds cost the proxy
+/// ~0.45 ms of CPU each time (744 vs 288 µs per server connection measured here, with
+/// SHA extensions; ~29 million instructions without): a pool that grows under load paid
+/// that per connection. PgBouncer keeps the derived keys likewise. The memo holds
+/// digests, never a password.
 fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     type Memo = std::sync::Mutex<std::collections::VecDeque<([u8; 32], [u8; 32])>>;
     static MEMO: Memo = std::sync::Mutex::new(std::collections::VecDeque::new());
