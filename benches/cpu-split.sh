@@ -91,21 +91,23 @@ pgbench_run() { # PORT SECONDS: prints transactions processed
 # user and system ticks of a process
 ticks() { awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
 
-# one_run NAME REP: appends "user_us sys_us kernel% wake%" per transaction to RES[NAME]
+# one_run NAME REP: appends "user_us sys_us kernel% wake%" per transaction to RES[NAME].
+# The CPU times come from a run without perf (sampling with call graphs costs the
+# sampled process time of its own, more for deeper stacks); the shares from a second
+# run under perf.
 declare -A RES=()
 one_run() {
-    local name=$1 rep=$2 pid=${PIDOF[$1]} port=${PORTOF[$1]} u0 s0 u1 s1 n ppid="" split="- -"
+    local name=$1 rep=$2 pid=${PIDOF[$1]} port=${PORTOF[$1]} u0 s0 u1 s1 n ppid split="- -"
     pgbench_run "$port" 2 >/dev/null # warm: pool open, statements cached
     read -r u0 s0 < <(ticks "$pid")
+    n=$(pgbench_run "$port" "$SECONDS_PER_RUN")
+    read -r u1 s1 < <(ticks "$pid")
     if ((PERF)); then
         # The middle of the run: no start-up or wind-down in the profile.
         (sleep 1 && exec perf record -q -g -o "$WORK/$name.$rep.perf" -p "$pid" -- sleep $((SECONDS_PER_RUN - 2))) \
             >/dev/null 2>&1 &
         ppid=$!
-    fi
-    n=$(pgbench_run "$port" "$SECONDS_PER_RUN")
-    read -r u1 s1 < <(ticks "$pid")
-    if [[ -n $ppid ]]; then
+        pgbench_run "$port" "$SECONDS_PER_RUN" >/dev/null
         wait "$ppid" || true
         # Kernel samples, and those where the kernel re-enables interrupts after a
         # wake-up or finishes a context switch (where a VM's wake-up IPIs and switches
