@@ -7,7 +7,9 @@
 # when the code does.
 #
 # Usage: benches/hotpath.sh [pgweir-binary ...]    (default: target/release/pgweir)
-# Knobs: TXNS=4000 (transactions per run), MODES="simple extended", CLIENTS=4,
+# Knobs: TXNS=4000 (transactions per run), MODES="simple extended" (pgbench -M values,
+#        and "login": pgbench -C, so each transaction is a connect, a SCRAM login with
+#        the stored verifier, one SELECT and a close), CLIENTS=4,
 #        PGBOUNCER=1 (0 skips it), CG_DIR= (keep the callgrind files there, for
 #        callgrind_annotate, and the strace -c tables), PG_BIN as for e2e.sh.
 # Output: one markdown table on stdout; progress on stderr. Instructions are "a run
@@ -44,8 +46,9 @@ PGPASSWORD=$PASSWORD "$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U 
 
 # run_pgbench PORT MODE: the fixed workload; prints transactions processed.
 run_pgbench() {
-    local per_client=$((TXNS / CLIENTS))
-    PGPASSWORD=$PASSWORD "$PG_BIN/pgbench" -n -S -M "$2" -c "$CLIENTS" -j 2 -t "$per_client" \
+    local per_client=$((TXNS / CLIENTS)) how=(-M "$2")
+    [[ $2 == login ]] && how=(-C -M simple)
+    PGPASSWORD=$PASSWORD "$PG_BIN/pgbench" -n -S "${how[@]}" -c "$CLIENTS" -j 2 -t "$per_client" \
         -h 127.0.0.1 -p "$1" -U "$USER_NAME" bench 2>&1 |
         sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p'
 }
