@@ -151,7 +151,7 @@ pub fn startup(data: &[u8]) {
 /// classification (`features.rs`) and the `SET pgweir.priority` reader.
 ///
 /// Checked against PostgreSQL's rules, not only for panics: between two tokens lies
-/// exactly what PostgreSQL skips ([`pg_skip_trivia`]), the first-keyword fast path skips
+/// exactly what PostgreSQL skips (`pg_skip_trivia`), the first-keyword fast path skips
 /// the same, and the classification's fast path (which skips lexing most queries)
 /// decides as lexing would. A statement hidden from the classification runs on the
 /// server untracked: its settings leak to the next client, its LISTEN never pins.

@@ -246,7 +246,7 @@ impl QueryStats {
 const BATCH: usize = 16;
 
 /// One session's executions not yet in the store: the store's shard lock is taken once
-/// per [`BATCH`] executions of a fingerprint, not per query. The first execution of a
+/// per `BATCH` executions of a fingerprint, not per query. The first execution of a
 /// fingerprint goes to the store at once (with its text, for a new entry); the session
 /// flushes the rest when the batch is full, when its fingerprint changes, and when it
 /// parks or ends, so `SHOW QUERIES` lags a busy client by at most 15 executions.

@@ -2,7 +2,7 @@
 //! the client and server frame walkers the relay runs on every byte, set up the way a
 //! session sets them up, but fed from a byte string instead of sockets.
 //!
-//! Input layout (first byte = [`Setup`] flags, see there):
+//! Input layout (first byte = `Setup` flags, see there):
 //! - [`scan_client`]: `flags, chunk, client bytes...`: the client bytes arrive in
 //!   reads of `chunk` bytes (0 = all at once), as the relay would see them.
 //! - [`conversation`]: `flags, then records of (direction, len, len bytes)`: direction
@@ -260,7 +260,7 @@ fn check_stream(mut stream: &[u8], streamed: &[u8], whom: &str) {
     }
 }
 
-/// Client bytes through [`Conversation::scan_client`]: `flags, chunk, bytes...`.
+/// Client bytes through `Conversation::scan_client`: `flags, chunk, bytes...`.
 pub fn scan_client(data: &[u8]) {
     let [flags, chunk, rest @ ..] = data else {
         return;

@@ -1,7 +1,7 @@
 //! The pools: one per (database, user), created on the first login, each with a manager
 //! that knows how to open and log in a server connection for it. `RELOAD` applies a
 //! new configuration to the pools in place ([`Pools::apply_config`]); the per-database
-//! admin commands (`PAUSE`, `DISABLE`, ...) live in [`crate::control`].
+//! admin commands (`PAUSE`, `DISABLE`, ...) live in `crate::control`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

@@ -1,11 +1,11 @@
 //! One client connection from accept to close: the startup packet, authentication, the
-//! login greeting, then the relay loop (see [`crate::relay`]) or the admin console;
+//! login greeting, then the relay loop (see `crate::relay`) or the admin console;
 //! errors end in a FATAL ErrorResponse the client can read.
 //!
 //! Log lines name the client in a `client` field (`db/user@addr:port`), and PgBouncer's
 //! `login attempt` / `closing because` lines are logged when `log_connections` /
 //! `log_disconnections` are on. A logged-in client that idles parks
-//! ([`crate::park`]): its task ends and [`relay_phase`] runs again when it speaks.
+//! ([`crate::park`]): its task ends and `relay_phase` runs again when it speaks.
 
 mod checkout;
 mod login;

@@ -3,10 +3,10 @@
 //!
 //! - [`ini`] reads the file the way PgBouncer does (sections, comments, `%include`);
 //! - [`connstr`] parses `[databases]` and `[users]` connection strings;
-//! - [`settings`] maps every `[pgbouncer]` setting, or says why it is not needed or
+//! - `settings` maps every `[pgbouncer]` setting, or says why it is not needed or
 //!   not supported, in PgBouncer's units (seconds, possibly fractional);
-//! - [`databases`] maps `[databases]` and `[users]`;
-//! - [`toml_out`] writes the result with a comment naming each value's origin.
+//! - `databases` maps `[databases]` and `[users]`;
+//! - `toml_out` writes the result with a comment naming each value's origin.
 //!
 //! Where PgBouncer's default differs from pgweir's (`pool_mode`, `max_client_conn`,
 //! `auth_type`, where to listen), the imported file states PgBouncer's value, so the
