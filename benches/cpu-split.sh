@@ -64,21 +64,7 @@ declare -A PIDOF=([pgweir]=$!) PORTOF=([pgweir]=$PORT)
 KILL_PIDS+=("${PIDOF[pgweir]}")
 wait_port "$PORT" "${PIDOF[pgweir]}" 60 || die "pgweir did not start: $(tail -n 5 "$WORK/pgweir.log")"
 free_port PORT
-cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PORT
-unix_socket_dir =
-auth_type = md5
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 500
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-EOF
+lib_pgbouncer_ini md5 20 500
 lib_run_pgbouncer
 PIDOF[pgbouncer]=$PID
 PORTOF[pgbouncer]=$PORT

@@ -77,24 +77,8 @@ EOF
 
 start_pgbouncer() {
     free_port PORT
-    cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PORT
-listen_backlog = 4096
-unix_socket_dir =
-auth_type = $AUTH
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = 4
-max_client_conn = $((MAX_IDLE + 100))
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-EOF
+    lib_pgbouncer_ini "$AUTH" 4 $((MAX_IDLE + 100)) "listen_backlog = 4096" \
+        "log_connections = 0" "log_disconnections = 0"
     lib_run_pgbouncer
     MEASURED=$PID
 }

@@ -184,6 +184,24 @@ pg_running() { PSQL_TIMEOUT=10 psql_super -d postgres -c 'SELECT 1' >/dev/null 2
 
 # lib_run_pgbouncer: starts PgBouncer (daemonized, as postgres) on $WORK/pgbouncer.ini,
 # whose pidfile must be $WORK/pgbouncer.pid and whose port is $PORT; sets PID.
+# lib_pgbouncer_ini AUTH POOL MAX_CLIENTS [SETTING = VALUE ...]: writes
+# $WORK/pgbouncer.ini for database bench on $PG_PORT, listening on 127.0.0.1:$PORT in
+# transaction mode, clients checked against $WORK/userlist.txt with AUTH; extra
+# [pgbouncer] settings follow, one per argument.
+lib_pgbouncer_ini() {
+    local auth=$1 pool=$2 max_clients=$3
+    shift 3
+    {
+        printf '[databases]\nbench = host=127.0.0.1 port=%s dbname=bench\n[pgbouncer]\n' "$PG_PORT"
+        printf '%s\n' "listen_addr = 127.0.0.1" "listen_port = $PORT" "unix_socket_dir =" \
+            "auth_type = $auth" "auth_file = $WORK/userlist.txt" "pool_mode = transaction" \
+            "default_pool_size = $pool" "max_client_conn = $max_clients" \
+            "logfile = $WORK/pgbouncer.log" "pidfile = $WORK/pgbouncer.pid" "$@"
+    } >"$WORK/pgbouncer.ini"
+}
+
+# lib_run_pgbouncer: starts PgBouncer on $WORK/pgbouncer.ini (as postgres when root)
+# and waits for $PORT; sets PID.
 lib_run_pgbouncer() {
     ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini"
     rm -f "$WORK/pgbouncer.pid"

@@ -64,23 +64,7 @@ start_target() {
         PORT=$PG_PORT
         ;;
     pgbouncer)
-        cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $PORT
-unix_socket_dir =
-auth_type = $auth
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = 4
-max_client_conn = 200
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-EOF
+        lib_pgbouncer_ini "$auth" 4 200 "log_connections = 0" "log_disconnections = 0"
         lib_run_pgbouncer
         ;;
     pgweir*)
