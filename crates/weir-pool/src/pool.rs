@@ -1,4 +1,5 @@
-//! The pool handle and checkout: idle connection, else a new one, else wait.
+//! The pool handle and its shared state, and checkin; a checkout (idle connection, else
+//! a new one, else wait) is in `acquire`.
 //!
 //! Every path that gives something back (checkin, a failed connect, a waiter that
 //! gave up holding a grant) goes through [`State::route`] under the lock and
@@ -10,16 +11,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::guard::PooledConnection;
 use crate::metrics::PoolMetrics;
-use crate::queue::WaiterId;
 use crate::request::Checkout;
 use crate::servers::{ServerRegistry, ServerState};
 use crate::state::{Conn, Grant, Route, State};
 use crate::{ManageConnection, PoolError, PoolSettings, PoolStats};
+
+mod acquire;
+
+pub(crate) use acquire::Opener;
 
 type Result<T, M> = std::result::Result<T, PoolError<<M as ManageConnection>::Error>>;
 
@@ -42,23 +46,6 @@ pub(crate) struct Inner<M: ManageConnection> {
     pub(crate) servers: Arc<ServerRegistry>,
     /// `true` while paused; checkouts that find the pool paused wait for `false`.
     pub(crate) gate: watch::Sender<bool>,
-}
-
-/// What a checkout does once it has left the lock.
-enum Step<C> {
-    /// Probe and use this idle connection (already counted as active).
-    Idle(Conn<C>),
-    /// Open a new connection in the slot reserved for us.
-    Connect(Duration),
-    /// The pool is paused: wait for `resume` (or `close`), then try again.
-    Paused(watch::Receiver<bool>, Option<Duration>, WaiterId),
-    /// Wait for a grant.
-    Wait {
-        id: WaiterId,
-        rx: oneshot::Receiver<Grant<C>>,
-        wait_timeout: Option<Duration>,
-        connect_timeout: Duration,
-    },
 }
 
 impl<M: ManageConnection> Clone for Pool<M> {
@@ -331,309 +318,5 @@ impl<M: ManageConnection> Inner<M> {
             }
         };
         self.finish(route);
-    }
-
-    async fn acquire(&self, start: Instant, req: &Checkout) -> Result<Conn<M::Connection>, M> {
-        // Set after dropping a dead idle connection whose slot we still hold.
-        let mut dropped_dead = false;
-        loop {
-            let step = {
-                let mut st = self.lock();
-                if dropped_dead {
-                    // Every path below returns or sets it again.
-                    st.active -= 1;
-                }
-                if st.closed {
-                    return Err(PoolError::Closed);
-                }
-                if st.paused {
-                    let id = st.paused_waiters.push(req.class, start, ());
-                    Step::Paused(self.gate.subscribe(), st.settings.wait_timeout, id)
-                } else if let Some(conn) = st
-                    .may_take(req.class, st.active + st.connecting)
-                    .then(|| st.idle.pop_back())
-                    .flatten()
-                {
-                    st.add_active();
-                    Step::Idle(conn)
-                } else {
-                    let room = st.has_room() && st.may_take(req.class, st.active + st.connecting);
-                    let backoff = if room {
-                        st.login_backoff(Instant::now())
-                    } else {
-                        None
-                    };
-                    match backoff {
-                        None if room => {
-                            st.connecting += 1;
-                            Step::Connect(st.settings.connect_timeout)
-                        }
-                        // The last login failed and nothing open could come back: fail fast.
-                        Some(backoff) if st.total() == 0 => {
-                            return Err(PoolError::LoginRetry(backoff));
-                        }
-                        // Full, or backing off a failed login with connections open: wait,
-                        // unless the wait is known to be hopeless.
-                        _ => {
-                            let shed = match st.admit_waiter(req) {
-                                Ok(shed) => shed,
-                                Err(reason) => {
-                                    drop(st);
-                                    self.metrics.shed.fetch_add(1, Relaxed);
-                                    return Err(PoolError::Shed { reason });
-                                }
-                            };
-                            if let Some((tx, reason)) = shed {
-                                // A less important waiter makes room: it gives up now.
-                                self.metrics.shed.fetch_add(1, Relaxed);
-                                let _ = tx.send(Grant::Shed(reason));
-                            }
-                            let (tx, rx) = oneshot::channel();
-                            let id = st.waiters.push(req.class, start, tx);
-                            Step::Wait {
-                                id,
-                                rx,
-                                wait_timeout: st.settings.wait_timeout,
-                                connect_timeout: st.settings.connect_timeout,
-                            }
-                        }
-                    }
-                }
-            };
-            match step {
-                Step::Idle(mut conn) => {
-                    if self.manager.is_alive(&mut conn.raw) {
-                        return Ok(conn);
-                    }
-                    tracing::debug!("closing dead idle server connection found at checkout");
-                    drop(conn);
-                    self.metrics.closed.fetch_add(1, Relaxed);
-                    dropped_dead = true;
-                }
-                Step::Connect(connect_timeout) => {
-                    return self.open(connect_timeout, Opener::Checkout).await
-                }
-                Step::Paused(mut gate, wait_timeout, id) => {
-                    let _leave = PausedGuard { inner: self, id };
-                    // PgBouncer keeps applying query_wait_timeout to clients held by PAUSE.
-                    let resumed = gate.wait_for(|paused| !*paused);
-                    match wait_timeout {
-                        Some(limit) => {
-                            let left = limit.saturating_sub(start.elapsed());
-                            if tokio::time::timeout(left, resumed).await.is_err() {
-                                self.metrics.wait_timeouts.fetch_add(1, Relaxed);
-                                return Err(PoolError::Timeout(limit));
-                            }
-                        }
-                        None => {
-                            let _ = resumed.await;
-                        }
-                    }
-                }
-                Step::Wait {
-                    id,
-                    rx,
-                    wait_timeout,
-                    connect_timeout,
-                } => {
-                    return match self.wait(id, rx, wait_timeout).await? {
-                        Grant::Conn(conn) => Ok(conn),
-                        Grant::Slot => self.open(connect_timeout, Opener::Checkout).await,
-                        Grant::Shed(reason) => Err(PoolError::Shed { reason }),
-                    };
-                }
-            }
-        }
-    }
-
-    /// Wait in the queue for a grant.
-    async fn wait(
-        &self,
-        id: WaiterId,
-        rx: oneshot::Receiver<Grant<M::Connection>>,
-        wait_timeout: Option<Duration>,
-    ) -> Result<Grant<M::Connection>, M> {
-        let mut guard = WaitGuard {
-            inner: self,
-            id,
-            rx,
-            armed: true,
-        };
-        let started = Instant::now();
-        // PgBouncer's reserve pool: after reserve_timeout in the queue, the pool may
-        // open up to reserve_size connections beyond its size (see sizing.rs).
-        let reserve_after = {
-            let st = self.lock();
-            (st.settings.reserve_size > 0).then_some(st.settings.reserve_timeout)
-        };
-        if let Some(after) = reserve_after.filter(|a| wait_timeout.is_none_or(|l| *a < l)) {
-            if let Ok(received) = tokio::time::timeout(after, &mut guard.rx).await {
-                guard.armed = false;
-                return received.map_err(|_| PoolError::Closed);
-            }
-            self.open_reserve();
-        }
-        let received = match wait_timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit.saturating_sub(started.elapsed()), &mut guard.rx)
-                    .await
-                {
-                    Ok(received) => received,
-                    Err(_elapsed) => {
-                        guard.armed = false;
-                        guard.rx.close();
-                        // A grant sent just before the close is ours: use it rather than bounce it.
-                        if let Ok(grant) = guard.rx.try_recv() {
-                            return Ok(grant);
-                        }
-                        self.lock().waiters.remove(id);
-                        self.metrics.wait_timeouts.fetch_add(1, Relaxed);
-                        return Err(PoolError::Timeout(limit));
-                    }
-                }
-            }
-            None => (&mut guard.rx).await,
-        };
-        guard.armed = false;
-        // The sender is only dropped unsent by `close`.
-        received.map_err(|_| PoolError::Closed)
-    }
-
-    /// Open a connection in a slot already counted in `connecting`. On success
-    /// the connection is counted as active; on failure the slot is freed.
-    pub(crate) async fn open(
-        &self,
-        connect_timeout: Duration,
-        opener: Opener,
-    ) -> Result<Conn<M::Connection>, M> {
-        let mut slot = SlotGuard {
-            inner: self,
-            armed: true,
-        };
-        // A reconnect while this connect runs makes it stale at once.
-        let generation = self.lock().generation;
-        // Boxed: a connect (TCP, TLS, authentication) is a big future, and inline it would
-        // size every checkout's future, which each idle client session keeps.
-        let result = tokio::time::timeout(connect_timeout, Box::pin(self.manager.connect())).await;
-        slot.armed = false;
-        let now = Instant::now();
-        let backs_off;
-        let err = match result {
-            Ok(Ok(raw)) => {
-                self.metrics.connects.fetch_add(1, Relaxed);
-                let label = self.manager.describe(&raw);
-                let conn = Conn {
-                    raw,
-                    created: now,
-                    last_used: now,
-                    ticket: self
-                        .servers
-                        .register(generation, label, ServerState::Active),
-                };
-                let closed = {
-                    let mut st = self.lock();
-                    st.last_connect_failure = None;
-                    st.connecting -= 1;
-                    match opener {
-                        Opener::Checkout => st.add_active(),
-                        // Not demand: a warmed connection must not read as a busy one
-                        // to the scaling engine (it would see a pool of 2 with one
-                        // client as full).
-                        Opener::Warm => st.active += 1,
-                    }
-                    st.closed
-                };
-                if closed {
-                    self.finish(Route::Close(conn));
-                    return Err(PoolError::Closed);
-                }
-                return Ok(conn);
-            }
-            Ok(Err(e)) => {
-                backs_off = self.manager.backs_off(Some(&e));
-                PoolError::Connect(e)
-            }
-            Err(_elapsed) => {
-                backs_off = self.manager.backs_off(None);
-                PoolError::ConnectTimeout(connect_timeout)
-            }
-        };
-        self.metrics.connect_errors.fetch_add(1, Relaxed);
-        tracing::debug!(error = %err, "server connect failed");
-        let route = {
-            let mut st = self.lock();
-            if backs_off {
-                st.last_connect_failure = Some(now);
-            }
-            st.route(Grant::Slot)
-        };
-        self.finish(route);
-        Err(err)
-    }
-}
-
-/// Leaves the queue, or returns a grant that arrived, if a waiting checkout is
-/// dropped.
-struct WaitGuard<'a, M: ManageConnection> {
-    inner: &'a Inner<M>,
-    id: WaiterId,
-    rx: oneshot::Receiver<Grant<M::Connection>>,
-    armed: bool,
-}
-
-impl<M: ManageConnection> Drop for WaitGuard<'_, M> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        // After `close`, a send either already happened (and `try_recv` gets it)
-        // or will fail and the sender re-routes the grant.
-        self.rx.close();
-        match self.rx.try_recv() {
-            Ok(grant) => {
-                let route = self.inner.lock().route(grant);
-                self.inner.finish(route);
-            }
-            Err(_) => {
-                self.inner.lock().waiters.remove(self.id);
-            }
-        }
-    }
-}
-
-/// Takes a checkout held by `PAUSE` off the books however its wait ends.
-struct PausedGuard<'a, M: ManageConnection> {
-    inner: &'a Inner<M>,
-    id: WaiterId,
-}
-
-impl<M: ManageConnection> Drop for PausedGuard<'_, M> {
-    fn drop(&mut self) {
-        self.inner.lock().paused_waiters.remove(self.id);
-    }
-}
-
-/// Who opens a server connection: a checkout that will hold it, or maintenance keeping
-/// the pool warm (which is not demand, so it does not count toward peak activity).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Opener {
-    /// A checkout that gets the connection.
-    Checkout,
-    /// Maintenance opening ahead of need.
-    Warm,
-}
-
-/// Frees a reserved connect slot if the connecting future is dropped.
-struct SlotGuard<'a, M: ManageConnection> {
-    inner: &'a Inner<M>,
-    armed: bool,
-}
-
-impl<M: ManageConnection> Drop for SlotGuard<'_, M> {
-    fn drop(&mut self) {
-        if self.armed {
-            let route = self.inner.lock().route(Grant::Slot);
-            self.inner.finish(route);
-        }
     }
 }
