@@ -187,3 +187,50 @@ async fn max_user_connections_caps_a_users_pools_across_databases() {
         "{MD5_USER}'s max_user_connections = 1 but saw {md5}"
     );
 }
+
+/// A connection closed while a connect waits for the budget gives its share back only
+/// when its backend has exited: seen from the new connection itself, PostgreSQL never
+/// counts more of the user's backends than the limit. The closed backend is made slow
+/// to exit (it drops many temporary tables on the way out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_holds_its_budget_until_the_backend_exits() {
+    let mut config = config(&format!(
+        "pool_mode = \"transaction\"\nserver_reset_query = \"\"\nmax_user_connections = 1\n\
+         query_wait_timeout = \"20s\"\n[users.{SCRAM_USER}]\npassword = \"{SCRAM_PASSWORD}\"\n"
+    ));
+    let mut other = config.databases[APP_DB].clone();
+    other.dbname = Some(APP_DB.to_owned());
+    config.databases.insert("app2".to_owned(), other);
+    let proxy = start_proxy(config).await;
+    let waiting = connect(&proxy.url(SCRAM_USER, SCRAM_PASSWORD, "app2"))
+        .await
+        .expect("login to app2");
+    let leaving = connect(&proxy.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB))
+        .await
+        .expect("login to app");
+    // Temporary tables pin `leaving` to its server connection; with no reset query
+    // the connection is closed when the client goes, and its backend drops them all.
+    leaving
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..1500 LOOP \
+             EXECUTE format('CREATE TEMP TABLE t%s (a int)', i); END LOOP; END $$",
+        )
+        .await
+        .expect("temp tables created");
+    drop(leaving);
+    let rows = waiting
+        .simple_query(&format!(
+            "select count(*) from pg_stat_activity where usename = '{SCRAM_USER}'"
+        ))
+        .await
+        .expect("query runs once the budget is free");
+    let n = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(
+        n.as_deref(),
+        Some("1"),
+        "max_user_connections = 1, but PostgreSQL counted more of the user's backends"
+    );
+}

@@ -18,6 +18,8 @@ use crate::stream::Stream;
 use crate::tls::ServerTls;
 use weir_wire::startup::put_startup_message;
 
+mod farewell;
+
 /// Largest message accepted from a server during login (errors, parameter lists).
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
