@@ -2,7 +2,9 @@
 //! sidecar's application reaches it without loopback TCP. Real clients over the socket
 //! (tokio-postgres with `host=<dir>`, psql), clients sharing server connections in
 //! transaction mode, `SHOW CLIENTS` naming them `unix`, the file's mode, its removal at
-//! exit, and `local` lines of an `auth_hba_file` that match only the socket.
+//! exit, and `local` lines of an `auth_hba_file` that match only the socket. And the
+//! server side: a database whose `host` is PostgreSQL's socket directory is reached
+//! over that socket, cancels included, and `SHOW SERVERS` says `unix`.
 
 mod admin_support;
 
@@ -14,7 +16,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 use weir_config::{AuthType, PoolMode};
 use weir_tests::pg::psql_output;
-use weir_tests::{APP_DB, SCRAM_PASSWORD, SCRAM_USER};
+use weir_tests::{shared_cluster, APP_DB, SCRAM_PASSWORD, SCRAM_USER};
 
 /// tokio-postgres over the Unix socket in `dir` for `port`.
 async fn connect_unix(
@@ -136,5 +138,70 @@ async fn local_hba_lines_match_the_unix_socket_and_only_it() {
         "{}",
         db.message()
     );
+    pgweir.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_directory_host_reaches_postgresql_over_its_unix_socket() {
+    let pg = shared_cluster();
+    let mut config = admin_config(PoolMode::Transaction, 2);
+    let db = config.databases.get_mut(APP_DB).expect("app database");
+    db.host = pg.socket_dir().to_str().expect("UTF-8 path").to_owned();
+    db.port = pg.port();
+    let pgweir = start(config, None).await;
+    let (client, connection) = tokio_postgres::connect(&pgweir.app_url(), NoTls)
+        .await
+        .expect("login");
+    tokio::spawn(connection);
+
+    // PostgreSQL sees the connection come over its socket: no client address.
+    let row = client
+        .query_one(
+            "select client_addr is null from pg_stat_activity where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("query over the socket");
+    assert!(row.get::<_, bool>(0), "the server connection is not TCP");
+
+    let servers = table(&pgweir.admin_url(), "SHOW SERVERS");
+    assert_eq!(
+        servers.get("database", APP_DB, "addr").as_deref(),
+        Some("unix")
+    );
+    assert_eq!(
+        servers.get("database", APP_DB, "port"),
+        Some(pg.port().to_string())
+    );
+
+    // A cancel goes to the backend over the same socket.
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(20)").await });
+    let running = async {
+        for _ in 0..200 {
+            let n = pg
+                .psql(
+                    "postgres",
+                    "select count(*) from pg_stat_activity where query = 'select pg_sleep(20)' \
+                     and state = 'active'",
+                )
+                .expect("superuser psql");
+            if n.trim() == "1" {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(running.await, "the query started");
+    let started = std::time::Instant::now();
+    token.cancel_query(NoTls).await.expect("cancel sent");
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), sleeper)
+        .await
+        .expect("the query ends well before pg_sleep(20)")
+        .expect("task")
+        .expect_err("the query was cancelled");
+    assert_eq!(err.code(), Some(&SqlState::QUERY_CANCELED));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     pgweir.stop().await;
 }

@@ -242,10 +242,12 @@ impl AdminBackend for Admin {
         for e in self.handle.pools() {
             let key = Arc::as_ptr(&e) as usize;
             for s in e.pool.servers() {
-                let (addr, port) = s
-                    .label
-                    .remote
-                    .map_or((String::new(), 0), |a| (a.ip().to_string(), a.port()));
+                // PgBouncer shows a Unix-socket server as addr `unix` and its port.
+                let (addr, port) = match (s.label.remote, s.label.unix_port) {
+                    (Some(a), _) => (a.ip().to_string(), a.port()),
+                    (None, Some(port)) => ("unix".to_owned(), port),
+                    (None, None) => (String::new(), 0),
+                };
                 let (local_addr, local_port) = s
                     .label
                     .local

@@ -16,7 +16,7 @@ use crate::ConfigError;
 /// How a client connected, for matching a rule's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnType {
-    /// `local`: Unix-domain socket (pgweir has none, so it never matches).
+    /// `local`: the Unix-domain socket (`unix_socket_dir`).
     Local,
     /// `host`: any TCP connection.
     Host,

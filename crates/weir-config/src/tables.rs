@@ -12,7 +12,8 @@ use crate::{duration, PoolMode, Priority, Secret, DEFAULT_SERVER_PORT, REDACTED}
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// Server host name or IP address (one; no lists, no Unix sockets). Required.
+    /// Server host name or IP address, or a Unix socket directory (starts with `/`: the
+    /// socket is `<dir>/.s.PGSQL.<port>`). One, no lists. Required.
     pub host: String,
     /// Server port. Default 5432.
     #[serde(default = "default_server_port")]

@@ -4,9 +4,12 @@
 //! Follows libpq's URI rules where they apply to a single TCP server: `postgres://` or
 //! `postgresql://`, percent-decoding of every part, port 5432 by default, the database
 //! name defaulting to the user name, IPv6 hosts in brackets, and the query parameters
-//! `user`, `password`, `dbname` and `port` overriding the URI's parts. Host lists and
-//! Unix-domain sockets are rejected; other query parameters (`sslmode`,
-//! `application_name`, ...) are ignored. Errors never echo the URL, which holds a password.
+//! `user`, `password`, `dbname` and `port` overriding the URI's parts. A Unix-domain
+//! socket directory is a host that starts with `/`, percent-encoded in the URI
+//! (`postgres://app@%2Fvar%2Frun%2Fpostgresql/app`) or given as `?host=/dir` with the
+//! URI's host left empty, as libpq takes them. Host lists and abstract sockets (`@`) are
+//! rejected; other query parameters (`sslmode`, `application_name`, ...) are ignored.
+//! Errors never echo the URL, which holds a password.
 
 use crate::{Config, ConfigError, DatabaseConfig, Secret, DEFAULT_SERVER_PORT};
 
@@ -27,7 +30,7 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError::Url`] for a malformed URL, another scheme, no user or host, a host
-    /// list, a Unix-socket host, or a bad port. Does not validate the rest of the config.
+    /// list, an abstract-namespace socket, or a bad port. Does not validate the rest of the config.
     pub fn apply_upstream_url(&mut self, url: &str) -> Result<(), ConfigError> {
         let up = parse(url)?;
         self.databases.insert(
@@ -86,6 +89,7 @@ pub(crate) fn parse(url: &str) -> Result<Upstream, ConfigError> {
         None => DEFAULT_SERVER_PORT,
     };
     let mut dbname = decode(path, "database name")?;
+    let mut host = decode(host, "host")?;
 
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -96,6 +100,15 @@ pub(crate) fn parse(url: &str) -> Result<Upstream, ConfigError> {
             "password" => password = Some(value()?),
             "dbname" => dbname = value()?,
             "port" => port = parse_port(&value()?)?,
+            // libpq's way to name a socket directory: postgres://user@/db?host=/dir
+            "host" if host.is_empty() && v.starts_with(['/', '%']) => {
+                host = value()?;
+                if host.contains(',') {
+                    return Err(url_err(
+                        "host lists (several comma-separated hosts) are not supported; give exactly one host",
+                    ));
+                }
+            }
             "host" | "hostaddr" => {
                 return Err(url_err(format!(
                     "the `{key}` query parameter is not supported; \
@@ -107,15 +120,15 @@ pub(crate) fn parse(url: &str) -> Result<Upstream, ConfigError> {
         }
     }
 
-    let host = decode(host, "host")?;
     if host.is_empty() {
         return Err(url_err(
-            "a host is required (Unix-domain sockets are not supported)",
+            "a host is required: a TCP host name or address, or a Unix socket directory \
+             (postgres://user@%2Fvar%2Frun%2Fpostgresql/db or ?host=/var/run/postgresql)",
         ));
     }
-    if host.starts_with('/') || host.starts_with('@') {
+    if host.starts_with('@') {
         return Err(url_err(
-            "Unix-domain socket hosts are not supported; give a TCP host name or address",
+            "abstract-namespace Unix sockets (@name) are not supported; give a socket directory or a TCP host",
         ));
     }
     if user.is_empty() {

@@ -220,10 +220,11 @@ impl Config {
                 "host lists are not supported; give one host name or address",
             ));
         }
-        if db.host.starts_with('/') || db.host.starts_with('@') {
+        if db.host.starts_with('@') {
             return Err(Problem::new(
                 &at("host"),
-                "Unix-domain sockets are not supported; give a TCP host name or address",
+                "abstract-namespace Unix sockets (@name) are not supported; give a socket \
+                 directory (/var/run/postgresql) or a TCP host name or address",
             ));
         }
         if db.port == 0 {

@@ -71,7 +71,17 @@ fn query_parameters() {
         c.users["bob"].password.as_ref().map(Secret::as_str),
         Some("s&cret")
     );
+    // A second host beside the URI's is not; a socket directory for an empty one is.
     assert!(url_error("postgres://u@h/db?host=/tmp").contains("`host` query parameter"));
+    assert!(url_error("postgres://u@/db?host=h2").contains("`host` query parameter"));
+    let c = from_url("postgres://u@/db?host=/var/run/postgresql&port=5433").expect("socket dir");
+    assert_eq!(c.databases["db"].host, "/var/run/postgresql");
+    assert_eq!(c.databases["db"].port, 5433);
+    let c = from_url("postgres://u:pw@%2Ftmp:6000/db").expect("encoded socket dir");
+    assert_eq!(
+        (c.databases["db"].host.as_str(), c.databases["db"].port),
+        ("/tmp", 6000)
+    );
     assert!(url_error("postgres://u@h/db?port=x").contains("invalid port"));
 }
 
@@ -83,7 +93,8 @@ fn bad_urls() {
     assert!(url_error("postgres://u@h1,h2/db").contains("host lists"));
     assert!(url_error("postgres://u@h1:5432,h2:5432/db").contains("host lists"));
     assert!(url_error("postgres://u@/db").contains("a host is required"));
-    assert!(url_error("postgres://u@%2Ftmp/db").contains("Unix-domain socket"));
+    assert!(url_error("postgres://u@%40pg/db").contains("abstract-namespace"));
+    assert!(url_error("postgres://u@/db?host=/a,/b").contains("host lists"));
     assert!(url_error("postgres://h/db").contains("user name is required"));
     assert!(url_error("postgres://u@h:99999/db").contains("invalid port"));
     assert!(url_error("postgres://u@h:0/db").contains("invalid port"));

@@ -18,8 +18,10 @@ use std::time::SystemTime;
 pub struct ConnLabel {
     /// The server process id (PostgreSQL's BackendKeyData pid).
     pub backend_pid: Option<i32>,
-    /// The server's address.
+    /// The server's address (TCP).
     pub remote: Option<SocketAddr>,
+    /// Set instead for a Unix socket: the server's port, its socket file's suffix.
+    pub unix_port: Option<u16>,
     /// The local end of the connection.
     pub local: Option<SocketAddr>,
 }

@@ -233,7 +233,7 @@ mod tests {
 
     fn target() -> Arc<CancelTarget> {
         Arc::new(CancelTarget {
-            addr: "127.0.0.1:5432".parse().unwrap(),
+            addr: crate::server::ServerAddr::Tcp("127.0.0.1:5432".parse().unwrap()),
             host: "127.0.0.1".into(),
             tls: None,
             pid: 99,

@@ -1,7 +1,6 @@
 //! A connection to PostgreSQL: connect, log in as the pool's user, and the small amount
 //! of state the proxy keeps about it (backend key, reported parameters, cleanliness).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -18,7 +17,10 @@ use crate::stream::Stream;
 use crate::tls::ServerTls;
 use weir_wire::startup::put_startup_message;
 
+mod address;
 mod farewell;
+
+pub use address::{unix_socket_path, ServerAddr};
 
 /// Largest message accepted from a server during login (errors, parameter lists).
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -56,9 +58,9 @@ impl std::fmt::Debug for ServerCredential {
 /// Where and as whom to log in.
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
-    /// Host name or address.
+    /// Host name or address, or the directory of a Unix socket (starts with `/`).
     pub host: String,
-    /// TCP port.
+    /// TCP port (for a Unix socket, the suffix of its file name).
     pub port: u16,
     /// Database name on the server.
     pub dbname: String,
@@ -196,7 +198,7 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 #[derive(Clone)]
 pub struct CancelTarget {
     /// Address the connection was made to.
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// Host name the connection was made to (TLS server name).
     pub host: String,
     /// Set when the connection is encrypted: the cancel goes over TLS too, as libpq
@@ -273,22 +275,36 @@ impl ServerConn {
         credential: &ServerCredential,
         tls: Option<&Arc<ServerTls>>,
     ) -> Result<ServerConn, ServerError> {
-        let addr_text = format!("{}:{}", target.host, target.port);
+        let unix_path = unix_socket_path(&target.host, target.port);
+        let addr_text = match &unix_path {
+            Some(path) => path.display().to_string(),
+            None => format!("{}:{}", target.host, target.port),
+        };
         let io = |source| ServerError::Io {
             addr: addr_text.clone(),
             source,
         };
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(io)?;
-        tcp.set_nodelay(true).map_err(io)?;
-        let addr = tcp.peer_addr().map_err(io)?;
-        let (mut stream, tls) = match tls {
-            Some(t) => match ssl_request(tcp, &target.host, t).await.map_err(io)? {
-                (stream, true) => (stream, Some(t.clone())),
-                (stream, false) => (stream, None),
-            },
-            None => (Stream::Tcp(tcp), None),
+        let (mut stream, tls, addr) = match unix_path {
+            // libpq never asks for TLS over a Unix socket, whatever sslmode says; the
+            // server would not offer it there either.
+            Some(path) => {
+                let unix = tokio::net::UnixStream::connect(&path).await.map_err(io)?;
+                (Stream::Unix(unix), None, ServerAddr::Unix(path))
+            }
+            None => {
+                let tcp = TcpStream::connect((target.host.as_str(), target.port))
+                    .await
+                    .map_err(io)?;
+                tcp.set_nodelay(true).map_err(io)?;
+                let addr = ServerAddr::Tcp(tcp.peer_addr().map_err(io)?);
+                match tls {
+                    Some(t) => match ssl_request(tcp, &target.host, t).await.map_err(io)? {
+                        (stream, true) => (stream, Some(t.clone()), addr),
+                        (stream, false) => (stream, None, addr),
+                    },
+                    None => (Stream::Tcp(tcp), None, addr),
+                }
+            }
         };
 
         let mut out = BytesMut::with_capacity(256);
@@ -476,17 +492,20 @@ impl ServerConn {
 /// # Errors
 /// Connect or write failure.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let tcp = TcpStream::connect(target.addr).await?;
-    let mut stream = match &target.tls {
-        Some(tls) => match ssl_request(tcp, &target.host, tls).await? {
-            (stream, true) => stream,
-            (_, false) => {
-                return Err(std::io::Error::other(
-                    "server refused TLS for the cancel request",
-                ))
+    let mut stream = match (&target.addr, &target.tls) {
+        (ServerAddr::Unix(path), _) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+        (ServerAddr::Tcp(addr), Some(tls)) => {
+            let tcp = TcpStream::connect(addr).await?;
+            match ssl_request(tcp, &target.host, tls).await? {
+                (stream, true) => stream,
+                (_, false) => {
+                    return Err(std::io::Error::other(
+                        "server refused TLS for the cancel request",
+                    ))
+                }
             }
-        },
-        None => Stream::Tcp(tcp),
+        }
+        (ServerAddr::Tcp(addr), None) => Stream::Tcp(TcpStream::connect(addr).await?),
     };
     let mut buf = BytesMut::with_capacity(16 + target.key.len());
     weir_wire::startup::put_cancel_request(&mut buf, target.pid, &target.key);

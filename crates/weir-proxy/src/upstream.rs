@@ -33,9 +33,13 @@ impl Upstreams {
         }
     }
 
-    /// The upstream for `host:port`, created on first use.
+    /// The upstream for `host:port` (or a Unix socket directory's `unix:<socket file>`),
+    /// created on first use.
     pub fn get(&self, host: &str, port: u16) -> Arc<Upstream> {
-        let addr = format!("{host}:{port}");
+        let addr = match crate::server::unix_socket_path(host, port) {
+            Some(path) => crate::server::ServerAddr::Unix(path).to_string(),
+            None => format!("{host}:{port}"),
+        };
         let settings = self.settings().clone();
         self.map
             .lock()

@@ -10,10 +10,16 @@ use super::{NoteKind, Notes};
 
 /// Maps `[databases]`, `[users]`, and notes every other section.
 pub(super) fn map(entries: &[Entry], out: &mut Out, notes: &mut Notes) {
+    // PgBouncer reaches a database without `host` through its own unix_socket_dir.
+    let socket_dir = entries
+        .iter()
+        .rev()
+        .find(|e| e.section == "pgbouncer" && e.key == "unix_socket_dir")
+        .map_or("/tmp", |e| e.value.trim());
     for e in entries {
         match e.section.as_str() {
             "pgbouncer" => {}
-            "databases" => database(e, out, notes),
+            "databases" => database(e, socket_dir, out, notes),
             "users" => user(e, out, notes),
             "" => notes.push(
                 &e.at,
@@ -67,7 +73,7 @@ fn pool_mode(value: &str, at: &str, notes: &mut Notes) -> Option<&'static str> {
     }
 }
 
-fn database(e: &Entry, out: &mut Out, notes: &mut Notes) {
+fn database(e: &Entry, socket_dir: &str, out: &mut Out, notes: &mut Notes) {
     let name = e.key.as_str();
     let at = e.at.as_str();
     let comment = short(at);
@@ -187,24 +193,26 @@ fn database(e: &Entry, out: &mut Out, notes: &mut Notes) {
         }
     }
     let host = match host.as_deref().map(str::trim) {
+        None | Some("") if socket_dir.starts_with('/') => socket_dir.to_owned(),
         None | Some("") => {
             notes.push(
                 at,
                 NoteKind::Changed,
                 format!(
-                    "database {name}: no host means PgBouncer's Unix socket; pgweir connects \
-                     over TCP to 127.0.0.1 (pg_hba.conf needs a `host` line for it)"
+                    "database {name}: no host and no unix_socket_dir (PgBouncer skips such a \
+                     database); pgweir connects over TCP to 127.0.0.1"
                 ),
             );
             "127.0.0.1".to_owned()
         }
-        Some(h) if h.starts_with('/') || h.starts_with('@') => {
+        Some(h) if h.starts_with('@') => {
             notes.push(
                 at,
                 NoteKind::Changed,
                 format!(
-                    "database {name}: host={h} is a Unix socket; pgweir connects over TCP to \
-                     127.0.0.1 (pg_hba.conf needs a `host` line for it)"
+                    "database {name}: host={h} is an abstract-namespace socket, which pgweir \
+                     does not reach; it connects over TCP to 127.0.0.1 (pg_hba.conf needs a \
+                     `host` line for it)"
                 ),
             );
             "127.0.0.1".to_owned()

@@ -87,12 +87,9 @@ fn documented_database_examples() {
     let (imported, _) = run(dir.path(), ini);
     let config = Config::from_toml_str(&imported.toml, "imported").expect("loads");
     let dbs = &config.databases;
-    assert_eq!(dbs["foodb"].host, "127.0.0.1");
-    assert!(has_note(
-        &imported,
-        NoteKind::Changed,
-        "database foodb: no host"
-    ));
+    // No host: PgBouncer's own socket directory (its default, /tmp), kept a socket.
+    assert_eq!(dbs["foodb"].host, "/tmp");
+    assert!(!has_note(&imported, NoteKind::Changed, "database foodb"));
     assert_eq!(dbs["bardb"].dbname.as_deref(), Some("bazdb"));
     let forced = &dbs["forcedb"];
     assert_eq!(
@@ -269,4 +266,29 @@ fn hba_auth_query_and_limits_carry_over() {
     );
     assert!(has_note(&imported, NoteKind::Unsupported, "takes no $1"));
     Config::from_toml_str(&imported.toml, "imported").expect("still a valid config");
+}
+
+#[test]
+fn unix_socket_hosts_stay_unix_sockets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ini = "[databases]\n\
+               local = dbname=app\n\
+               explicit = host=/var/run/postgresql port=5433\n\
+               abstract = host=@pg\n\
+               [pgbouncer]\n\
+               unix_socket_dir = /run/pgb\n";
+    let (imported, _) = run(dir.path(), ini);
+    let config = Config::from_toml_str(&imported.toml, "imported").expect("loads");
+    let dbs = &config.databases;
+    assert_eq!(dbs["local"].host, "/run/pgb");
+    assert_eq!(
+        (dbs["explicit"].host.as_str(), dbs["explicit"].port),
+        ("/var/run/postgresql", 5433)
+    );
+    assert_eq!(dbs["abstract"].host, "127.0.0.1");
+    assert!(has_note(
+        &imported,
+        NoteKind::Changed,
+        "host=@pg is an abstract-namespace socket"
+    ));
 }

@@ -10,7 +10,9 @@ use weir_pool::{ConnLabel, ManageConnection, Pool};
 use weir_wire::auth::scram::ScramSecret;
 
 use crate::db_budget::DbGroup;
-use crate::server::{Fault, ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget};
+use crate::server::{
+    Fault, ServerAddr, ServerConn, ServerCredential, ServerError, ServerParams, ServerTarget,
+};
 use crate::upstream::{log_transition, Upstream};
 
 /// Opens server connections for one pool.
@@ -186,7 +188,14 @@ impl ManageConnection for ServerManager {
     fn describe(&self, conn: &Box<ServerConn>) -> ConnLabel {
         ConnLabel {
             backend_pid: Some(conn.cancel.pid),
-            remote: Some(conn.cancel.addr),
+            remote: match &conn.cancel.addr {
+                ServerAddr::Tcp(addr) => Some(*addr),
+                ServerAddr::Unix(_) => None,
+            },
+            unix_port: match &conn.cancel.addr {
+                ServerAddr::Tcp(_) => None,
+                ServerAddr::Unix(_) => Some(self.target().port),
+            },
             local: conn.stream.local_addr().ok(),
         }
     }
