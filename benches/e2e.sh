@@ -46,8 +46,10 @@
 #                         unix_socket_dir), or "tcp unix" for both, interleaved, with
 #                         a row per transport (ratios compare targets on the same
 #                         transport) and a second table of Unix/TCP ratios per
-#                         target. The proxies reach PostgreSQL over TCP either
-#                         way. Idle clients use the first transport listed.
+#                         target. Idle clients use the first transport listed.
+#   SERVER_TRANSPORT=tcp  how both proxies reach PostgreSQL: tcp (127.0.0.1) or unix
+#                         (its socket directory: pgweir's --upstream with
+#                         ?host=<dir>, PgBouncer's host=<dir>), the co-located setup
 #   UNIX=0                1 = the older spelling of TRANSPORTS=unix
 #   TLS=0                 1 = clients connect over TLS (pgbench with PGSSLMODE=require)
 #                         to every target: pgweir with client_tls_sslmode = require,
@@ -114,6 +116,8 @@ if ((UNIX)); then
     TRANSPORTS=unix
 fi
 TRANSPORTS=${TRANSPORTS:-tcp}
+SERVER_TRANSPORT=${SERVER_TRANSPORT:-tcp}
+has "$SERVER_TRANSPORT" "tcp unix" || die "SERVER_TRANSPORT: '$SERVER_TRANSPORT' is not tcp or unix"
 for t in $TRANSPORTS; do has "$t" "tcp unix" || die "TRANSPORTS: '$t' is not tcp or unix"; done
 # libpq ignores sslmode on Unix sockets, so with TLS=1 the unix runs would be
 # plaintext while the report calls the whole run TLS.
@@ -323,10 +327,20 @@ if ((TLS)); then
     log "TLS: clients connect with sslmode=require to every target"
 fi
 
+# Where the proxies find PostgreSQL (SERVER_TRANSPORT).
+if [[ $SERVER_TRANSPORT == unix ]]; then
+    UPSTREAM_URL="postgres://bench:bench@/bench?host=$WORK&port=$PG_PORT"
+    BOUNCER_SERVER="host=$WORK port=$PG_PORT dbname=bench"
+else
+    UPSTREAM_URL="postgres://bench:bench@127.0.0.1:$PG_PORT/bench"
+    BOUNCER_SERVER="host=127.0.0.1 port=$PG_PORT dbname=bench"
+fi
+log "the proxies reach PostgreSQL over $SERVER_TRANSPORT"
+
 if has pgweir "$TARGETS"; then
     free_port W_PORT
     RUST_LOG=${RUST_LOG:-warn} "$PGWEIR_BIN" --listen "127.0.0.1:$W_PORT" \
-        --upstream "postgres://bench:bench@127.0.0.1:$PG_PORT/bench" \
+        --upstream "$UPSTREAM_URL" \
         --pool-size "$POOL_SIZE" --pool-mode transaction --http-listen '' \
         $PGWEIR_ARGS >"$WORK/pgweir.log" 2>&1 &
     PROXY_PID[pgweir]=$!
@@ -344,7 +358,7 @@ if has pgbouncer "$TARGETS"; then
     ((BOUNCER_MAX_CLIENTS >= 2000)) || BOUNCER_MAX_CLIENTS=2000
     cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+bench = $BOUNCER_SERVER
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -587,7 +601,7 @@ cat <<EOF
 $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -sr); $PG_VERSION; ${bouncer_version}; pgweir ${pgweir_rev}.
 pgbench -T $BENCH_SECONDS -j $THREADS (capped at clients), scale $SCALE, median of $REPS interleaved runs;
 proxies in transaction mode with $POOL_SIZE server connections; clients, proxies and server share this machine.
-Clients connect over: ${TRANSPORT_LIST[*]} (unix = Unix sockets); the proxies reach PostgreSQL over TCP either way.
+Clients connect over: ${TRANSPORT_LIST[*]} (unix = Unix sockets); the proxies reach PostgreSQL over ${SERVER_TRANSPORT}.
 CPU µs/xact = (utime + stime) over the run / transactions; "PG" is the server's CPU per transaction.
 
 | workload | protocol | clients | transport | direct TPS | pgweir TPS | pgbouncer TPS | pgweir/direct | pgweir/pgbouncer | pgweir CPU µs/xact | pgbouncer CPU µs/xact | PG CPU µs/xact direct | PG CPU µs/xact pgweir | PG CPU µs/xact pgbouncer |
