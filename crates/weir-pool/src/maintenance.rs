@@ -207,13 +207,9 @@ async fn warm<M: ManageConnection>(inner: &Inner<M>) {
             st.connecting += 1;
             st.settings.connect_timeout
         };
-        match inner.open(connect_timeout, crate::pool::Opener::Warm).await {
-            Ok(conn) => {
-                let route = inner.lock().route(Grant::Conn(conn));
-                inner.finish(route);
-            }
-            // `open` recorded the failure (for `login_retry`) and freed the slot.
-            Err(_) => return,
+        // A failure was recorded (for `login_retry`) and its slot freed.
+        if !inner.open_warm(connect_timeout).await {
+            return;
         }
     }
 }

@@ -23,8 +23,6 @@ use crate::{ManageConnection, PoolError, PoolSettings, PoolStats};
 
 mod acquire;
 
-pub(crate) use acquire::Opener;
-
 type Result<T, M> = std::result::Result<T, PoolError<<M as ManageConnection>::Error>>;
 
 /// A pool of connections made by `M`. Cloning is cheap and shares the pool.

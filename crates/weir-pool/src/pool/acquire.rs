@@ -114,9 +114,7 @@ impl<M: ManageConnection> Inner<M> {
                     self.metrics.closed.fetch_add(1, Relaxed);
                     dropped_dead = true;
                 }
-                Step::Connect(connect_timeout) => {
-                    return self.open(connect_timeout, Opener::Checkout).await
-                }
+                Step::Connect(connect_timeout) => return self.open(connect_timeout).await,
                 Step::Paused(mut gate, wait_timeout, id) => {
                     let _leave = PausedGuard { inner: self, id };
                     // PgBouncer keeps applying query_wait_timeout to clients held by PAUSE.
@@ -142,7 +140,7 @@ impl<M: ManageConnection> Inner<M> {
                 } => {
                     return match self.wait(id, rx, wait_timeout).await? {
                         Grant::Conn(conn) => Ok(conn),
-                        Grant::Slot => self.open(connect_timeout, Opener::Checkout).await,
+                        Grant::Slot => self.open(connect_timeout).await,
                         Grant::Shed(reason) => Err(PoolError::Shed { reason }),
                     };
                 }
@@ -203,13 +201,48 @@ impl<M: ManageConnection> Inner<M> {
         received.map_err(|_| PoolError::Closed)
     }
 
-    /// Open a connection in a slot already counted in `connecting`. On success
-    /// the connection is counted as active; on failure the slot is freed.
-    pub(crate) async fn open(
-        &self,
-        connect_timeout: Duration,
-        opener: Opener,
-    ) -> Result<Conn<M::Connection>, M> {
+    /// Open a connection for a checkout, in a slot already counted in `connecting`. On
+    /// success the connection is counted as active; on failure the slot is freed.
+    pub(crate) async fn open(&self, connect_timeout: Duration) -> Result<Conn<M::Connection>, M> {
+        let conn = self.connect_in_slot(connect_timeout).await?;
+        let closed = {
+            let mut st = self.lock();
+            st.last_connect_failure = None;
+            st.connecting -= 1;
+            st.add_active();
+            st.closed
+        };
+        if closed {
+            self.finish(Route::Close(conn));
+            return Err(PoolError::Closed);
+        }
+        Ok(conn)
+    }
+
+    /// Open a connection ahead of need (maintenance), in a slot already counted in
+    /// `connecting`, and hand it to a waiter or put it idle under the same lock that
+    /// uncounts the slot: in between, the scaling engine would read it as checked out
+    /// (a pool of 2 with one client would look full). False if the connect failed.
+    pub(crate) async fn open_warm(&self, connect_timeout: Duration) -> bool {
+        let Ok(conn) = self.connect_in_slot(connect_timeout).await else {
+            return false;
+        };
+        let route = {
+            let mut st = self.lock();
+            st.last_connect_failure = None;
+            st.connecting -= 1;
+            // Counted as active only for `route`, which hands it on or uncounts it.
+            st.active += 1;
+            st.route(Grant::Conn(conn))
+        };
+        self.finish(route);
+        true
+    }
+
+    /// Connects in a slot counted in `connecting`. On success the slot is still
+    /// counted and the caller moves it (and clears `last_connect_failure`); on failure
+    /// it is freed and the failure noted.
+    async fn connect_in_slot(&self, connect_timeout: Duration) -> Result<Conn<M::Connection>, M> {
         let mut slot = SlotGuard {
             inner: self,
             armed: true,
@@ -234,23 +267,6 @@ impl<M: ManageConnection> Inner<M> {
                         .servers
                         .register(generation, label, ServerState::Active),
                 };
-                let closed = {
-                    let mut st = self.lock();
-                    st.last_connect_failure = None;
-                    st.connecting -= 1;
-                    match opener {
-                        Opener::Checkout => st.add_active(),
-                        // Not demand: a warmed connection must not read as a busy one
-                        // to the scaling engine (it would see a pool of 2 with one
-                        // client as full).
-                        Opener::Warm => st.active += 1,
-                    }
-                    st.closed
-                };
-                if closed {
-                    self.finish(Route::Close(conn));
-                    return Err(PoolError::Closed);
-                }
                 return Ok(conn);
             }
             Ok(Err(e)) => {
@@ -315,16 +331,6 @@ impl<M: ManageConnection> Drop for PausedGuard<'_, M> {
     fn drop(&mut self) {
         self.inner.lock().paused_waiters.remove(self.id);
     }
-}
-
-/// Who opens a server connection: a checkout that will hold it, or maintenance keeping
-/// the pool warm (which is not demand, so it does not count toward peak activity).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Opener {
-    /// A checkout that gets the connection.
-    Checkout,
-    /// Maintenance opening ahead of need.
-    Warm,
 }
 
 /// Frees a reserved connect slot if the connecting future is dropped.
