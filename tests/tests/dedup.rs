@@ -271,9 +271,13 @@ async fn extended_at_once(
             let barrier = barrier.clone();
             let (sql, v) = (sql.to_owned(), value(i));
             tokio::spawn(async move {
-                // Prepared before the barrier: the shared part is the execution.
-                let statement = c.prepare(&sql).await.expect("prepare");
+                // Prepared before the barrier: the shared part is the execution. A failed
+                // prepare still passes the barrier, so the test fails with its error
+                // instead of leaving the others waiting.
+                let statement = c.prepare(&sql).await;
                 barrier.wait().await;
+                let statement =
+                    statement.unwrap_or_else(|e| panic!("prepare failed: {}", describe(&e)));
                 let row = c
                     .query_one(&statement, &[&v])
                     .await
