@@ -100,20 +100,22 @@ pub(crate) fn parse(url: &str) -> Result<Upstream, ConfigError> {
             "password" => password = Some(value()?),
             "dbname" => dbname = value()?,
             "port" => port = parse_port(&value()?)?,
-            // libpq's way to name a socket directory: postgres://user@/db?host=/dir
-            "host" if host.is_empty() && v.starts_with(['/', '%']) => {
-                host = value()?;
-                if host.contains(',') {
-                    return Err(url_err(
-                        "host lists (several comma-separated hosts) are not supported; give exactly one host",
-                    ));
-                }
-            }
             "host" | "hostaddr" => {
-                return Err(url_err(format!(
-                    "the `{key}` query parameter is not supported; \
-                     write one host in the URL itself (postgres://user@HOST:PORT/db)"
-                )))
+                let v = value()?;
+                // libpq's way to name a socket directory: postgres://user@/db?host=/dir
+                if key == "host" && host.is_empty() && v.starts_with('/') {
+                    if v.contains(',') {
+                        return Err(url_err(
+                            "host lists (several comma-separated hosts) are not supported; give exactly one host",
+                        ));
+                    }
+                    host = v;
+                } else {
+                    return Err(url_err(format!(
+                        "the `{key}` query parameter is not supported; \
+                         write one host in the URL itself (postgres://user@HOST:PORT/db)"
+                    )));
+                }
             }
             // sslmode, application_name, connect_timeout...: not ours to apply.
             _ => {}

@@ -74,6 +74,10 @@ fn query_parameters() {
     // A second host beside the URI's is not; a socket directory for an empty one is.
     assert!(url_error("postgres://u@h/db?host=/tmp").contains("`host` query parameter"));
     assert!(url_error("postgres://u@/db?host=h2").contains("`host` query parameter"));
+    // Judged after decoding: an encoded name is still a TCP host, not a socket.
+    assert!(url_error("postgres://u@/db?host=%41").contains("`host` query parameter"));
+    let c = from_url("postgres://u@/db?host=%2Frun%2Fpg").expect("encoded socket dir");
+    assert_eq!(c.databases["db"].host, "/run/pg");
     let c = from_url("postgres://u@/db?host=/var/run/postgresql&port=5433").expect("socket dir");
     assert_eq!(c.databases["db"].host, "/var/run/postgresql");
     assert_eq!(c.databases["db"].port, 5433);
