@@ -9,13 +9,9 @@ use super::toml_out::{string, Out};
 use super::{NoteKind, Notes};
 
 /// Maps `[databases]`, `[users]`, and notes every other section.
-pub(super) fn map(entries: &[Entry], out: &mut Out, notes: &mut Notes) {
-    // PgBouncer reaches a database without `host` through its own unix_socket_dir.
-    let socket_dir = entries
-        .iter()
-        .rev()
-        .find(|e| e.section == "pgbouncer" && e.key == "unix_socket_dir")
-        .map_or("/tmp", |e| e.value.trim());
+/// `socket_dir` is where PgBouncer reaches a database without `host` (its
+/// `unix_socket_dir`).
+pub(super) fn map(entries: &[Entry], socket_dir: &str, out: &mut Out, notes: &mut Notes) {
     for e in entries {
         match e.section.as_str() {
             "pgbouncer" => {}

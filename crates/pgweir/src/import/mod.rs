@@ -138,8 +138,8 @@ pub fn import(ini_path: &Path, userlist: Option<&Path>) -> Result<Imported, Impo
         notes.push(at, NoteKind::Changed, remark.clone());
     }
     let mut out = Out::default();
-    settings::map(&parsed.entries, userlist, &mut out, &mut notes)?;
-    databases::map(&parsed.entries, &mut out, &mut notes);
+    let socket_dir = settings::map(&parsed.entries, userlist, &mut out, &mut notes)?;
+    databases::map(&parsed.entries, &socket_dir, &mut out, &mut notes);
     let toml = out.render(ini_path);
     // The file must load in pgweir; say so if the mapping produced something it
     // rejects. (No database at all is said in the file itself: `--upstream` adds one.)

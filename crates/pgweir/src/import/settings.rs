@@ -86,7 +86,9 @@ fn list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Maps the `[pgbouncer]` section into `out`.
+/// Maps the `[pgbouncer]` section into `out`. Returns the directory through which
+/// PgBouncer reaches a database without `host`: its `unix_socket_dir` (`/tmp` when
+/// unset, empty when set empty).
 ///
 /// # Errors
 /// The userlist given on the command line cannot be read or parsed.
@@ -95,7 +97,7 @@ pub(super) fn map(
     userlist: Option<&Path>,
     out: &mut Out,
     notes: &mut Notes,
-) -> Result<(), ImportError> {
+) -> Result<String, ImportError> {
     let mut s = Settings {
         by_key: entries
             .iter()
@@ -104,7 +106,7 @@ pub(super) fn map(
             .collect(),
     };
     listen(&mut s, out, notes);
-    unix_socket(&mut s, out);
+    let socket_dir = unix_socket(&mut s, out);
     let users = auth_file(&mut s, userlist, out, notes)?;
     auth_type(&mut s, users.as_deref(), out, notes);
 
@@ -260,7 +262,7 @@ pub(super) fn map(
         let (kind, why) = super::settings_unmapped::classify(&e.key.to_ascii_lowercase(), &e.value);
         notes.push(&e.at, kind, format!("{} = {}: {why}", e.key, e.value));
     }
-    Ok(())
+    Ok(socket_dir)
 }
 
 /// Timeouts, all in PgBouncer's seconds.
@@ -375,15 +377,21 @@ fn listen(s: &mut Settings<'_>, out: &mut Out, notes: &mut Notes) {
     );
 }
 
-/// `unix_socket_dir` and `unix_socket_mode`, when set (empty: no socket, pgweir's default).
-fn unix_socket(s: &mut Settings<'_>, out: &mut Out) {
+/// `unix_socket_dir` and `unix_socket_mode`, when set (empty: no socket, pgweir's
+/// default). Returns PgBouncer's socket directory: the one set, else its `/tmp`.
+fn unix_socket(s: &mut Settings<'_>, out: &mut Out) -> String {
+    let mut dir = "/tmp".to_owned();
     for key in ["unix_socket_dir", "unix_socket_mode"] {
         if let Some(e) = s.take(key) {
+            if key == "unix_socket_dir" {
+                e.value.trim().clone_into(&mut dir);
+            }
             if !e.value.trim().is_empty() {
                 out.global(key, string(e.value.trim()), from(e));
             }
         }
     }
+    dir
 }
 
 /// `auth_file` (or the userlist argument), written as an absolute path; returns its users
