@@ -186,16 +186,14 @@ impl ManageConnection for ServerManager {
     }
 
     fn describe(&self, conn: &Box<ServerConn>) -> ConnLabel {
+        let (remote, unix_port) = match &conn.cancel.addr {
+            ServerAddr::Tcp(addr) => (Some(*addr), None),
+            ServerAddr::Unix(_) => (None, Some(self.target().port)),
+        };
         ConnLabel {
             backend_pid: Some(conn.cancel.pid),
-            remote: match &conn.cancel.addr {
-                ServerAddr::Tcp(addr) => Some(*addr),
-                ServerAddr::Unix(_) => None,
-            },
-            unix_port: match &conn.cancel.addr {
-                ServerAddr::Tcp(_) => None,
-                ServerAddr::Unix(_) => Some(self.target().port),
-            },
+            remote,
+            unix_port,
             local: conn.stream.local_addr().ok(),
         }
     }

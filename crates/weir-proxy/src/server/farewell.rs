@@ -17,9 +17,6 @@ use crate::stream::Stream;
 /// for that.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
-/// Terminate ('X'), sent to a backend that is idle between messages.
-const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
-
 impl Drop for ServerConn {
     fn drop(&mut self) {
         if self.db_permit.is_none() && self.user_permit.is_none() {
@@ -47,7 +44,9 @@ impl Drop for ServerConn {
 /// Says goodbye and waits for the server to close its end (or fail).
 async fn see_off(mut stream: Stream, idle: bool) {
     if idle {
-        let _ = stream.write_all(&TERMINATE).await;
+        let mut bye = bytes::BytesMut::with_capacity(5);
+        weir_wire::build::put_terminate(&mut bye);
+        let _ = stream.write_all(&bye).await;
     }
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 512];
