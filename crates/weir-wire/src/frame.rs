@@ -162,7 +162,12 @@ pub fn frames(mut buf: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
 /// Reads a NUL-terminated string at the start of `buf`: `(string bytes, rest after the NUL)`.
 #[inline]
 pub fn read_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = buf.iter().position(|&b| b == 0)?;
+    // CStr finds the NUL a word at a time; a byte loop was ~3 instructions per byte of
+    // every query text the relay reads.
+    let nul = std::ffi::CStr::from_bytes_until_nul(buf)
+        .ok()?
+        .to_bytes()
+        .len();
     Some((&buf[..nul], &buf[nul + 1..]))
 }
 
