@@ -43,7 +43,8 @@ pub struct ClientSession {
     /// `sample` holds a query whose answer has not come yet.
     pub sampled: bool,
     /// The fingerprint of `sample`, once computed: a client that repeats its query text
-    /// (every prepared or parameterised query) is fingerprinted once, not per execution.
+    /// (every prepared or parameterised query), or repeats it with other numbers inlined
+    /// (`weir_wire::sql::same_shape`), is fingerprinted once, not per execution.
     pub sample_fingerprint: Option<u64>,
 }
 
@@ -52,9 +53,14 @@ impl ClientSession {
     pub fn note_query(&mut self, sql: &[u8]) {
         if !self.sampled {
             if self.sample[..] != *sql {
+                // The same query with other numbers inlined keeps its fingerprint.
+                if self.sample_fingerprint.is_some()
+                    && !weir_wire::sql::same_shape(&self.sample, sql)
+                {
+                    self.sample_fingerprint = None;
+                }
                 self.sample.clear();
                 self.sample.extend_from_slice(sql);
-                self.sample_fingerprint = None;
             }
             self.sampled = true;
         }

@@ -7,6 +7,7 @@ mod detect;
 mod fast;
 mod lex;
 mod normalize;
+mod shape;
 
 pub use detect::{
     contains_any_call, contains_call, statement_keywords, Keyword, StatementKeywords,
@@ -14,3 +15,4 @@ pub use detect::{
 pub(crate) use lex::{is_newline, is_space};
 pub use lex::{Lexer, Token, TokenKind};
 pub use normalize::{fingerprint, normalize, Fingerprint, MAX_NORMALIZED, MAX_SCAN};
+pub use shape::same_shape;
