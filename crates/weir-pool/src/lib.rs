@@ -8,7 +8,8 @@
 //! - [`Pool::get`] checks out a connection: the most recently used idle one
 //!   (probed with [`ManageConnection::is_alive`]), else a new one if the pool is
 //!   under `max_size` (connects in flight count against it), else it waits in a
-//!   FIFO wait queue for up to `wait_timeout`.
+//!   FIFO wait queue for up to `wait_timeout` (one expiry task per pool times waiters
+//!   out, not a timer per wait).
 //! - [`PooledConnection`] is the RAII checkout; dropping it checks the connection
 //!   in (straight to the first waiter if there is one) or closes it.
 //! - [`Pool::spawn_maintenance`] keeps `min_size` warm and reaps idle, old and
@@ -24,6 +25,7 @@
 pub mod breaker;
 pub mod clock;
 mod control;
+mod expiry;
 mod guard;
 mod maintenance;
 mod metrics;
@@ -90,7 +92,8 @@ pub struct PoolSettings {
     pub max_size: u32,
     /// Connections maintenance keeps open (capped at `max_size`).
     pub min_size: u32,
-    /// How long a checkout may wait in the queue; `None` waits forever.
+    /// How long a checkout may wait in the queue, counted from when it started; `None`
+    /// waits forever. A change applies to checkouts already waiting.
     pub wait_timeout: Option<Duration>,
     /// Time limit for [`ManageConnection::connect`].
     pub connect_timeout: Duration,

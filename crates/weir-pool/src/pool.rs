@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use crate::expiry::{Expiry, Kick};
 use crate::guard::PooledConnection;
 use crate::metrics::PoolMetrics;
 use crate::request::Checkout;
@@ -44,6 +45,8 @@ pub(crate) struct Inner<M: ManageConnection> {
     pub(crate) servers: Arc<ServerRegistry>,
     /// `true` while paused; checkouts that find the pool paused wait for `false`.
     pub(crate) gate: watch::Sender<bool>,
+    /// Wakes the task that times out queued checkouts (see `expiry`).
+    pub(crate) expiry: Expiry,
 }
 
 impl<M: ManageConnection> Clone for Pool<M> {
@@ -75,6 +78,7 @@ impl<M: ManageConnection> Pool<M> {
                 kick: Arc::new(Notify::new()),
                 servers: Arc::new(ServerRegistry::default()),
                 gate: watch::Sender::new(false),
+                expiry: Expiry::default(),
             }),
         }
     }
@@ -117,12 +121,13 @@ impl<M: ManageConnection> Pool<M> {
     /// Change settings at runtime (the bounds: RELOAD, `SET`, a mode change; the
     /// scaling engine's target is kept, moved inside the new bounds). Shrinking the
     /// size closes surplus idle connections now and busy ones at checkin; growing it
-    /// lets waiters connect.
+    /// lets waiters connect. A new `wait_timeout` applies to checkouts already waiting.
     pub fn update_settings(&self, settings: PoolSettings) {
         let mut surplus = Vec::new();
-        {
+        let kick = {
             let mut st = self.inner.lock();
             st.waiters.aging = settings.priority_aging;
+            let new_limit = settings.wait_timeout != st.settings.wait_timeout;
             st.settings = settings;
             // Held connections still count in `total`, so count down separately.
             let mut remaining = st.total();
@@ -135,7 +140,14 @@ impl<M: ManageConnection> Pool<M> {
                 remaining -= 1;
                 surplus.push(conn);
             }
-        }
+            if new_limit {
+                let pending = st.settings.wait_timeout.is_some() && !st.waiters.is_empty();
+                st.expiry.on_change(pending)
+            } else {
+                Kick::Nothing
+            }
+        };
+        self.inner.kick_expiry(kick);
         let closed = surplus.len();
         drop(surplus);
         self.inner.metrics.closed.fetch_add(closed as u64, Relaxed);
@@ -230,7 +242,7 @@ impl<M: ManageConnection> Pool<M> {
     /// [`PoolError::Closed`], idle connections are closed now and busy ones at
     /// checkin, and the maintenance task ends.
     pub fn close(&self) {
-        let (idle, waiters) = {
+        let (idle, waiters, kick) = {
             let mut st = self.inner.lock();
             if st.closed {
                 return;
@@ -241,8 +253,10 @@ impl<M: ManageConnection> Pool<M> {
             let idle = mem::take(&mut st.idle);
             st.held += u32::try_from(idle.len()).unwrap_or(u32::MAX);
             let waiters: Vec<_> = std::iter::from_fn(|| st.waiters.pop()).collect();
-            (idle, waiters)
+            (idle, waiters, st.expiry.on_change(false))
         };
+        // The expiry task, if any, ends.
+        self.inner.kick_expiry(kick);
         // Dropping a waiter's sender wakes it with `Closed`.
         drop(waiters);
         let closed = idle.len();

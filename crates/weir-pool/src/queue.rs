@@ -1,7 +1,7 @@
 //! The wait queue: checkouts that found no idle connection and no free slot, served
 //! by (class with aging, arrival): a more important class goes first, but every
 //! [`AGING_STEP`] a waiter has waited counts as one class up, so nobody starves; within
-//! a class, first come first served. Callers only push, pop, remove and count.
+//! a class, first come first served. Callers only push, pop, remove, expire and count.
 //!
 //! A waiter that goes first only by aging (a more important class waits too) takes at
 //! most every other pop. Without that, waiters that queued together age together: once
@@ -140,6 +140,39 @@ impl<T> WaitQueue<T> {
         q.remove(at).map(|e| e.item)
     }
 
+    /// Take out, into `out` (most important class first), every waiter that has waited
+    /// `limit` by `now`; returns the earliest deadline among those left (`None`: none
+    /// left, or none representable).
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        limit: Duration,
+        out: &mut Vec<T>,
+    ) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for q in &mut self.classes {
+            // Waiters queue in the order they started, so the first not yet due ends the
+            // class and a pass costs only the waiters it takes out. One that started
+            // before the one ahead of it (it lost the race to the lock, or was held by
+            // PAUSE) goes with that one: never early, late by at most the gap, and never
+            // later than a full wait counted from joining the queue.
+            while let Some(front) = q.front() {
+                let Some(deadline) = front.since.checked_add(limit) else {
+                    break;
+                };
+                if deadline > now {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    break;
+                }
+                if let Some(e) = q.pop_front() {
+                    self.len -= 1;
+                    out.push(e.item);
+                }
+            }
+        }
+        next
+    }
+
     /// Number of waiters.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -227,6 +260,41 @@ mod tests {
                 ("low", 3)
             ]
         );
+    }
+
+    #[test]
+    fn expire_takes_the_due_fronts_of_every_class_and_says_what_is_next() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let limit = ms(1_000);
+        let mut q = WaitQueue::new();
+        q.push(Class::Normal, t0, "normal 0");
+        q.push(Class::High, t0 + ms(100), "high 100");
+        q.push(Class::Normal, t0 + ms(200), "normal 200");
+        // Started before the one queued ahead of it: due with that one, never before.
+        q.push(Class::Normal, t0 + ms(150), "normal 150");
+        let mut out = Vec::new();
+        assert_eq!(q.expire(t0 + ms(999), limit, &mut out), Some(t0 + limit));
+        assert!(out.is_empty());
+        assert_eq!(
+            q.expire(t0 + ms(1_100), limit, &mut out),
+            Some(t0 + ms(1_200))
+        );
+        assert_eq!(out, ["high 100", "normal 0"], "most important class first");
+        out.clear();
+        assert_eq!(q.len(), 2);
+        assert_eq!(
+            q.expire(t0 + ms(1_199), limit, &mut out),
+            Some(t0 + ms(1_200))
+        );
+        assert!(out.is_empty(), "normal 150 waits behind normal 200");
+        assert_eq!(q.expire(t0 + ms(1_200), limit, &mut out), None);
+        assert_eq!(out, ["normal 200", "normal 150"]);
+        assert!(q.is_empty());
+        // A limit too far off to represent never expires anyone.
+        q.push(Class::Low, t0, "low");
+        assert_eq!(q.expire(t0, Duration::MAX, &mut out), None);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! while the old one still exists: the server never sees more than the size.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::expiry::ExpiryState;
 use crate::queue::WaitQueue;
 use crate::request::Class;
 use crate::servers::ConnTicket;
@@ -42,6 +44,8 @@ pub(crate) enum Grant<C> {
     Slot,
     /// Shed to make room for a more important waiter: give up with this reason.
     Shed(ShedReason),
+    /// Waited out `wait_timeout` (this one): taken out of the queue by the expiry task.
+    TimedOut(Duration),
 }
 
 /// Release intervals averaged before the expected wait is trusted.
@@ -79,6 +83,8 @@ pub(crate) struct State<C> {
     pub(crate) waiters: WaitQueue<Waiter<C>>,
     /// Checkouts held by `PAUSE` (not in `waiters`: they get no grant, they retry).
     pub(crate) paused_waiters: WaitQueue<()>,
+    /// Whether the expiry task runs, and until when it sleeps.
+    pub(crate) expiry: ExpiryState,
     pub(crate) closed: bool,
     /// `PAUSE`: nothing is handed out; released connections are closed.
     pub(crate) paused: bool,
@@ -110,6 +116,7 @@ impl<C> State<C> {
             held: 0,
             waiters,
             paused_waiters: WaitQueue::new(),
+            expiry: ExpiryState::default(),
             closed: false,
             paused: false,
             reserve_on: false,
@@ -138,11 +145,9 @@ impl<C> State<C> {
 
     /// How long a waiter with `ahead` waiters before it can expect to wait, once enough
     /// releases were seen under load.
-    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<std::time::Duration> {
+    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<Duration> {
         (self.release_samples >= RELEASE_SAMPLES).then(|| {
-            std::time::Duration::from_micros(
-                (self.release_interval_us * (ahead as f64 + 1.0)) as u64,
-            )
+            Duration::from_micros((self.release_interval_us * (ahead as f64 + 1.0)) as u64)
         })
     }
 
@@ -229,7 +234,7 @@ impl<C> State<C> {
     }
 
     /// While the last connect failed less than `login_retry` ago: how long until the next attempt.
-    pub(crate) fn login_backoff(&self, now: Instant) -> Option<std::time::Duration> {
+    pub(crate) fn login_backoff(&self, now: Instant) -> Option<Duration> {
         let failed = self.last_connect_failure?;
         self.settings
             .login_retry
@@ -275,7 +280,7 @@ impl<C> State<C> {
                 Route::Done
             }
             // Its waiter is gone already: nothing to do.
-            Grant::Shed(_) => Route::Done,
+            Grant::Shed(_) | Grant::TimedOut(_) => Route::Done,
         }
     }
 

@@ -3,12 +3,14 @@
 //! when its future is dropped.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Inner, Result};
+use crate::expiry::Kick;
 use crate::queue::WaiterId;
 use crate::request::Checkout;
 use crate::servers::ServerState;
@@ -23,18 +25,20 @@ enum Step<C> {
     Connect(Duration),
     /// The pool is paused: wait for `resume` (or `close`), then try again.
     Paused(watch::Receiver<bool>, Option<Duration>, WaiterId),
-    /// Wait for a grant.
+    /// Wait for a grant (the expiry task grants a timeout).
     Wait {
         id: WaiterId,
         rx: oneshot::Receiver<Grant<C>>,
-        wait_timeout: Option<Duration>,
+        /// When the reserve pool may open for us, if the pool has one.
+        reserve_after: Option<Duration>,
         connect_timeout: Duration,
+        expiry: Kick,
     },
 }
 
 impl<M: ManageConnection> Inner<M> {
     pub(super) async fn acquire(
-        &self,
+        self: &Arc<Self>,
         start: Instant,
         req: &Checkout,
     ) -> Result<Conn<M::Connection>, M> {
@@ -94,11 +98,20 @@ impl<M: ManageConnection> Inner<M> {
                             }
                             let (tx, rx) = oneshot::channel();
                             let id = st.waiters.push(req.class, start, tx);
+                            let wait_timeout = st.settings.wait_timeout;
+                            // PgBouncer's reserve pool: after reserve_timeout in the
+                            // queue, the pool may open up to reserve_size connections
+                            // beyond its size (see sizing.rs); pointless if the wait
+                            // times out first.
+                            let reserve_after = (st.settings.reserve_size > 0)
+                                .then_some(st.settings.reserve_timeout)
+                                .filter(|after| wait_timeout.is_none_or(|limit| *after < limit));
                             Step::Wait {
                                 id,
                                 rx,
-                                wait_timeout: st.settings.wait_timeout,
+                                reserve_after,
                                 connect_timeout: st.settings.connect_timeout,
+                                expiry: st.expiry.on_push(start, wait_timeout),
                             }
                         }
                     }
@@ -135,25 +148,32 @@ impl<M: ManageConnection> Inner<M> {
                 Step::Wait {
                     id,
                     rx,
-                    wait_timeout,
+                    reserve_after,
                     connect_timeout,
+                    expiry,
                 } => {
-                    return match self.wait(id, rx, wait_timeout).await? {
+                    self.kick_expiry(expiry);
+                    return match self.wait(id, rx, reserve_after).await? {
                         Grant::Conn(conn) => Ok(conn),
                         Grant::Slot => self.open(connect_timeout).await,
                         Grant::Shed(reason) => Err(PoolError::Shed { reason }),
+                        Grant::TimedOut(limit) => {
+                            self.metrics.wait_timeouts.fetch_add(1, Relaxed);
+                            Err(PoolError::Timeout(limit))
+                        }
                     };
                 }
             }
         }
     }
 
-    /// Wait in the queue for a grant.
+    /// Wait in the queue for a grant. No timer: the expiry task takes a waiter out of
+    /// the queue at its deadline and grants it [`Grant::TimedOut`].
     async fn wait(
         &self,
         id: WaiterId,
         rx: oneshot::Receiver<Grant<M::Connection>>,
-        wait_timeout: Option<Duration>,
+        reserve_after: Option<Duration>,
     ) -> Result<Grant<M::Connection>, M> {
         let mut guard = WaitGuard {
             inner: self,
@@ -161,41 +181,14 @@ impl<M: ManageConnection> Inner<M> {
             rx,
             armed: true,
         };
-        let started = Instant::now();
-        // PgBouncer's reserve pool: after reserve_timeout in the queue, the pool may
-        // open up to reserve_size connections beyond its size (see sizing.rs).
-        let reserve_after = {
-            let st = self.lock();
-            (st.settings.reserve_size > 0).then_some(st.settings.reserve_timeout)
-        };
-        if let Some(after) = reserve_after.filter(|a| wait_timeout.is_none_or(|l| *a < l)) {
+        if let Some(after) = reserve_after {
             if let Ok(received) = tokio::time::timeout(after, &mut guard.rx).await {
                 guard.armed = false;
                 return received.map_err(|_| PoolError::Closed);
             }
             self.open_reserve();
         }
-        let received = match wait_timeout {
-            Some(limit) => {
-                match tokio::time::timeout(limit.saturating_sub(started.elapsed()), &mut guard.rx)
-                    .await
-                {
-                    Ok(received) => received,
-                    Err(_elapsed) => {
-                        guard.armed = false;
-                        guard.rx.close();
-                        // A grant sent just before the close is ours: use it rather than bounce it.
-                        if let Ok(grant) = guard.rx.try_recv() {
-                            return Ok(grant);
-                        }
-                        self.lock().waiters.remove(id);
-                        self.metrics.wait_timeouts.fetch_add(1, Relaxed);
-                        return Err(PoolError::Timeout(limit));
-                    }
-                }
-            }
-            None => (&mut guard.rx).await,
-        };
+        let received = (&mut guard.rx).await;
         guard.armed = false;
         // The sender is only dropped unsent by `close`.
         received.map_err(|_| PoolError::Closed)
