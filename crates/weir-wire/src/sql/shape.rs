@@ -22,13 +22,16 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
     }
     let (mut i, mut j) = (0, 0);
     loop {
-        // Eight equal bytes without a `"` at a time: most of a repeated text.
+        // Eight bytes at a time up to the first difference or `"`: most of a repeated
+        // text is equal.
         while let (Some(x), Some(y)) = (word_at(a, i), word_at(b, j)) {
-            if x != y || has_quote(x) {
+            // Little-endian: the lowest set bit is in the first such byte.
+            let first = ((x ^ y).trailing_zeros().min(quotes(x).trailing_zeros()) / 8) as usize;
+            i += first;
+            j += first;
+            if first < 8 {
                 break;
             }
-            i += 8;
-            j += 8;
         }
         let (x, y) = (a.get(i).copied(), b.get(j).copied());
         if x.is_none() && y.is_none() {
@@ -68,11 +71,12 @@ fn word_at(s: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-/// Whether any byte of `x` is `"` (the has-zero test on `x` xor eight quotes).
-fn has_quote(x: u64) -> bool {
+/// The high bit of each byte of `x` that is `"`, exact up to the first one (the
+/// has-zero test on `x` xor eight quotes; a borrow may mark bytes after it).
+fn quotes(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let y = x ^ (ONES * u64::from(b'"'));
-    y.wrapping_sub(ONES) & !y & (ONES << 7) != 0
+    y.wrapping_sub(ONES) & !y & (ONES << 7)
 }
 
 /// Whether `b` may be part of a word, so that digits after it belong to that word (or
