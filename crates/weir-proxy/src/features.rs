@@ -44,7 +44,25 @@ pub struct Effects {
 impl Effects {
     /// Nothing the proxy must act on.
     pub fn is_none(&self) -> bool {
-        *self == Effects::default()
+        // Field by field: comparing with a fresh default built and dropped one per query.
+        let Effects {
+            pins,
+            unpins,
+            settings,
+            deallocate_all,
+            deallocate,
+            resets,
+            reset_all,
+            set_names,
+        } = self;
+        *pins == 0
+            && *unpins == 0
+            && !settings
+            && !deallocate_all
+            && deallocate.is_none()
+            && resets.is_empty()
+            && !reset_all
+            && set_names.is_empty()
     }
 }
 

@@ -22,25 +22,12 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
     }
     let (mut i, mut j) = (0, 0);
     loop {
-        // Eight bytes at a time up to the first difference or `"`: most of a repeated
-        // text is equal.
-        while let (Some(x), Some(y)) = (word_at(a, i), word_at(b, j)) {
-            // Little-endian: the lowest set bit is in the first such byte.
-            let first = ((x ^ y).trailing_zeros().min(quotes(x).trailing_zeros()) / 8) as usize;
-            i += first;
-            j += first;
-            if first < 8 {
-                break;
-            }
-        }
+        let k = equal_prefix(&a[i..], &b[j..]);
+        i += k;
+        j += k;
         let (x, y) = (a.get(i).copied(), b.get(j).copied());
         if x.is_none() && y.is_none() {
             return true;
-        }
-        if x == y && x != Some(b'"') {
-            i += 1;
-            j += 1;
-            continue;
         }
         // A difference: fine only inside a run of digits that starts a token in both
         // (`= 12` against `= 1` differs after the shared `1`).
@@ -65,10 +52,26 @@ pub fn same_shape(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// The eight bytes of `s` at `at`, if there are eight.
-fn word_at(s: &[u8], at: usize) -> Option<u64> {
-    let bytes: [u8; 8] = s.get(at..at.checked_add(8)?)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
+/// How many leading bytes `a` and `b` share, stopping before any `"` (which the caller
+/// then refuses): eight bytes at a time, then one at a time for the tail.
+fn equal_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut k = 0;
+    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let x = u64::from_le_bytes(ca.try_into().unwrap_or_default());
+        let y = u64::from_le_bytes(cb.try_into().unwrap_or_default());
+        let stop = (x ^ y) | quotes(x);
+        if stop != 0 {
+            // Little-endian: the lowest set bit is in the first byte to stop at.
+            return k + (stop.trailing_zeros() / 8) as usize;
+        }
+        k += 8;
+    }
+    while k < n && a[k] == b[k] && a[k] != b'"' {
+        k += 1;
+    }
+    k
 }
 
 /// The high bit of each byte of `x` that is `"`, exact up to the first one (the
