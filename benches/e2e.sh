@@ -38,6 +38,10 @@
 #   PG_BIN=               PostgreSQL bin dir (default: pg_ctl 15+ on PATH, else
 #                         the newest /usr/lib/postgresql/*/bin)
 #   PGWEIR_BIN=           pgweir binary (default: cargo build --release -p pgweir)
+#   PGWEIR_BASELINE_BIN=  a second pgweir binary (say, the build before a change), run
+#                         as target "baseline" with the same arguments and interleaved
+#                         with the others: a same-run A/B, reported in a table of its
+#                         own (baseline vs pgweir, both against PgBouncer's CPU)
 #   PGWEIR_ARGS=          extra pgweir arguments, e.g. "--config nocache.toml" with
 #                         cache_unnamed_statements = false (on by default; see
 #                         benches/statement-reuse.sh to compare both)
@@ -105,7 +109,12 @@ done
 for c in $CLIENTS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS: '$c' is not a client count"; done
 for m in $MODES; do has "$m" "simple extended prepared" || die "MODES: unknown pgbench -M '$m'"; done
 for w in $WORKLOADS; do has "$w" "select tpcb" || die "WORKLOADS: '$w' is not select or tpcb"; done
-for t in $TARGETS; do has "$t" "direct pgweir pgbouncer" || die "TARGETS: unknown target '$t'"; done
+PGWEIR_BASELINE_BIN=${PGWEIR_BASELINE_BIN:-}
+if [[ -n $PGWEIR_BASELINE_BIN ]] && ! has baseline "$TARGETS"; then TARGETS="$TARGETS baseline"; fi
+for t in $TARGETS; do has "$t" "direct pgweir pgbouncer baseline" || die "TARGETS: unknown target '$t'"; done
+if has baseline "$TARGETS"; then
+    [[ -x $PGWEIR_BASELINE_BIN ]] || die "target baseline needs PGWEIR_BASELINE_BIN, an executable pgweir"
+fi
 [[ -n $CLIENTS && -n $MODES && -n $WORKLOADS && -n $TARGETS ]] || die "empty CLIENTS/MODES/WORKLOADS/TARGETS"
 read -r -a TARGET_LIST <<<"$TARGETS"
 # UNIX=1 predates TRANSPORTS; it stays an alias so old command lines still work,
@@ -337,19 +346,24 @@ else
 fi
 log "the proxies reach PostgreSQL over $SERVER_TRANSPORT"
 
-if has pgweir "$TARGETS"; then
-    free_port W_PORT
-    RUST_LOG=${RUST_LOG:-warn} "$PGWEIR_BIN" --listen "127.0.0.1:$W_PORT" \
+# start_pgweir TARGET BINARY: one pgweir with the benchmark's arguments.
+start_pgweir() {
+    local target=$1 bin=$2 port
+    free_port port
+    # shellcheck disable=SC2086 # PGWEIR_ARGS is a list of arguments
+    RUST_LOG=${RUST_LOG:-warn} "$bin" --listen "127.0.0.1:$port" \
         --upstream "$UPSTREAM_URL" \
         --pool-size "$POOL_SIZE" --pool-mode transaction --http-listen '' \
-        $PGWEIR_ARGS >"$WORK/pgweir.log" 2>&1 &
-    PROXY_PID[pgweir]=$!
+        $PGWEIR_ARGS >"$WORK/$target.log" 2>&1 &
+    PROXY_PID[$target]=$!
     KILL_PIDS+=("$!")
-    LOGFILE[pgweir]=$WORK/pgweir.log
-    PORT[pgweir]=$W_PORT
-    wait_port "$W_PORT" "${PROXY_PID[pgweir]}" 30 ||
-        die "pgweir did not start listening on $W_PORT: $(tail -n 20 "$WORK/pgweir.log")"
-fi
+    LOGFILE[$target]=$WORK/$target.log
+    PORT[$target]=$port
+    wait_port "$port" "${PROXY_PID[$target]}" 30 ||
+        die "$target did not start listening on $port: $(tail -n 20 "$WORK/$target.log")"
+}
+if has pgweir "$TARGETS"; then start_pgweir pgweir "$PGWEIR_BIN"; fi
+if has baseline "$TARGETS"; then start_pgweir baseline "$PGWEIR_BASELINE_BIN"; fi
 
 if has pgbouncer "$TARGETS"; then
     free_port B_PORT
@@ -648,6 +662,34 @@ EOF
                     "$(unix_vs_tcp direct R_TPS "$p")" "$(unix_vs_tcp pgweir R_TPS "$p")" \
                     "$(unix_vs_tcp pgbouncer R_TPS "$p")" \
                     "$(unix_vs_tcp pgweir R_PCPU "$p")" "$(unix_vs_tcp pgbouncer R_PCPU "$p")"
+            done
+        done
+    done
+fi
+# The A/B PGWEIR_BASELINE_BIN asks for: this build against the baseline build, from
+# the same interleaved runs (CPU ratios below 1: this build costs less).
+if has baseline "$TARGETS"; then
+    cat <<EOF
+
+This build (pgweir) against PGWEIR_BASELINE_BIN (baseline), same runs:
+
+| workload | protocol | clients | transport | baseline TPS | pgweir TPS | pgweir/baseline TPS | baseline CPU µs/xact | pgweir CPU µs/xact | pgweir/baseline CPU | baseline/pgbouncer CPU | pgweir/pgbouncer CPU |
+|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
+EOF
+    for workload in $WORKLOADS; do
+        name=$(workload_name "$workload")
+        for mode in $MODES; do
+            for clients in $CLIENTS; do
+                for transport in "${TRANSPORT_LIST[@]}"; do
+                    p="$workload|$mode|$clients|$transport"
+                    bt=$(cell baseline R_TPS "$p") wt=$(cell pgweir R_TPS "$p")
+                    bc=$(cell baseline R_PCPU "$p") wc=$(cell pgweir R_PCPU "$p") pc=$(cell pgbouncer R_PCPU "$p")
+                    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+                        "$name" "$mode" "$clients" "$transport" \
+                        "$(show "$bt" '%.0f')" "$(show "$wt" '%.0f')" "$(ratio "$wt" "$bt")" \
+                        "$(show "$bc" '%.1f')" "$(show "$wc" '%.1f')" "$(ratio "$wc" "$bc")" \
+                        "$(ratio "$bc" "$pc")" "$(ratio "$wc" "$pc")"
+                done
             done
         done
     done
