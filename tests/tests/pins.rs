@@ -220,3 +220,31 @@ async fn a_statement_after_a_backslash_escaped_quote_still_pins() {
         .expect("one statement, one string");
     assert_eq!(value(&b, "select 1").await, "1");
 }
+
+/// The extended protocol's Parse reads its text as the simple protocol does: with
+/// `standard_conforming_strings = off`, `'x\''` is one string, so the advisory lock
+/// after it is a real call and must pin (Parse was scanned with standard strings, which
+/// saw the call inside a string and let the locked server go back to the pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parsed_call_after_a_backslash_escaped_quote_still_pins() {
+    // One server and no pins allowed: the hidden lock must be refused, not slip by.
+    let proxy = proxy(1, None).await;
+    let [a, b]: [Client; 2] = clients(&proxy, 2).await.try_into().ok().unwrap();
+    a.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .expect("set");
+    let e = a
+        .query(r"SELECT 'x\'', pg_advisory_lock(7) --'", &[])
+        .await
+        .expect_err("the advisory lock would pin the only server");
+    assert_eq!(sqlstate(&e), "53300", "{e}");
+    assert_eq!(
+        value(
+            &b,
+            "select count(*) from pg_locks where locktype = 'advisory'"
+        )
+        .await,
+        "0",
+        "no advisory lock was taken on the shared server"
+    );
+}

@@ -351,8 +351,9 @@ impl Conversation {
                 // repeats it all the same.
                 *served = false;
             }
+            let backslash_quotes = ctx.client.params.backslash_quotes();
             let effects = text
-                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
+                .map(|t| ctx.client.effects_of(t, backslash_quotes))
                 .unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = admit_features(&effects, ctx) {
@@ -381,8 +382,9 @@ impl Conversation {
         } else if !ctx.client.params.startup.is_empty() {
             // Session mode replays startup settings with SET too: a RESET must go back
             // to them, not to the server's defaults.
+            let backslash_quotes = ctx.client.params.backslash_quotes();
             let effects = text
-                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
+                .map(|t| ctx.client.effects_of(t, backslash_quotes))
                 .unwrap_or_default();
             if effects.reset_all || !effects.resets.is_empty() {
                 ctx.client

@@ -232,6 +232,7 @@ impl Relay {
         session.sample = BytesMut::new();
         session.sample_fingerprint = None;
         session.sampled = false;
+        session.plain_text = None;
         let parts = RelayParts {
             entry,
             cancel,

@@ -9,7 +9,10 @@ use bytes::BytesMut;
 use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
 
-use crate::features::pin;
+use crate::features::{pin, Effects};
+
+/// Longer query texts are scanned every time rather than kept per client.
+const MAX_PLAIN_TEXT: usize = 4096;
 use crate::params::{ClientParams, ServerParamsState};
 use crate::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
 use crate::registry::ClientTag;
@@ -46,10 +49,41 @@ pub struct ClientSession {
     /// (every prepared or parameterised query), or repeats it with other numbers inlined
     /// (`weir_wire::sql::same_shape`), is fingerprinted once, not per execution.
     pub sample_fingerprint: Option<u64>,
+    /// The last query text found to do nothing to the session: a driver that parses
+    /// the same statement every transaction is scanned once (~350 instructions per
+    /// transaction otherwise). Boxed: a parked client keeps its session.
+    pub plain_text: Option<Box<PlainText>>,
+}
+
+/// A query text without session effects, as [`ClientSession::effects_of`] read it.
+#[derive(Debug, Default)]
+pub struct PlainText {
+    text: BytesMut,
+    /// Read with `standard_conforming_strings` off.
+    backslash_quotes: bool,
 }
 
 impl ClientSession {
     /// Notes `sql` as the query being timed, unless one already is.
+    /// [`crate::features::effects_with`], remembered for the last text that had none.
+    pub fn effects_of(&mut self, sql: &[u8], backslash_quotes: bool) -> Effects {
+        if self
+            .plain_text
+            .as_ref()
+            .is_some_and(|p| p.backslash_quotes == backslash_quotes && p.text[..] == *sql)
+        {
+            return Effects::default();
+        }
+        let effects = crate::features::effects_with(sql, backslash_quotes);
+        if effects.is_none() && sql.len() <= MAX_PLAIN_TEXT {
+            let plain = self.plain_text.get_or_insert_with(Box::default);
+            plain.text.clear();
+            plain.text.extend_from_slice(sql);
+            plain.backslash_quotes = backslash_quotes;
+        }
+        effects
+    }
+
     pub fn note_query(&mut self, sql: &[u8]) {
         if !self.sampled {
             if self.sample[..] != *sql {
@@ -180,3 +214,31 @@ pub struct Ctx<'a> {
 
 /// Shared handle type for the registry.
 pub type Registry = Arc<StatementRegistry>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_text_without_effects_is_remembered_and_only_in_its_quoting() {
+        let mut s = ClientSession::default();
+        let plain = b"SELECT abalance FROM t WHERE aid = $1";
+        assert!(s.effects_of(plain, false).is_none());
+        let kept = |s: &ClientSession| s.plain_text.as_ref().unwrap().text.to_vec();
+        assert_eq!(kept(&s), plain);
+        // A text with effects is scanned every time and never remembered.
+        let listen = b"LISTEN jobs";
+        assert_ne!(s.effects_of(listen, false).pins, 0);
+        assert_ne!(s.effects_of(listen, false).pins, 0);
+        assert_eq!(kept(&s), plain);
+        // The same bytes read with backslash quotes are another text: `'x\''` is one
+        // string there, and the call after it is a call.
+        let hidden = br"SELECT 'x\'', pg_advisory_lock(1) --'";
+        assert!(s.effects_of(hidden, false).is_none());
+        assert_ne!(s.effects_of(hidden, true).pins, 0);
+        // Long texts are not kept.
+        let long = format!("SELECT {}", "x".repeat(MAX_PLAIN_TEXT));
+        assert!(s.effects_of(long.as_bytes(), false).is_none());
+        assert_eq!(kept(&s), hidden);
+    }
+}

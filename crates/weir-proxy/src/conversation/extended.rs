@@ -12,7 +12,6 @@ use weir_wire::frontend::{bind_names, target};
 
 use super::{admit_features, Conversation, Expect, NameChange, Rewriter, Synthetic, Undo};
 use crate::error::ClientError;
-use crate::features;
 use crate::prepared::{put_bind_renamed, put_describe_statement, Statement};
 use crate::session_state::Ctx;
 use crate::statement::{raise_query, refuse_named_statements};
@@ -122,7 +121,10 @@ impl Conversation {
         };
         let query = read_cstr(after_name).map(|(q, _)| q).unwrap_or_default();
         ctx.client.note_query(query);
-        let effects = features::effects(query);
+        // Read as the server reads it: with standard_conforming_strings off, `'x\''` is
+        // one string and a call after it is a call.
+        let backslash_quotes = ctx.client.params.backslash_quotes();
+        let effects = ctx.client.effects_of(query, backslash_quotes);
         if !effects.is_none() {
             if let Some(refusal) = admit_features(&effects, ctx) {
                 // Raised by the server, so the transaction fails exactly as PostgreSQL's would.
