@@ -351,9 +351,10 @@ impl Conversation {
                 // repeats it all the same.
                 *served = false;
             }
-            let backslash_quotes = ctx.client.params.backslash_quotes();
+            // Not remembered (`effects_of`): simple-protocol texts mostly carry their
+            // literals, so they rarely repeat and keeping each would cost a copy.
             let effects = text
-                .map(|t| ctx.client.effects_of(t, backslash_quotes))
+                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
                 .unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = admit_features(&effects, ctx) {
@@ -382,9 +383,8 @@ impl Conversation {
         } else if !ctx.client.params.startup.is_empty() {
             // Session mode replays startup settings with SET too: a RESET must go back
             // to them, not to the server's defaults.
-            let backslash_quotes = ctx.client.params.backslash_quotes();
             let effects = text
-                .map(|t| ctx.client.effects_of(t, backslash_quotes))
+                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
                 .unwrap_or_default();
             if effects.reset_all || !effects.resets.is_empty() {
                 ctx.client
