@@ -207,7 +207,6 @@ impl<M: ManageConnection> Drop for Running<M> {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -215,39 +214,11 @@ mod tests {
     use tokio::time::{sleep, Instant};
 
     use super::{ExpiryState, Kick};
-    use crate::{ManageConnection, Pool, PoolError, PoolSettings};
-
-    struct Dummy;
-
-    impl ManageConnection for Dummy {
-        type Connection = ();
-        type Error = Infallible;
-        async fn connect(&self) -> Result<(), Infallible> {
-            Ok(())
-        }
-        fn is_reusable(&self, _: &()) -> bool {
-            true
-        }
-        fn is_alive(&self, _: &mut ()) -> bool {
-            true
-        }
-    }
+    use crate::test_support::Dummy;
+    use crate::{Pool, PoolError, PoolSettings};
 
     fn settings(wait_timeout: Option<Duration>) -> PoolSettings {
-        PoolSettings {
-            max_size: 1,
-            min_size: 0,
-            wait_timeout,
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: None,
-            max_lifetime: None,
-            login_retry: Duration::from_millis(10),
-            max_queue: 0,
-            priority_aging: Duration::from_secs(1),
-            reserve_size: 0,
-            reserve_timeout: Duration::from_secs(5),
-            reserve_critical: 0,
-        }
+        crate::test_support::settings(0, 1, wait_timeout)
     }
 
     fn tasks() -> usize {

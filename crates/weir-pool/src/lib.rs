@@ -36,6 +36,8 @@ mod request;
 mod servers;
 mod sizing;
 mod state;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::time::Duration;

@@ -73,45 +73,13 @@ impl<M: ManageConnection> crate::pool::Inner<M> {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
     use std::time::Duration;
 
-    use crate::{ConnLabel, ManageConnection, Pool, PoolSettings};
-
-    struct Dummy;
-
-    impl ManageConnection for Dummy {
-        type Connection = ();
-        type Error = Infallible;
-        async fn connect(&self) -> Result<(), Infallible> {
-            Ok(())
-        }
-        fn is_reusable(&self, _: &()) -> bool {
-            true
-        }
-        fn is_alive(&self, _: &mut ()) -> bool {
-            true
-        }
-        fn describe(&self, _: &()) -> ConnLabel {
-            ConnLabel::default()
-        }
-    }
+    use crate::test_support::Dummy;
+    use crate::{Pool, PoolSettings};
 
     fn settings(min: u32, max: u32) -> PoolSettings {
-        PoolSettings {
-            max_size: max,
-            min_size: min,
-            wait_timeout: Some(Duration::from_secs(5)),
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: None,
-            max_lifetime: None,
-            login_retry: Duration::from_millis(10),
-            max_queue: 0,
-            priority_aging: Duration::from_secs(1),
-            reserve_size: 0,
-            reserve_timeout: Duration::from_secs(5),
-            reserve_critical: 0,
-        }
+        crate::test_support::settings(min, max, Some(Duration::from_secs(5)))
     }
 
     async fn until(pool: &Pool<Dummy>, what: impl Fn(crate::PoolStats) -> bool) {
