@@ -182,12 +182,18 @@ impl Breaker {
         BreakerState::from_u8(self.state.load(Relaxed))
     }
 
-    /// May a checkout go on? Closed: `None`. Open or half-open: why not, and whether a
-    /// probe is due (checkouts never wait for one: they fail at once).
-    pub fn check(&self, now: Instant) -> Option<Refusal> {
+    /// May a checkout go on? Closed: `None`, without reading the clock (every checkout
+    /// asks). Open or half-open: as [`Breaker::check_at`] now.
+    pub fn check(&self) -> Option<Refusal> {
         if self.state() == BreakerState::Closed {
             return None;
         }
+        self.check_at(Instant::now())
+    }
+
+    /// [`Breaker::check`] at `now`: closed, `None`; open or half-open, why not, and
+    /// whether a probe is due (checkouts never wait for one: they fail at once).
+    pub fn check_at(&self, now: Instant) -> Option<Refusal> {
         let inner = self.lock();
         match self.state() {
             BreakerState::Closed => None,
@@ -381,12 +387,15 @@ mod tests {
         b.on_failure(t, "refused");
         assert_eq!(b.state(), BreakerState::Open);
         assert!(matches!(b.admit(t), Admit::Refuse(d) if d <= Duration::from_millis(60)));
-        let refusal = b.check(t).expect("refused while open");
+        let refusal = b.check_at(t).expect("refused while open");
         assert_eq!(refusal.last_error, "refused");
         assert!(!refusal.probe_due);
         // The probe is due within 50 ms ± 20%.
         let due = t + Duration::from_millis(61);
-        assert!(b.check(due).is_some_and(|r| r.probe_due), "a probe is due");
+        assert!(
+            b.check_at(due).is_some_and(|r| r.probe_due),
+            "a probe is due"
+        );
         assert_eq!(b.admit(due), Admit::Probe);
         assert!(
             matches!(b.admit(due), Admit::Refuse(_)),

@@ -197,7 +197,7 @@ async fn fetch(
         user: auth_user.to_owned(),
     };
     let upstream = shared.pools.upstreams().get(&target.host, target.port);
-    if let Some(refusal) = upstream.breaker.check(Instant::now()) {
+    if let Some(refusal) = upstream.breaker.check() {
         return Err(ClientError::BreakerOpen {
             upstream: upstream.addr.clone(),
             retry_in: refusal.retry_in,

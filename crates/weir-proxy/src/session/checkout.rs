@@ -23,12 +23,7 @@ pub async fn checkout(
     mode: Mode,
     class: weir_pool::Class,
 ) -> Result<weir_pool::PooledConnection<crate::pools::ServerManager>, ClientError> {
-    // A closed breaker (nearly always) needs no clock read.
-    let closed = upstream.breaker.state() == weir_pool::breaker::BreakerState::Closed;
-    if let Some(refusal) = (!closed)
-        .then(|| upstream.breaker.check(tokio::time::Instant::now()))
-        .flatten()
-    {
+    if let Some(refusal) = upstream.breaker.check() {
         if refusal.probe_due {
             crate::pools::spawn_probe(entry.pool.clone());
         }
