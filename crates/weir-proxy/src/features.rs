@@ -135,7 +135,7 @@ const KEYWORDS: [&[u8]; 11] = [
 fn worth_lexing(sql: &[u8]) -> bool {
     let body = sql.trim_ascii_end();
     let body = body.strip_suffix(b";").unwrap_or(body);
-    if contains_either(body, b'(', b';') {
+    if weir_wire::sql::contains_either(body, b'(', b';') {
         return true;
     }
     let mut word = [0u8; 16];
@@ -143,46 +143,9 @@ fn worth_lexing(sql: &[u8]) -> bool {
     KEYWORDS.contains(&&word[..n])
 }
 
-/// Whether `s` contains `a` or `b`: one pass, eight bytes at a time (two `contains`
-/// scans were half of this check's cost on every simple query).
-fn contains_either(s: &[u8], a: u8, b: u8) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `x` is zero (exact for "any"; the classic has-zero test).
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
-    let (splat_a, splat_b) = (ONES * u64::from(a), ONES * u64::from(b));
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        if has_zero(x ^ splat_a) || has_zero(x ^ splat_b) {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|&c| c == a || c == b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn contains_either_agrees_with_a_byte_scan_at_every_position() {
-        // Every length across two words and a tail, the byte at every position, and
-        // bytes next to the searched ones (0x27, 0x29, 0x3a, 0x3c, 0xa8: one bit off).
-        for len in 0..=19 {
-            for at in 0..len {
-                for probe in [b'(', b';', b')', b'\'', b':', b'<', 0xa8, 0] {
-                    let mut s = vec![b'x'; len];
-                    s[at] = probe;
-                    let expected = s.iter().any(|&c| c == b'(' || c == b';');
-                    assert_eq!(contains_either(&s, b'(', b';'), expected, "{s:?}");
-                }
-            }
-            assert!(!contains_either(&vec![b'a'; len], b'(', b';'));
-        }
-    }
 
     fn fx(sql: &str) -> Effects {
         effects(sql.as_bytes())

@@ -8,6 +8,7 @@ mod fast;
 mod lex;
 mod normalize;
 mod shape;
+mod swar;
 
 pub use detect::{
     contains_any_call, contains_call, statement_keywords, Keyword, StatementKeywords,
@@ -16,3 +17,4 @@ pub(crate) use lex::{is_newline, is_space};
 pub use lex::{Lexer, Token, TokenKind};
 pub use normalize::{fingerprint, normalize, Fingerprint, MAX_NORMALIZED, MAX_SCAN};
 pub use shape::same_shape;
+pub use swar::contains_either;

@@ -13,6 +13,7 @@
 //! [`fingerprint`]: super::fingerprint
 
 use super::normalize::MAX_SCAN;
+use super::swar::byte_marks;
 
 /// Whether `a` and `b` certainly have the same fingerprint (see the module docs); false
 /// means "fingerprint it", not "different".
@@ -61,7 +62,7 @@ fn equal_prefix(a: &[u8], b: &[u8]) -> usize {
     for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         let x = u64::from_le_bytes(ca.try_into().unwrap_or_default());
         let y = u64::from_le_bytes(cb.try_into().unwrap_or_default());
-        let stop = (x ^ y) | quotes(x);
+        let stop = (x ^ y) | byte_marks(x, b'"');
         if stop != 0 {
             // Little-endian: the lowest set bit is in the first byte to stop at.
             return k + (stop.trailing_zeros() / 8) as usize;
@@ -72,14 +73,6 @@ fn equal_prefix(a: &[u8], b: &[u8]) -> usize {
         k += 1;
     }
     k
-}
-
-/// The high bit of each byte of `x` that is `"`, exact up to the first one (the
-/// has-zero test on `x` xor eight quotes; a borrow may mark bytes after it).
-fn quotes(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let y = x ^ (ONES * u64::from(b'"'));
-    y.wrapping_sub(ONES) & !y & (ONES << 7)
 }
 
 /// Whether `b` may be part of a word, so that digits after it belong to that word (or
