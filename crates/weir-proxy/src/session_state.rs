@@ -10,12 +10,12 @@ use weir_config::SessionFeatures;
 use weir_pool::PoolMetrics;
 
 use crate::features::{pin, Effects};
-
-/// Longer query texts are scanned every time rather than kept per client.
-const MAX_PLAIN_TEXT: usize = 4096;
 use crate::params::{ClientParams, ServerParamsState};
 use crate::prepared::{ClientStatements, ServerStatements, Statement, StatementRegistry};
 use crate::registry::ClientTag;
+
+/// Longer query texts are scanned every time rather than kept per client.
+const MAX_PLAIN_TEXT: usize = 4096;
 
 /// One client's state that outlives its server connections.
 #[derive(Debug, Default)]
@@ -64,7 +64,6 @@ pub struct PlainText {
 }
 
 impl ClientSession {
-    /// Notes `sql` as the query being timed, unless one already is.
     /// [`crate::features::effects_with`], remembered for the last text that had none.
     pub fn effects_of(&mut self, sql: &[u8], backslash_quotes: bool) -> Effects {
         if self
@@ -84,6 +83,7 @@ impl ClientSession {
         effects
     }
 
+    /// Notes `sql` as the query being timed, unless one already is.
     pub fn note_query(&mut self, sql: &[u8]) {
         if !self.sampled {
             if self.sample[..] != *sql {
