@@ -189,18 +189,25 @@ async fn pins_are_capped_so_they_never_take_every_server() {
     proxy.stop().await;
 }
 
+/// One server and no pins allowed, so a session feature hidden from the proxy would be
+/// refused if seen and slip by if not; client `a` has `standard_conforming_strings`
+/// off, `b` looks at the shared server.
+async fn strings_off_on_one_unpinnable_server() -> (TestProxy, Client, Client) {
+    let proxy = proxy(1, None).await;
+    let [a, b]: [Client; 2] = clients(&proxy, 2).await.try_into().ok().unwrap();
+    a.batch_execute("SET standard_conforming_strings = off")
+        .await
+        .expect("set");
+    (proxy, a, b)
+}
+
 /// With `standard_conforming_strings = off` a backslash escapes a quote inside `'...'`:
 /// `'x\''` is one string, so the LISTEN after it is a statement of its own and must pin
 /// (found by fuzzing: the proxy lexed standard strings and saw the LISTEN as part of a
 /// string, so the listening server went back to the pool for other clients).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_after_a_backslash_escaped_quote_still_pins() {
-    // One server and no pins allowed: the hidden LISTEN must be refused, not slip by.
-    let proxy = proxy(1, None).await;
-    let [a, b]: [Client; 2] = clients(&proxy, 2).await.try_into().ok().unwrap();
-    a.batch_execute("SET standard_conforming_strings = off")
-        .await
-        .expect("set");
+    let (_proxy, a, b) = strings_off_on_one_unpinnable_server().await;
     let e = a
         .batch_execute(r"SELECT 'x\''; LISTEN jobs; SELECT 'y' --'")
         .await
@@ -227,12 +234,7 @@ async fn a_statement_after_a_backslash_escaped_quote_still_pins() {
 /// saw the call inside a string and let the locked server go back to the pool).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parsed_call_after_a_backslash_escaped_quote_still_pins() {
-    // One server and no pins allowed: the hidden lock must be refused, not slip by.
-    let proxy = proxy(1, None).await;
-    let [a, b]: [Client; 2] = clients(&proxy, 2).await.try_into().ok().unwrap();
-    a.batch_execute("SET standard_conforming_strings = off")
-        .await
-        .expect("set");
+    let (_proxy, a, b) = strings_off_on_one_unpinnable_server().await;
     let e = a
         .query(r"SELECT 'x\'', pg_advisory_lock(7) --'", &[])
         .await
