@@ -621,28 +621,36 @@ CPU µs/xact = (utime + stime) over the run / transactions; "PG" is the server's
 | workload | protocol | clients | transport | direct TPS | pgweir TPS | pgbouncer TPS | pgweir/direct | pgweir/pgbouncer | pgweir CPU µs/xact | pgbouncer CPU µs/xact | PG CPU µs/xact direct | PG CPU µs/xact pgweir | PG CPU µs/xact pgbouncer |
 |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
-for workload in $WORKLOADS; do
-    name=$(workload_name "$workload")
-    for mode in $MODES; do
-        for clients in $CLIENTS; do
-            # One row per transport, so the ratio columns compare targets that
-            # were reached the same way.
-            for transport in "${TRANSPORT_LIST[@]}"; do
-                p="$workload|$mode|$clients|$transport"
-                d=$(cell direct R_TPS "$p")
-                w=$(cell pgweir R_TPS "$p")
-                b=$(cell pgbouncer R_TPS "$p")
-                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                    "$name" "$mode" "$clients" "$transport" \
-                    "$(show "$d" '%.0f')" "$(show "$w" '%.0f')" "$(show "$b" '%.0f')" \
-                    "$(ratio "$w" "$d")" "$(ratio "$w" "$b")" \
-                    "$(show "$(cell pgweir R_PCPU "$p")" '%.1f')" "$(show "$(cell pgbouncer R_PCPU "$p")" '%.1f')" \
-                    "$(show "$(cell direct R_SCPU "$p")" '%.1f')" "$(show "$(cell pgweir R_SCPU "$p")" '%.1f')" \
-                    "$(show "$(cell pgbouncer R_SCPU "$p")" '%.1f')"
+# each_row FUNCTION: calls FUNCTION NAME MODE CLIENTS TRANSPORT KEY-PREFIX for every
+# row of a per-transport table, in the matrix's order. One row per transport, so the
+# ratio columns compare targets that were reached the same way.
+each_row() {
+    local workload mode clients transport
+    for workload in $WORKLOADS; do
+        for mode in $MODES; do
+            for clients in $CLIENTS; do
+                for transport in "${TRANSPORT_LIST[@]}"; do
+                    "$1" "$(workload_name "$workload")" "$mode" "$clients" "$transport" \
+                        "$workload|$mode|$clients|$transport"
+                done
             done
         done
     done
-done
+}
+main_row() {
+    local p=$5 d w b
+    d=$(cell direct R_TPS "$p")
+    w=$(cell pgweir R_TPS "$p")
+    b=$(cell pgbouncer R_TPS "$p")
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+        "$1" "$2" "$3" "$4" \
+        "$(show "$d" '%.0f')" "$(show "$w" '%.0f')" "$(show "$b" '%.0f')" \
+        "$(ratio "$w" "$d")" "$(ratio "$w" "$b")" \
+        "$(show "$(cell pgweir R_PCPU "$p")" '%.1f')" "$(show "$(cell pgbouncer R_PCPU "$p")" '%.1f')" \
+        "$(show "$(cell direct R_SCPU "$p")" '%.1f')" "$(show "$(cell pgweir R_SCPU "$p")" '%.1f')" \
+        "$(show "$(cell pgbouncer R_SCPU "$p")" '%.1f')"
+}
+each_row main_row
 # The question TRANSPORTS="tcp unix" asks, per target: what the Unix socket buys
 # over loopback TCP, from the same interleaved runs as the table above.
 if has tcp "$TRANSPORTS" && has unix "$TRANSPORTS"; then
@@ -676,23 +684,17 @@ This build (pgweir) against PGWEIR_BASELINE_BIN (baseline), same runs:
 | workload | protocol | clients | transport | baseline TPS | pgweir TPS | pgweir/baseline TPS | baseline CPU µs/xact | pgweir CPU µs/xact | pgweir/baseline CPU | baseline/pgbouncer CPU | pgweir/pgbouncer CPU |
 |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
-    for workload in $WORKLOADS; do
-        name=$(workload_name "$workload")
-        for mode in $MODES; do
-            for clients in $CLIENTS; do
-                for transport in "${TRANSPORT_LIST[@]}"; do
-                    p="$workload|$mode|$clients|$transport"
-                    bt=$(cell baseline R_TPS "$p") wt=$(cell pgweir R_TPS "$p")
-                    bc=$(cell baseline R_PCPU "$p") wc=$(cell pgweir R_PCPU "$p") pc=$(cell pgbouncer R_PCPU "$p")
-                    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-                        "$name" "$mode" "$clients" "$transport" \
-                        "$(show "$bt" '%.0f')" "$(show "$wt" '%.0f')" "$(ratio "$wt" "$bt")" \
-                        "$(show "$bc" '%.1f')" "$(show "$wc" '%.1f')" "$(ratio "$wc" "$bc")" \
-                        "$(ratio "$bc" "$pc")" "$(ratio "$wc" "$pc")"
-                done
-            done
-        done
-    done
+    baseline_row() {
+        local p=$5 bt wt bc wc pc
+        bt=$(cell baseline R_TPS "$p") wt=$(cell pgweir R_TPS "$p")
+        bc=$(cell baseline R_PCPU "$p") wc=$(cell pgweir R_PCPU "$p") pc=$(cell pgbouncer R_PCPU "$p")
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+            "$1" "$2" "$3" "$4" \
+            "$(show "$bt" '%.0f')" "$(show "$wt" '%.0f')" "$(ratio "$wt" "$bt")" \
+            "$(show "$bc" '%.1f')" "$(show "$wc" '%.1f')" "$(ratio "$wc" "$bc")" \
+            "$(ratio "$bc" "$pc")" "$(ratio "$wc" "$pc")"
+    }
+    each_row baseline_row
 fi
 if ((IDLE_CLIENTS > 0)) && ((${#IDLE_LINE[@]} > 0)); then
     echo
