@@ -76,18 +76,33 @@ pgbench_run() { # PORT SECONDS: prints transactions processed
 }
 # user and system ticks of a process
 ticks() { awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
+# voluntary and involuntary context switches of a process, summed over its threads:
+# a voluntary one is a sleep (epoll_wait with nothing ready), which costs the
+# sleeper a switch out and in, and its waker a wake-up
+switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { i += $2 } END { print v + 0, i + 0 }'
+}
+# TCP segments sent on the box (all of loopback: clients, proxy and server alike),
+# from the kernel's counters: pure ACKs a proxy's reads provoke show up here
+out_segs() { awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp; }
 
-# one_run NAME REP: appends "user_us sys_us kernel% wake%" per transaction to RES[NAME].
+# one_run NAME REP: appends "user_us sys_us kernel% wake% sleeps switches" per
+# transaction to RES[NAME] (the last two: voluntary and involuntary context switches).
 # The CPU times come from a run without perf (sampling with call graphs costs the
 # sampled process time of its own, more for deeper stacks); the shares from a second
 # run under perf.
 declare -A RES=()
 one_run() {
-    local name=$1 rep=$2 pid=${PIDOF[$1]} port=${PORTOF[$1]} u0 s0 u1 s1 n ppid split="- -"
+    local name=$1 rep=$2 pid=${PIDOF[$1]} port=${PORTOF[$1]} u0 s0 u1 s1 v0 i0 v1 i1 g0 g1 n ppid split="- -"
     pgbench_run "$port" 2 >/dev/null # warm: pool open, statements cached
     read -r u0 s0 < <(ticks "$pid")
+    read -r v0 i0 < <(switches "$pid")
+    g0=$(out_segs)
     n=$(pgbench_run "$port" "$SECONDS_PER_RUN")
+    g1=$(out_segs)
     read -r u1 s1 < <(ticks "$pid")
+    read -r v1 i1 < <(switches "$pid")
     if ((PERF)); then
         # The middle of the run: no start-up or wind-down in the profile.
         (sleep 1 && exec perf record -q -g -o "$WORK/$name.$rep.perf" -p "$pid" -- sleep $((SECONDS_PER_RUN - 2))) \
@@ -103,8 +118,12 @@ one_run() {
                      if ($3 ~ /^(_raw_spin_unlock_irqrestore|finish_task_switch)/) w += p }
                  END { if (all > 0) printf "%.0f %.0f", k / all * 100, w / all * 100; else print "- -" }')
     fi
-    RES[$name]+="$(awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="${n:-0}" -v hz="$CLK_TCK" \
-        'BEGIN { if (n > 0) printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "- -" }') $split;"
+    local cpu sw
+    cpu=$(awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="${n:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "- -" }')
+    sw=$(awk -v v="$((v1 - v0))" -v i="$((i1 - i0))" -v g="$((g1 - g0))" -v n="${n:-0}" \
+        'BEGIN { if (n > 0) printf "%.3f %.3f %.2f", v / n, i / n, g / n; else print "- - -" }')
+    RES[$name]+="$cpu $split $sw;"
 }
 
 for ((r = 0; r < REPS; r++)); do
@@ -119,8 +138,9 @@ stat() {
     tr ';' '\n' <<<"${RES[$1]}" | awk -v i="$2" 'NF { print $i }' | sort -n |
         awk '{ v[NR] = $1 } END { if (v[1] == "-") print "-"; else printf "%s (%s-%s)", v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
-printf '| proxy | user µs/txn | system µs/txn | kernel share of samples %% | wake-up and switch share %% |\n|---|---:|---:|---:|---:|\n'
+printf '| proxy | user µs/txn | system µs/txn | kernel share of samples %% | wake-up and switch share %% | sleeps/txn | preemptions/txn | TCP segments/txn |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'
 for name in pgweir pgbouncer; do
-    printf '| %s | %s | %s | %s | %s |\n' "$name" "$(stat "$name" 1)" "$(stat "$name" 2)" "$(stat "$name" 3)" "$(stat "$name" 4)"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(stat "$name" 1)" "$(stat "$name" 2)" \
+        "$(stat "$name" 3)" "$(stat "$name" 4)" "$(stat "$name" 5)" "$(stat "$name" 6)" "$(stat "$name" 7)"
 done
 printf '\npgbench -S -M %s -c %s, %s s runs, medians of %s; pgweir: %s\n' "$MODE" "$CLIENTS" "$SECONDS_PER_RUN" "$REPS" "$BIN"

@@ -9,7 +9,8 @@
 # Usage: benches/hotpath.sh [pgweir-binary ...]    (default: target/release/pgweir)
 # Knobs: TXNS=4000 (transactions per run), MODES="simple extended" (pgbench -M values,
 #        and "login": pgbench -C, so each transaction is a connect, a SCRAM login with
-#        the stored verifier, one SELECT and a close), CLIENTS=4,
+#        the stored verifier, one SELECT and a close), CLIENTS=4, POOL_SIZE=4 (server
+#        connections per proxy pool: below CLIENTS, clients queue for servers),
 #        PGBOUNCER=1 (0 skips it), CG_DIR= (keep the callgrind files there, for
 #        callgrind_annotate, and the strace -c tables), PG_BIN as for e2e.sh.
 # Output: one markdown table on stdout; progress on stderr. Instructions are "a run
@@ -27,6 +28,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TXNS=${TXNS:-4000}
 MODES=${MODES:-"simple extended"}
 CLIENTS=${CLIENTS:-4}
+POOL_SIZE=${POOL_SIZE:-4}
 PGBOUNCER=${PGBOUNCER:-1}
 BINS=("$@")
 ((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
@@ -114,7 +116,7 @@ for mode in $MODES; do
         free_port PORT
         free_port HTTP
         read -r ir calls < <(measure "pgweir" "$PORT" "$mode" "" "$bin" --listen "127.0.0.1:$PORT" \
-            --http-listen "127.0.0.1:$HTTP" --pool-size 4 \
+            --http-listen "127.0.0.1:$HTTP" --pool-size "$POOL_SIZE" \
             --upstream "postgres://$USER_NAME:$PASSWORD@127.0.0.1:$PG_PORT/bench")
         printf '| pgweir `%s` | %s | %s | %s |\n' "$bin" "$mode" "$ir" "$calls"
     done
@@ -130,7 +132,7 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
-default_pool_size = 4
+default_pool_size = $POOL_SIZE
 max_client_conn = 100
 logfile = $WORK/pgbouncer.log
 pidfile =
