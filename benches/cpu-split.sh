@@ -9,7 +9,13 @@
 #
 # Usage: benches/cpu-split.sh [pgweir-binary]   (default: target/release/pgweir)
 # Knobs: CLIENTS=16, MODE=simple (pgbench -M), SECONDS_PER_RUN=8, REPS=3, PERF=1
-#        (0 skips the perf profile), PG_BIN as for e2e.sh.
+#        (0 skips the perf profile), PG_BIN as for e2e.sh, FLOOR=0 (1 adds
+#        benches/floor, built on first use: byte-for-byte relays with no user-space
+#        work to speak of, one on epoll and one on io_uring, a server connection per
+#        client; what they spend per transaction is the least a relay with their
+#        system calls can spend, the yardstick for "how far under PgBouncer can a
+#        proxy go"; FLOOR_DESIGNS="epoll uring" picks among epoll, uring, uring-coop
+#        and uring-epoll, see benches/floor/src/main.rs).
 # Output: a markdown table on stdout (medians of REPS runs, with their range);
 # progress on stderr. perf data files stay in the temp dir, which is removed.
 set -euo pipefail
@@ -68,6 +74,23 @@ lib_pgbouncer_ini md5 20 500
 lib_run_pgbouncer
 PIDOF[pgbouncer]=$PID
 PORTOF[pgbouncer]=$PORT
+NAMES=(pgweir pgbouncer)
+if ((${FLOOR:-0})); then
+    log "building benches/floor"
+    CARGO_TARGET_DIR=${FLOOR_TARGET_DIR:-$REPO/benches/floor/target} \
+        cargo build -q --release --manifest-path "$REPO/benches/floor/Cargo.toml" ||
+        die "cannot build benches/floor"
+    FLOOR_BIN=${FLOOR_TARGET_DIR:-$REPO/benches/floor/target}/release/floor
+    for design in ${FLOOR_DESIGNS:-epoll uring}; do
+        free_port PORT
+        "$FLOOR_BIN" "$design" "127.0.0.1:$PORT" "127.0.0.1:$PG_PORT" >"$WORK/floor-$design.log" 2>&1 &
+        PIDOF[floor-$design]=$!
+        PORTOF[floor-$design]=$PORT
+        KILL_PIDS+=("$!")
+        wait_port "$PORT" "$!" 30 || die "floor $design did not start: $(tail -n 5 "$WORK/floor-$design.log")"
+        NAMES+=("floor-$design")
+    done
+fi
 
 pgbench_run() { # PORT SECONDS: prints transactions processed
     PGPASSWORD=bench "$PG_BIN/pgbench" -n -S -M "$MODE" -c "$CLIENTS" -j 2 -T "$2" \
@@ -87,8 +110,9 @@ switches() {
 # from the kernel's counters: pure ACKs a proxy's reads provoke show up here
 out_segs() { awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else print $c }' /proc/net/snmp; }
 
-# one_run NAME REP: appends "user_us sys_us kernel% wake% sleeps switches" per
-# transaction to RES[NAME] (the last two: voluntary and involuntary context switches).
+# one_run NAME REP: appends "user_us sys_us kernel% wake% sleeps switches segments
+# tps" to RES[NAME]: per transaction but the last (sleeps and switches: voluntary and
+# involuntary context switches).
 # The CPU times come from a run without perf (sampling with call graphs costs the
 # sampled process time of its own, more for deeper stacks); the shares from a second
 # run under perf.
@@ -122,12 +146,13 @@ one_run() {
     cpu=$(awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v n="${n:-0}" -v hz="$CLK_TCK" \
         'BEGIN { if (n > 0) printf "%.2f %.2f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "- -" }')
     sw=$(awk -v v="$((v1 - v0))" -v i="$((i1 - i0))" -v g="$((g1 - g0))" -v n="${n:-0}" \
-        'BEGIN { if (n > 0) printf "%.3f %.3f %.2f", v / n, i / n, g / n; else print "- - -" }')
+        -v secs="$SECONDS_PER_RUN" \
+        'BEGIN { if (n > 0) printf "%.3f %.3f %.2f %.0f", v / n, i / n, g / n, n / secs; else print "- - - -" }')
     RES[$name]+="$cpu $split $sw;"
 }
 
 for ((r = 0; r < REPS; r++)); do
-    for name in pgweir pgbouncer; do
+    for name in "${NAMES[@]}"; do
         log "run $((r + 1)) of $REPS: $name"
         one_run "$name" "$r"
     done
@@ -138,9 +163,9 @@ stat() {
     tr ';' '\n' <<<"${RES[$1]}" | awk -v i="$2" 'NF { print $i }' | sort -n |
         awk '{ v[NR] = $1 } END { if (v[1] == "-") print "-"; else printf "%s (%s-%s)", v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
-printf '| proxy | user µs/txn | system µs/txn | kernel share of samples %% | wake-up and switch share %% | sleeps/txn | preemptions/txn | TCP segments/txn |\n|---|---:|---:|---:|---:|---:|---:|---:|\n'
-for name in pgweir pgbouncer; do
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(stat "$name" 1)" "$(stat "$name" 2)" \
-        "$(stat "$name" 3)" "$(stat "$name" 4)" "$(stat "$name" 5)" "$(stat "$name" 6)" "$(stat "$name" 7)"
+printf '| proxy | user µs/txn | system µs/txn | kernel share of samples %% | wake-up and switch share %% | sleeps/txn | preemptions/txn | TCP segments/txn | TPS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+for name in "${NAMES[@]}"; do
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$(stat "$name" 1)" "$(stat "$name" 2)" \
+        "$(stat "$name" 3)" "$(stat "$name" 4)" "$(stat "$name" 5)" "$(stat "$name" 6)" "$(stat "$name" 7)" "$(stat "$name" 8)"
 done
 printf '\npgbench -S -M %s -c %s, %s s runs, medians of %s; pgweir: %s\n' "$MODE" "$CLIENTS" "$SECONDS_PER_RUN" "$REPS" "$BIN"
