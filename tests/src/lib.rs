@@ -14,7 +14,7 @@ use weir_proxy::Proxy;
 
 pub use pg::{shared_cluster, APP_DB, MD5_PASSWORD, MD5_USER, SCRAM_PASSWORD, SCRAM_USER};
 
-/// A proxy running inside the test's runtime; stopped when dropped.
+/// A proxy under test ([`start_proxy`]); stopped when dropped.
 pub struct TestProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
@@ -82,8 +82,20 @@ pub fn app_config(mode: PoolMode, pool_size: u32) -> Config {
     config_for(&pg.url(SCRAM_USER, SCRAM_PASSWORD, APP_DB), mode, pool_size)
 }
 
-/// Binds and spawns the proxy on the current runtime.
+/// Binds and starts the proxy. By default it runs as pgweir's binary runs it: on a
+/// runtime of its own (one thread, writes batched through io_uring, see
+/// [`weir_proxy::uring`]). `PGWEIR_TEST_SHARED_RUNTIME=1` spawns it on the test's own
+/// runtime instead, where writes go straight to the sockets.
 pub async fn start_proxy(config: Config) -> TestProxy {
+    if std::env::var("PGWEIR_TEST_SHARED_RUNTIME").is_ok_and(|v| v == "1") {
+        start_proxy_shared(config).await
+    } else {
+        start_proxy_own_runtime(config).await
+    }
+}
+
+/// Spawns the proxy on the current runtime.
+pub async fn start_proxy_shared(config: Config) -> TestProxy {
     let proxy = Proxy::bind(config).await.expect("proxy binds");
     let addr = proxy.local_addr();
     let state = proxy.handle();
@@ -91,6 +103,49 @@ pub async fn start_proxy(config: Config) -> TestProxy {
     let token = shutdown.clone();
     let handle = tokio::spawn(async move {
         proxy.run(token).await.expect("proxy runs");
+    });
+    TestProxy {
+        addr,
+        state,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// Runs the proxy on a thread and runtime of its own, set up as pgweir's binary sets
+/// up one worker: a current-thread runtime whose turns end in
+/// [`weir_proxy::uring::before_park`].
+pub async fn start_proxy_own_runtime(config: Config) -> TestProxy {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("pgweir-under-test".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .on_thread_park(weir_proxy::uring::before_park)
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let proxy = Proxy::bind(config).await.expect("proxy binds");
+                let _ = started_tx.send((proxy.local_addr(), proxy.handle()));
+                proxy.run(token).await.expect("proxy runs");
+            });
+            weir_proxy::uring::drain(Duration::from_secs(1));
+        })
+        .expect("proxy thread");
+    let Ok((addr, state)) = started_rx.await else {
+        // The thread ended before it bound: show its panic.
+        match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => panic!("the proxy thread ended before binding"),
+        }
+    };
+    let handle = tokio::task::spawn_blocking(move || {
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
     });
     TestProxy {
         addr,

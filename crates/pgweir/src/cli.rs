@@ -36,6 +36,11 @@ pub struct Cli {
     /// Runtime worker threads [default: 1 on machines with up to 2 CPUs, else one per CPU].
     #[arg(long, env = "PGWEIR_WORKERS", global = true)]
     pub workers: Option<usize>,
+    /// Write to sockets one send at a time instead of batching each runtime turn's
+    /// writes into one io_uring submission (batching falls back by itself where
+    /// io_uring is unavailable).
+    #[arg(long, env = "PGWEIR_NO_IO_URING", global = true)]
+    pub no_io_uring: bool,
     /// Log lines as text or json.
     #[arg(long, env = "PGWEIR_LOG_FORMAT", global = true)]
     pub log_format: Option<LogFormat>,

@@ -81,7 +81,7 @@ fn run_demo(cli: &Cli) -> anyhow::Result<()> {
     let (cluster, config) = demo::prepare(&cli.overrides())?;
     // Built once bound: the demo may have asked for port 0.
     let banner = |started: &Started| demo::banner(started.addr, started.http_addr, &cluster);
-    let result = run_proxy(config, cli.workers, Some(&banner), None);
+    let result = run_proxy(config, cli.workers, cli.no_io_uring, Some(&banner), None);
     drop(cluster);
     result
 }
@@ -96,7 +96,7 @@ fn serve(config: Config, cli: &Cli) -> anyhow::Result<()> {
                 .map_err(|e| format!("invalid configuration: {e}"))
         }) as Loader
     });
-    run_proxy(config, cli.workers, None, loader)
+    run_proxy(config, cli.workers, cli.no_io_uring, None, loader)
 }
 
 /// What to print on stdout once the listeners are bound (the demo's banner).
@@ -105,10 +105,14 @@ type Banner<'a> = &'a dyn Fn(&Started) -> String;
 fn run_proxy(
     config: Config,
     workers: Option<usize>,
+    no_io_uring: bool,
     banner: Option<Banner<'_>>,
     loader: Option<Loader>,
 ) -> anyhow::Result<()> {
     let workers = workers.unwrap_or_else(default_workers).max(1);
+    if no_io_uring {
+        weir_proxy::uring::disable();
+    }
     // One worker: a current-thread runtime, PgBouncer's shape, with none of the
     // work-stealing scheduler's cross-thread bookkeeping.
     let mut builder = if workers == 1 {
@@ -121,16 +125,23 @@ fn run_proxy(
     let runtime = builder
         .enable_all()
         .thread_name("pgweir-worker")
+        // Each worker's socket writes of a turn go to the kernel in one io_uring
+        // submission, just before it parks.
+        .on_thread_park(weir_proxy::uring::before_park)
+        .on_thread_stop(|| weir_proxy::uring::drain(std::time::Duration::from_secs(1)))
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let started = serve::start(config, loader).await?;
         if let Some(banner) = banner {
             println!("{}", banner(&started));
         }
         tokio::spawn(signals::on_signals(started.admin.clone()));
         started.run().await
-    })
+    });
+    // The last turn's writes (shutdown notices to clients) are still queued.
+    weir_proxy::uring::drain(std::time::Duration::from_secs(1));
+    result
 }
 
 /// One worker on machines with up to two CPUs, one per CPU above that.

@@ -41,6 +41,7 @@ pub mod stream;
 pub mod tls;
 mod unix_listener;
 pub mod upstream;
+pub mod uring;
 
 pub use admin_hook::{AdminConsole, AdminRole};
 pub use error::{ClientError, ProxyError};

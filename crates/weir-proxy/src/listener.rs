@@ -135,10 +135,10 @@ impl Proxy {
                 }
                 r = listener.accept() => r.map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
-                    (Stream::Tcp(s), peer, true)
+                    (Stream::from(s), peer, true)
                 }),
                 r = unix_listener::accept(unix.as_ref()), if unix.is_some() => {
-                    r.map(|s| (Stream::Unix(s), unix_peer, false))
+                    r.map(|s| (Stream::from(s), unix_peer, false))
                 }
             };
             let (stream, peer, tcp) = match accepted {

@@ -88,8 +88,8 @@ impl Socket {
     /// Back to tokio (needs the runtime's context).
     fn into_stream(self) -> std::io::Result<Stream> {
         Ok(match self {
-            Socket::Tcp(s) => Stream::Tcp(tokio::net::TcpStream::from_std(s)?),
-            Socket::Unix(s) => Stream::Unix(tokio::net::UnixStream::from_std(s)?),
+            Socket::Tcp(s) => Stream::from(tokio::net::TcpStream::from_std(s)?),
+            Socket::Unix(s) => Stream::from(tokio::net::UnixStream::from_std(s)?),
         })
     }
 }
@@ -240,8 +240,8 @@ impl ParkingLot {
         deadline: Option<Instant>,
     ) {
         let socket = match stream {
-            Stream::Tcp(s) => s.into_std().map(Socket::Tcp),
-            Stream::Unix(s) => s.into_std().map(Socket::Unix),
+            Stream::Tcp(s) => s.into_inner().into_std().map(Socket::Tcp),
+            Stream::Unix(s) => s.into_inner().into_std().map(Socket::Unix),
             _ => Err(std::io::Error::other("only plain sockets park")),
         };
         let socket = match socket {

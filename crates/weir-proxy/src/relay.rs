@@ -246,6 +246,12 @@ impl Relay {
             .park(&shared, stream, handle, ticket, parts, deadline);
     }
 
+    /// Waits until everything written to the client is with the kernel (see
+    /// [`crate::uring`]): before its socket is parked.
+    pub async fn flush_client(&mut self) -> std::io::Result<()> {
+        tokio::io::AsyncWriteExt::flush(self.client.stream()).await
+    }
+
     /// Ends the session after [`Relay::run`]: tells the client the error, logs the
     /// disconnection. Dropping the relay then frees its registration and ticket.
     pub async fn finish(&mut self, result: Result<(), ClientError>) {

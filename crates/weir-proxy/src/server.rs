@@ -289,7 +289,7 @@ impl ServerConn {
             // server would not offer it there either.
             Some(path) => {
                 let unix = tokio::net::UnixStream::connect(&path).await.map_err(io)?;
-                (Stream::Unix(unix), None, ServerAddr::Unix(path))
+                (Stream::from(unix), None, ServerAddr::Unix(path))
             }
             None => {
                 let tcp = TcpStream::connect((target.host.as_str(), target.port))
@@ -302,7 +302,7 @@ impl ServerConn {
                         (stream, true) => (stream, Some(t.clone()), addr),
                         (stream, false) => (stream, None, addr),
                     },
-                    None => (Stream::Tcp(tcp), None, addr),
+                    None => (Stream::from(tcp), None, addr),
                 }
             }
         };
@@ -493,7 +493,7 @@ impl ServerConn {
 /// Connect or write failure.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
     let mut stream = match (&target.addr, &target.tls) {
-        (ServerAddr::Unix(path), _) => Stream::Unix(tokio::net::UnixStream::connect(path).await?),
+        (ServerAddr::Unix(path), _) => Stream::from(tokio::net::UnixStream::connect(path).await?),
         (ServerAddr::Tcp(addr), Some(tls)) => {
             let tcp = TcpStream::connect(addr).await?;
             match ssl_request(tcp, &target.host, tls).await? {
@@ -505,7 +505,7 @@ pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
                 }
             }
         }
-        (ServerAddr::Tcp(addr), None) => Stream::Tcp(TcpStream::connect(addr).await?),
+        (ServerAddr::Tcp(addr), None) => Stream::from(TcpStream::connect(addr).await?),
     };
     let mut buf = BytesMut::with_capacity(16 + target.key.len());
     weir_wire::startup::put_cancel_request(&mut buf, target.pid, &target.key);
@@ -551,7 +551,7 @@ async fn ssl_request(
                 tls.mode
             ),
         )),
-        b'N' => Ok((Stream::Tcp(tcp), false)),
+        b'N' => Ok((Stream::from(tcp), false)),
         other => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("server answered SSLRequest with {:?}", other as char),

@@ -102,7 +102,11 @@ pub fn serve(
 pub(crate) fn relay_phase(mut relay: Relay) -> impl std::future::Future<Output = ()> + Send {
     async move {
         match relay.run().await {
-            Ok(Ended::Parked(deadline)) => relay.park(deadline),
+            // Batched writes are with the kernel before the socket leaves tokio.
+            Ok(Ended::Parked(deadline)) => match relay.flush_client().await {
+                Ok(()) => relay.park(deadline),
+                Err(e) => relay.finish(Err(e.into())).await,
+            },
             Ok(Ended::Left) => relay.finish(Ok(())).await,
             Err(e) => relay.finish(Err(e)).await,
         }
@@ -300,7 +304,7 @@ mod footprint {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let stream = crate::stream::Stream::Tcp(
+        let stream = crate::stream::Stream::from(
             tokio::net::TcpStream::connect(addr).await.expect("connect"),
         );
         let shared = std::sync::Arc::new(

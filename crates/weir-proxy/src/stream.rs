@@ -25,6 +25,8 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
+use crate::uring::Plain;
+
 /// The TLS stream of a client connection (pgweir is the TLS server).
 pub type ClientTlsStream = tokio_rustls::server::TlsStream<TcpIo>;
 /// The TLS stream of a server connection (pgweir is the TLS client).
@@ -32,16 +34,16 @@ pub type ServerTlsStream = tokio_rustls::client::TlsStream<TcpIo>;
 
 /// A client or server connection.
 pub enum Stream {
-    /// Plain TCP.
-    Tcp(TcpStream),
+    /// Plain TCP; its writes are batched where the thread batches ([`crate::uring`]).
+    Tcp(Plain<TcpStream>),
     /// TLS with a client; pgweir holds the certificate. Boxed: rustls' state is large,
     /// and plaintext connections should not carry its size.
     TlsServer(Box<ClientTlsStream>),
     /// TLS to a PostgreSQL server; pgweir is the TLS client.
     TlsClient(Box<ServerTlsStream>),
-    /// A Unix-domain socket (a listener for it is not there yet).
+    /// A Unix-domain socket; its writes are batched as TCP's are.
     #[cfg(unix)]
-    Unix(UnixStream),
+    Unix(Plain<UnixStream>),
     /// What is left after a failed TLS upgrade: every operation fails.
     Closed,
 }
@@ -91,7 +93,7 @@ impl Stream {
     /// The underlying TCP socket, if any.
     pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Tcp(s) => Some(s),
+            Stream::Tcp(s) => Some(&**s),
             Stream::TlsServer(s) => Some(&s.get_ref().0.tcp),
             Stream::TlsClient(s) => Some(&s.get_ref().0.tcp),
             #[cfg(unix)]
@@ -122,7 +124,7 @@ impl Stream {
     /// The stream is not plain TCP (TLS inside TLS is a protocol violation).
     pub fn take_tcp(&mut self) -> io::Result<TcpStream> {
         match std::mem::replace(self, Stream::Closed) {
-            Stream::Tcp(s) => Ok(s),
+            Stream::Tcp(s) => Ok(s.into_inner()),
             other => {
                 *self = other;
                 Err(io::Error::new(
@@ -299,7 +301,14 @@ fn closed() -> io::Error {
 
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
-        Stream::Tcp(s)
+        Stream::Tcp(s.into())
+    }
+}
+
+#[cfg(unix)]
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Self {
+        Stream::Unix(s.into())
     }
 }
 

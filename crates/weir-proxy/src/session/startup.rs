@@ -59,6 +59,9 @@ pub(super) async fn read_startup(
                         if matches!(packet, InitialPacket::SslRequest) && !stream.is_tls() =>
                     {
                         stream.write_all(b"S").await?;
+                        // The socket leaves the plain stream for the TLS layer: the
+                        // answer must be with the kernel first (batched writes).
+                        stream.flush().await?;
                         upgrade(config, stream, BytesMut::new(), false).await?;
                         *tls = Some(config.clone());
                     }
