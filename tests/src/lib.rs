@@ -116,15 +116,30 @@ pub async fn start_proxy_shared(config: Config) -> TestProxy {
 /// up one worker: a current-thread runtime whose turns end in
 /// [`weir_proxy::uring::before_park`].
 pub async fn start_proxy_own_runtime(config: Config) -> TestProxy {
+    start_proxy_with_workers(config, 1).await
+}
+
+/// Like [`start_proxy_own_runtime`], with `workers` runtime threads as
+/// `pgweir --workers N` runs them (more than one: a multi-thread runtime, each
+/// worker batching its own writes, tasks moving between workers).
+pub async fn start_proxy_with_workers(config: Config, workers: usize) -> TestProxy {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let thread = std::thread::Builder::new()
         .name("pgweir-under-test".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            let mut builder = if workers > 1 {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(workers);
+                b
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+            };
+            let runtime = builder
                 .enable_all()
                 .on_thread_park(weir_proxy::uring::before_park)
+                .on_thread_stop(|| weir_proxy::uring::drain(Duration::from_secs(1)))
                 .build()
                 .expect("proxy runtime");
             runtime.block_on(async move {

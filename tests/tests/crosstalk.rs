@@ -5,18 +5,33 @@
 use std::time::{Duration, Instant};
 
 use weir_config::{AuthType, PoolMode};
-use weir_tests::{app_config, start_proxy};
+use weir_tests::{app_config, start_proxy, start_proxy_with_workers};
 
 const CLIENTS: usize = 500;
 const ROUNDS: i32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_clients_over_ten_connections_see_only_their_own_state() {
+    five_hundred_clients(1).await;
+}
+
+/// The same on two workers: a client's task moves between threads, each with its own
+/// batch of writes, so a write queued on one worker may be waited for on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_clients_on_two_workers_see_only_their_own_state() {
+    five_hundred_clients(2).await;
+}
+
+async fn five_hundred_clients(workers: usize) {
     let mut config = app_config(PoolMode::Transaction, 10);
     // Trust keeps 500 debug-build SCRAM logins out of the test's time.
     config.auth_type = AuthType::Trust;
     config.query_wait_timeout = Duration::from_secs(60);
-    let proxy = start_proxy(config).await;
+    let proxy = if workers == 1 {
+        start_proxy(config).await
+    } else {
+        start_proxy_with_workers(config, workers).await
+    };
     let url = proxy.app_url();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(CLIENTS);

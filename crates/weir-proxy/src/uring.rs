@@ -1,7 +1,9 @@
 //! Batched sends: writes to plain sockets (TCP or Unix, client or server side) are
 //! queued on the worker thread's io_uring, and everything one turn of the runtime
 //! queued reaches the kernel in a single `io_uring_enter`, made just before the
-//! runtime parks ([`before_park`]) or once [`BATCH`] sends are waiting.
+//! runtime parks ([`before_park`]) or once [`BATCH`] sends are waiting. A turn with a
+//! single send (one client, little load) uses `send(2)`: one kernel entry either way,
+//! and a plain send costs less than a submission.
 //!
 //! Why: most of a relay's CPU is the kernel's, the TCP stack and wake-ups. A `send`
 //! that wakes a peer on the proxy's own CPU gets the proxy preempted as the call
@@ -114,7 +116,9 @@ pub fn drain(limit: std::time::Duration) {
 /// A thread's ring and its bookkeeping.
 struct Batcher {
     ring: IoUring,
-    /// Sends pushed and not yet submitted.
+    /// Sends written this turn, not yet handed to the kernel.
+    pending: Vec<Arc<Outbox>>,
+    /// Sends in the submission queue, not yet submitted.
     queued: usize,
     /// Sends submitted (or queued) whose completion has not been seen.
     in_flight: usize,
@@ -139,6 +143,7 @@ impl Batcher {
                 debug!("socket writes are batched through io_uring on this thread");
                 Some(Batcher {
                     ring,
+                    pending: Vec::with_capacity(BATCH),
                     queued: 0,
                     in_flight: 0,
                     done: Vec::with_capacity(BATCH),
@@ -151,15 +156,49 @@ impl Batcher {
         }
     }
 
-    /// Queues the outbox's send, and submits the queue once [`BATCH`] are waiting.
+    /// Takes the outbox's send for this turn; hands the turn's sends to the kernel
+    /// once [`BATCH`] are waiting.
     fn push(&mut self, out: &Arc<Outbox>) {
-        self.enqueue(out);
-        if self.queued >= BATCH {
+        self.pending.push(Arc::clone(out));
+        if self.pending.len() >= BATCH {
             self.flush();
         }
     }
 
-    /// Queues the outbox's send (its buffer from `sent` on).
+    /// Sends a turn's only send with `send(2)`: one kernel entry either way, and a
+    /// plain send costs less than a submission. What the socket cannot take at once
+    /// goes through the ring, which waits for room.
+    fn send_alone(&mut self, out: &Arc<Outbox>) {
+        // SAFETY: the outbox is busy: only the ring's side touches `sent` and `buf`.
+        let (ptr, len) = unsafe {
+            let buf = &*out.buf.get();
+            let sent = *out.sent.get();
+            (buf[sent..].as_ptr(), buf.len() - sent)
+        };
+        // SAFETY: `ptr..ptr + len` is the outbox's buffer, alive and unchanged (busy).
+        let n = unsafe {
+            libc::send(
+                out.fd.as_raw_fd(),
+                ptr.cast(),
+                len,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 && n as usize == len {
+            out.finish(Ok(()));
+        } else if n >= 0 {
+            // SAFETY: busy: the ring's side owns `sent`.
+            unsafe { *out.sent.get() += n as usize };
+            self.enqueue(out);
+        } else {
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR) => self.enqueue(out),
+                errno => out.finish(Err(errno.unwrap_or(libc::EIO))),
+            }
+        }
+    }
+
+    /// Puts the outbox's send (its buffer from `sent` on) in the submission queue.
     fn enqueue(&mut self, out: &Arc<Outbox>) {
         // SAFETY: the outbox is busy: only the ring's side touches `sent` and `buf`.
         let (ptr, len) = unsafe {
@@ -189,9 +228,20 @@ impl Batcher {
         self.in_flight += 1;
     }
 
-    /// Submits what is queued and handles what completed (a short send is queued
-    /// again for its rest and submitted in the same call).
+    /// Hands the turn's sends to the kernel (one alone with `send(2)`, more in one
+    /// submission) and handles what completed (a short send is queued again for its
+    /// rest and submitted in the same call).
     fn flush(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        if let [out] = pending.as_slice() {
+            self.send_alone(out);
+        } else {
+            for out in &pending {
+                self.enqueue(out);
+            }
+        }
+        pending.clear();
+        self.pending = pending;
         loop {
             if self.queued > 0 || self.ring.submission().taskrun() {
                 self.queued = 0;
@@ -213,7 +263,7 @@ impl Batcher {
             for i in 0..self.done.len() {
                 let (data, result) = self.done[i];
                 self.in_flight -= 1;
-                // SAFETY: every user_data is an `Arc<Outbox>` leaked by `push`.
+                // SAFETY: every user_data is an `Arc<Outbox>` leaked by `enqueue`.
                 let out = unsafe { Arc::from_raw(data as *const Outbox) };
                 if result < 0 {
                     if result == -libc::EINTR || result == -libc::EAGAIN {

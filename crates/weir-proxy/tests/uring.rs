@@ -73,6 +73,46 @@ fn small_writes_arrive_whole_and_in_order() {
 }
 
 #[test]
+fn many_sockets_written_in_one_turn_each_get_their_own_bytes() {
+    batching_runtime().block_on(async {
+        park_once().await;
+        assert!(uring::batching());
+        let mut ours = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..16 {
+            let (o, mut theirs) = pair().await;
+            ours.push(o);
+            readers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                theirs.read_to_end(&mut got).await.expect("read");
+                got
+            }));
+        }
+        // Each round writes once to every socket without yielding: one turn, sixteen
+        // sends, handed to the kernel together.
+        for round in 0..200 {
+            for (k, o) in ours.iter_mut().enumerate() {
+                o.write_all(&message(round * 16 + k)).await.expect("write");
+            }
+            tokio::task::yield_now().await;
+        }
+        // The last round's sends are still queued when the streams go.
+        drop(ours);
+        for (k, reader) in readers.into_iter().enumerate() {
+            let expected: Vec<u8> = (0..200).flat_map(|round| message(round * 16 + k)).collect();
+            let got = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("EOF")
+                .expect("reader");
+            assert!(
+                got == expected,
+                "socket {k} got other bytes than were written to it"
+            );
+        }
+    });
+}
+
+#[test]
 fn a_large_write_to_a_slow_reader_arrives_whole() {
     batching_runtime().block_on(async {
         park_once().await;
