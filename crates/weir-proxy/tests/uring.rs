@@ -40,6 +40,28 @@ async fn park_once() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
+/// Runs `test` on a batching runtime once the thread's ring is up.
+fn batched<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+    batching_runtime().block_on(async {
+        park_once().await;
+        assert!(
+            uring::batching(),
+            "io_uring is not available on this machine"
+        );
+        test().await;
+    });
+}
+
+/// Everything the peer receives until EOF, which must come within 10 s.
+async fn read_all(mut theirs: TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), theirs.read_to_end(&mut got))
+        .await
+        .expect("EOF within 10 s")
+        .expect("read");
+    got
+}
+
 /// Message `i` of a test stream: its length and bytes vary with `i`.
 fn message(i: usize) -> Vec<u8> {
     let len = 1 + (i * 37) % 300;
@@ -48,19 +70,10 @@ fn message(i: usize) -> Vec<u8> {
 
 #[test]
 fn small_writes_arrive_whole_and_in_order() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(
-            uring::batching(),
-            "io_uring is not available on this machine"
-        );
-        let (mut ours, mut theirs) = pair().await;
+    batched(|| async {
+        let (mut ours, theirs) = pair().await;
         let expected: Vec<u8> = (0..2000).flat_map(message).collect();
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            theirs.read_to_end(&mut got).await.expect("read");
-            got
-        });
+        let reader = tokio::spawn(read_all(theirs));
         for i in 0..2000 {
             ours.write_all(&message(i)).await.expect("write");
             if i % 7 == 0 {
@@ -74,19 +87,13 @@ fn small_writes_arrive_whole_and_in_order() {
 
 #[test]
 fn many_sockets_written_in_one_turn_each_get_their_own_bytes() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(uring::batching());
+    batched(|| async {
         let mut ours = Vec::new();
         let mut readers = Vec::new();
         for _ in 0..16 {
-            let (o, mut theirs) = pair().await;
+            let (o, theirs) = pair().await;
             ours.push(o);
-            readers.push(tokio::spawn(async move {
-                let mut got = Vec::new();
-                theirs.read_to_end(&mut got).await.expect("read");
-                got
-            }));
+            readers.push(tokio::spawn(read_all(theirs)));
         }
         // Each round writes once to every socket without yielding: one turn, sixteen
         // sends, handed to the kernel together.
@@ -100,10 +107,7 @@ fn many_sockets_written_in_one_turn_each_get_their_own_bytes() {
         drop(ours);
         for (k, reader) in readers.into_iter().enumerate() {
             let expected: Vec<u8> = (0..200).flat_map(|round| message(round * 16 + k)).collect();
-            let got = tokio::time::timeout(Duration::from_secs(10), reader)
-                .await
-                .expect("EOF")
-                .expect("reader");
+            let got = reader.await.expect("reader");
             assert!(
                 got == expected,
                 "socket {k} got other bytes than were written to it"
@@ -114,9 +118,7 @@ fn many_sockets_written_in_one_turn_each_get_their_own_bytes() {
 
 #[test]
 fn a_large_write_to_a_slow_reader_arrives_whole() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(uring::batching());
+    batched(|| async {
         let (mut ours, mut theirs) = pair().await;
         // Larger than one outbox (256 KiB) and than the socket buffers: the writer
         // is held back while the reader dawdles.
@@ -151,9 +153,7 @@ fn a_large_write_to_a_slow_reader_arrives_whole() {
 
 #[test]
 fn a_peer_that_went_away_fails_later_writes() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(uring::batching());
+    batched(|| async {
         let (mut ours, theirs) = pair().await;
         // Closed with unread data: the kernel answers further segments with RST.
         theirs.set_zero_linger().expect("linger");
@@ -185,27 +185,18 @@ fn a_peer_that_went_away_fails_later_writes() {
 
 #[test]
 fn bytes_queued_before_a_drop_still_arrive() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(uring::batching());
-        let (mut ours, mut theirs) = pair().await;
+    batched(|| async {
+        let (mut ours, theirs) = pair().await;
         ours.write_all(&[7u8; 1000]).await.expect("write");
         // Gone before the runtime parked, so before its send was submitted.
         drop(ours);
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), theirs.read_to_end(&mut got))
-            .await
-            .expect("the peer sees the bytes and EOF")
-            .expect("read");
-        assert_eq!(got, vec![7u8; 1000]);
+        assert_eq!(read_all(theirs).await, vec![7u8; 1000]);
     });
 }
 
 #[test]
 fn a_reused_descriptor_gets_only_its_own_bytes() {
-    batching_runtime().block_on(async {
-        park_once().await;
-        assert!(uring::batching());
+    batched(|| async {
         let mut peers = Vec::new();
         // Each stream queues its bytes and is dropped before they are submitted; the
         // next connection may well get the same descriptor number.
@@ -215,13 +206,12 @@ fn a_reused_descriptor_gets_only_its_own_bytes() {
             drop(ours);
             peers.push((i, theirs));
         }
-        for (i, mut theirs) in peers {
-            let mut got = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), theirs.read_to_end(&mut got))
-                .await
-                .expect("EOF")
-                .expect("read");
-            assert_eq!(got, vec![i; 100], "connection {i} got another's bytes");
+        for (i, theirs) in peers {
+            assert_eq!(
+                read_all(theirs).await,
+                vec![i; 100],
+                "connection {i} got another's bytes"
+            );
         }
     });
 }
@@ -258,21 +248,18 @@ fn without_the_park_hook_writes_go_straight_out() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        park_once().await;
-        assert!(!uring::batching());
-        let (mut ours, mut theirs) = pair().await;
-        ours.write_all(b"direct").await.expect("write");
-        let mut got = [0u8; 6];
-        theirs.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got, b"direct");
-    });
+    writes_go_straight_out(runtime);
 }
 
 #[test]
 fn batching_turned_off_writes_go_straight_out() {
     uring::disable();
-    batching_runtime().block_on(async {
+    writes_go_straight_out(batching_runtime());
+}
+
+/// On `runtime`, the thread does not batch after a park, and writes still arrive.
+fn writes_go_straight_out(runtime: tokio::runtime::Runtime) {
+    runtime.block_on(async {
         park_once().await;
         assert!(!uring::batching());
         let (mut ours, mut theirs) = pair().await;
