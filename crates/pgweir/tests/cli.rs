@@ -331,6 +331,45 @@ fn check_shows_the_pool_mode_from_env() {
     );
 }
 
+/// `--no-io-uring` reaches the proxy: without it the first worker's ring is set up at
+/// its first park, with it writes stay unbatched (no PostgreSQL needed: the proxy
+/// connects upstream only for clients).
+#[test]
+fn no_io_uring_turns_write_batching_off() {
+    const ON: &str = "socket writes are batched through io_uring";
+    const OFF: &str = "batching is turned off";
+    for (flag, expected, unexpected) in [(None, ON, OFF), (Some("--no-io-uring"), OFF, ON)] {
+        let (listen, _) = two_free_addrs();
+        let listen_arg = listen.to_string();
+        let mut args = vec![
+            "--listen",
+            listen_arg.as_str(),
+            "--http-listen",
+            "",
+            "--upstream",
+            "postgres://app:secret@127.0.0.1:9/app",
+        ];
+        args.extend(flag);
+        let mut cmd = pgweir_command(&args);
+        cmd.env("RUST_LOG", "weir_proxy::uring=debug");
+        let mut proxy = Proc::spawn(cmd, Stdio::null());
+        proxy.wait_listening(listen, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !proxy.log().contains(expected) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let log = proxy.log();
+        assert!(
+            log.contains(expected),
+            "{flag:?}: no {expected:?} in:\n{log}"
+        );
+        assert!(
+            !log.contains(unexpected),
+            "{flag:?}: {unexpected:?} in:\n{log}"
+        );
+    }
+}
+
 /// Tests that start PostgreSQL. The module name puts them in nextest's `postgres` test
 /// group (`.config/nextest.toml` matches `package(pgweir) & test(/^cluster::/)`), which
 /// limits how many servers run at once.

@@ -129,6 +129,7 @@ struct Batcher {
 impl Batcher {
     fn new() -> Option<Batcher> {
         if DISABLED.load(Ordering::Relaxed) {
+            debug!("socket writes go out one by one: batching is turned off");
             return None;
         }
         // Completions are posted at this thread's next kernel entry instead of by an
