@@ -129,17 +129,8 @@ pub async fn start_proxy_with_workers(config: Config, workers: usize) -> TestPro
     let thread = std::thread::Builder::new()
         .name("pgweir-under-test".into())
         .spawn(move || {
-            let mut builder = if workers > 1 {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(workers);
-                b
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-            };
-            let runtime = builder
+            let runtime = weir_proxy::uring::runtime_builder(workers)
                 .enable_all()
-                .on_thread_park(weir_proxy::uring::before_park)
-                .on_thread_stop(|| weir_proxy::uring::drain(Duration::from_secs(1)))
                 .build()
                 .expect("proxy runtime");
             runtime.block_on(async move {
@@ -147,7 +138,7 @@ pub async fn start_proxy_with_workers(config: Config, workers: usize) -> TestPro
                 let _ = started_tx.send((proxy.local_addr(), proxy.handle()));
                 proxy.run(token).await.expect("proxy runs");
             });
-            weir_proxy::uring::drain(Duration::from_secs(1));
+            weir_proxy::uring::drain(weir_proxy::uring::DRAIN_LIMIT);
         })
         .expect("proxy thread");
     let Ok((addr, state)) = started_rx.await else {

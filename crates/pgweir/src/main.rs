@@ -113,22 +113,9 @@ fn run_proxy(
     if no_io_uring {
         weir_proxy::uring::disable();
     }
-    // One worker: a current-thread runtime, PgBouncer's shape, with none of the
-    // work-stealing scheduler's cross-thread bookkeeping.
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
-    let runtime = builder
+    let runtime = weir_proxy::uring::runtime_builder(workers)
         .enable_all()
         .thread_name("pgweir-worker")
-        // Each worker's socket writes of a turn go to the kernel in one io_uring
-        // submission, just before it parks.
-        .on_thread_park(weir_proxy::uring::before_park)
-        .on_thread_stop(|| weir_proxy::uring::drain(std::time::Duration::from_secs(1)))
         .build()
         .context("cannot start the runtime")?;
     let result = runtime.block_on(async move {
@@ -140,7 +127,7 @@ fn run_proxy(
         started.run().await
     });
     // The last turn's writes (shutdown notices to clients) are still queued.
-    weir_proxy::uring::drain(std::time::Duration::from_secs(1));
+    weir_proxy::uring::drain(weir_proxy::uring::DRAIN_LIMIT);
     result
 }
 

@@ -50,6 +50,28 @@ const RING_ENTRIES: u32 = 256;
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
+/// How long the end of a runtime waits for its last sends to leave ([`drain`]).
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A runtime builder set up as pgweir runs its workers: a current-thread runtime for
+/// one worker (PgBouncer's shape, none of the work-stealing scheduler's cross-thread
+/// bookkeeping), a multi-thread one for more; each worker batches its writes
+/// ([`before_park`]) and drains them when its thread stops. A current-thread
+/// runtime's own thread does not stop: call [`drain`] after its `block_on` returns.
+pub fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
+    let mut builder = if workers > 1 {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .on_thread_park(before_park)
+        .on_thread_stop(|| drain(DRAIN_LIMIT));
+    builder
+}
+
 /// Turns batching off for the whole process, before the runtime starts: every write
 /// goes straight to its socket (`pgweir --no-io-uring`).
 pub fn disable() {
@@ -118,8 +140,6 @@ struct Batcher {
     ring: IoUring,
     /// Sends written this turn, not yet handed to the kernel.
     pending: Vec<Arc<Outbox>>,
-    /// Sends in the submission queue, not yet submitted.
-    queued: usize,
     /// Sends submitted (or queued) whose completion has not been seen.
     in_flight: usize,
     /// Completions read from the ring, reused between flushes.
@@ -145,7 +165,6 @@ impl Batcher {
                 Some(Batcher {
                     ring,
                     pending: Vec::with_capacity(BATCH),
-                    queued: 0,
                     in_flight: 0,
                     done: Vec::with_capacity(BATCH),
                 })
@@ -170,12 +189,8 @@ impl Batcher {
     /// plain send costs less than a submission. What the socket cannot take at once
     /// goes through the ring, which waits for room.
     fn send_alone(&mut self, out: &Arc<Outbox>) {
-        // SAFETY: the outbox is busy: only the ring's side touches `sent` and `buf`.
-        let (ptr, len) = unsafe {
-            let buf = &*out.buf.get();
-            let sent = *out.sent.get();
-            (buf[sent..].as_ptr(), buf.len() - sent)
-        };
+        // SAFETY: the outbox is busy: the ring's side owns it.
+        let (ptr, len) = unsafe { out.rest() };
         // SAFETY: `ptr..ptr + len` is the outbox's buffer, alive and unchanged (busy).
         let n = unsafe {
             libc::send(
@@ -201,12 +216,8 @@ impl Batcher {
 
     /// Puts the outbox's send (its buffer from `sent` on) in the submission queue.
     fn enqueue(&mut self, out: &Arc<Outbox>) {
-        // SAFETY: the outbox is busy: only the ring's side touches `sent` and `buf`.
-        let (ptr, len) = unsafe {
-            let buf = &*out.buf.get();
-            let sent = *out.sent.get();
-            (buf[sent..].as_ptr(), buf.len() - sent)
-        };
+        // SAFETY: the outbox is busy: the ring's side owns it.
+        let (ptr, len) = unsafe { out.rest() };
         let entry = opcode::Send::new(types::Fd(out.fd.as_raw_fd()), ptr, len as u32)
             // WAITALL: the kernel itself retries a short send on a stream socket.
             .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
@@ -214,7 +225,6 @@ impl Batcher {
             .user_data(Arc::into_raw(Arc::clone(out)) as u64);
         if self.ring.submission().is_full() {
             let _ = self.ring.submit();
-            self.queued = 0;
         }
         // SAFETY: the entry's buffer lives in the outbox, which the `Arc` in its
         // user_data keeps alive, unchanged (busy), until its completion is handled.
@@ -225,7 +235,6 @@ impl Batcher {
             out.finish(Err(libc::EBUSY));
             return;
         }
-        self.queued += 1;
         self.in_flight += 1;
     }
 
@@ -244,8 +253,7 @@ impl Batcher {
         pending.clear();
         self.pending = pending;
         loop {
-            if self.queued > 0 || self.ring.submission().taskrun() {
-                self.queued = 0;
+            if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
                 if let Err(e) = self.ring.submit() {
                     if e.raw_os_error() != Some(libc::EINTR)
                         && e.raw_os_error() != Some(libc::EBUSY)
@@ -254,15 +262,10 @@ impl Batcher {
                     }
                 }
             }
-            self.done.clear();
-            self.done
-                .extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-            if self.done.is_empty() {
-                return;
-            }
+            let mut done = std::mem::take(&mut self.done);
+            done.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             let mut again = false;
-            for i in 0..self.done.len() {
-                let (data, result) = self.done[i];
+            for &(data, result) in &done {
                 self.in_flight -= 1;
                 // SAFETY: every user_data is an `Arc<Outbox>` leaked by `enqueue`.
                 let out = unsafe { Arc::from_raw(data as *const Outbox) };
@@ -287,6 +290,8 @@ impl Batcher {
                     out.finish(Ok(()));
                 }
             }
+            done.clear();
+            self.done = done;
             if !again {
                 return;
             }
@@ -315,6 +320,16 @@ struct Outbox {
 unsafe impl Sync for Outbox {}
 
 impl Outbox {
+    /// Where the bytes still to send start, and how many there are.
+    ///
+    /// # Safety
+    /// Busy: the ring's side owns `buf` and `sent`.
+    unsafe fn rest(&self) -> (*const u8, usize) {
+        let buf = &*self.buf.get();
+        let sent = *self.sent.get();
+        (buf[sent..].as_ptr(), buf.len() - sent)
+    }
+
     /// The send ended: `buf` goes back to the writer, who is woken.
     fn finish(&self, result: Result<(), i32>) {
         if let Err(errno) = result {

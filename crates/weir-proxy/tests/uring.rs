@@ -17,9 +17,8 @@ use weir_proxy::stream::Stream;
 use weir_proxy::uring;
 
 fn batching_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    uring::runtime_builder(1)
         .enable_all()
-        .on_thread_park(uring::before_park)
         .build()
         .expect("runtime")
 }
