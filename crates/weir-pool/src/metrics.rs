@@ -2,22 +2,24 @@
 //! worker thread and read (rarely) by the admin console, `/metrics` and the
 //! scaling engine.
 //!
-//! Histograms are sharded so recording never takes a lock another worker holds:
-//! each thread is given a shard index once (round robin) and records into its
-//! own cache-line-padded `Mutex<Histogram>`; readers merge all shards. A shard's
-//! histogram (about 190 KiB at 3 significant digits over 1 µs..1 h) is
-//! allocated on its first record, so shards no thread uses cost nothing.
+//! Histograms are sharded so recording takes no lock and shares no cache line with
+//! another worker: each thread counts into its own shard (see [`sharded`]); readers
+//! merge all shards into an hdrhistogram (3 significant digits over 1 µs..1 h). A
+//! shard's counters are allocated on its first record, so shards no thread uses cost
+//! nothing.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use crate::request::{Class, CLASSES};
+
+mod sharded;
+use sharded::ShardedHistogram;
 
 /// Lowest value the histograms resolve, in microseconds.
 const LOWEST_US: u64 = 1;
@@ -101,9 +103,9 @@ impl PoolMetrics {
             prepares: AtomicU64::new(0),
             prepare_hits: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
-            wait: std::array::from_fn(|_| ShardedHistogram::new(shards)),
-            xact: ShardedHistogram::new(shards),
-            query: ShardedHistogram::new(shards),
+            wait: std::array::from_fn(|_| ShardedHistogram::new(shards, HIGHEST_US)),
+            xact: ShardedHistogram::new(shards, HIGHEST_US),
+            query: ShardedHistogram::new(shards, HIGHEST_US),
         }
     }
 
@@ -167,17 +169,17 @@ impl PoolMetrics {
 
     /// Snapshot of the checkout waits of clients of `class` so far, in µs.
     pub fn wait_histogram_of(&self, class: Class) -> Histogram<u64> {
-        self.wait[class as usize].snapshot()
+        snapshot(&self.wait[class as usize])
     }
 
     /// Snapshot of all transaction durations so far, in µs, merged over shards.
     pub fn transaction_histogram(&self) -> Histogram<u64> {
-        self.xact.snapshot()
+        snapshot(&self.xact)
     }
 
     /// Snapshot of all query durations so far, in µs, merged over shards.
     pub fn query_histogram(&self) -> Histogram<u64> {
-        self.query.snapshot()
+        snapshot(&self.query)
     }
 }
 
@@ -212,79 +214,18 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// What `h` recorded so far.
+fn snapshot(h: &ShardedHistogram) -> Histogram<u64> {
+    let mut merged = empty_histogram();
+    h.merge_into(&mut merged);
+    merged
+}
+
 /// An empty histogram with the pool-wide bounds.
 fn empty_histogram() -> Histogram<u64> {
     // The bounds are constants checked by a unit test, so this cannot fail.
     Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG)
         .expect("constant histogram bounds are valid")
-}
-
-/// One shard, alone on its cache lines so two recording threads never share one
-/// (128 bytes: adjacent-line prefetch pairs 64-byte lines on x86).
-#[repr(align(128))]
-struct Shard(Mutex<Option<Histogram<u64>>>);
-
-/// A histogram recorded per thread and merged when read.
-struct ShardedHistogram {
-    shards: Box<[Shard]>,
-}
-
-static NEXT_THREAD_INDEX: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's shard index (modulo the shard count), handed out round robin.
-    static THREAD_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn thread_index() -> usize {
-    THREAD_INDEX
-        .try_with(|cell| match cell.get() {
-            Some(i) => i,
-            None => {
-                let i = NEXT_THREAD_INDEX.fetch_add(1, Relaxed);
-                cell.set(Some(i));
-                i
-            }
-        })
-        // Thread-locals are gone while the thread exits: any shard will do.
-        .unwrap_or(0)
-}
-
-impl ShardedHistogram {
-    fn new(shards: usize) -> Self {
-        let shards = (0..shards.max(1))
-            .map(|_| Shard(Mutex::new(None)))
-            .collect();
-        Self { shards }
-    }
-
-    fn record(&self, us: u64) {
-        let n = self.shards.len();
-        let Some(shard) = self.shards.get(thread_index() % n) else {
-            return;
-        };
-        let mut h = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-        h.get_or_insert_with(empty_histogram).saturating_record(us);
-    }
-
-    fn snapshot(&self) -> Histogram<u64> {
-        let mut merged = empty_histogram();
-        self.merge_into(&mut merged);
-        merged
-    }
-
-    /// Adds every shard's records to `merged`.
-    fn merge_into(&self, merged: &mut Histogram<u64>) {
-        for shard in self.shards.iter() {
-            let h = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = h.as_ref() {
-                // Same bounds and saturating records: adding cannot overflow the range.
-                if let Err(e) = merged.add(h) {
-                    tracing::warn!(error = %e, "could not merge a histogram shard");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
