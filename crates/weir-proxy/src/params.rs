@@ -312,9 +312,31 @@ impl ClientParams {
         !self.extra_names.is_empty()
     }
 
+    /// Whether `server` already matches this client, told by pointers alone: every
+    /// setting the client knows is the very `Arc` the server holds, and no unreported
+    /// setting is tracked or left changed. The common case at each checkout (both sides
+    /// hold interned values), answered without comparing a string.
+    fn matches_interned(&self, server: &ServerParamsState) -> bool {
+        self.extra_names.is_empty()
+            && server.extras.0.iter().all(|(_, v)| v.is_none())
+            && self
+                .reported
+                .0
+                .iter()
+                .zip(&server.reported.0)
+                .all(|(want, have)| match (want, have) {
+                    (None, _) => true,
+                    (Some(want), Some(have)) => Arc::ptr_eq(want, have),
+                    (Some(_), None) => false,
+                })
+    }
+
     /// The query that makes `server` match this client, if anything differs. Reported
     /// settings are set to the client's values; unreported ones set or `RESET`.
     pub fn replay_query(&self, server: &ServerParamsState) -> Option<String> {
+        if self.matches_interned(server) {
+            return None;
+        }
         let mut sets: Vec<(&str, &str)> = Vec::new();
         for (i, name) in REPLAYED.iter().enumerate() {
             if let (Some(want), have) = (&self.reported.0[i], &server.reported.0[i]) {
