@@ -340,9 +340,19 @@ impl Conversation {
         // A simple query ends the unnamed statement's life.
         self.unnamed_parsed = false;
         let text = query_text(body);
-        if let Some(text) = text {
-            ctx.client.note_query(text);
-        }
+        // Session mode looks only for RESETs of startup settings, and only if there are
+        // any: otherwise what a query does to the session stays on its own server.
+        let effects = match text {
+            Some(t) if ctx.transaction_mode || !ctx.client.params.startup.is_empty() => {
+                let backslash_quotes = ctx.client.params.backslash_quotes();
+                Some(ctx.client.simple_query_effects(t, backslash_quotes))
+            }
+            Some(t) => {
+                ctx.client.note_query(t);
+                None
+            }
+            None => None,
+        };
         if ctx.transaction_mode {
             ctx.client.unnamed = None;
             if let Some((_, served)) = &mut ctx.client.unnamed_mapped {
@@ -351,11 +361,7 @@ impl Conversation {
                 // repeats it all the same.
                 *served = false;
             }
-            // Not remembered (`effects_of`): simple-protocol texts mostly carry their
-            // literals, so they rarely repeat and keeping each would cost a copy.
-            let effects = text
-                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
-                .unwrap_or_default();
+            let effects = effects.unwrap_or_default();
             if !effects.is_none() {
                 if let Some(refusal) = admit_features(&effects, ctx) {
                     let out = w.edit_at(pos);
@@ -383,9 +389,7 @@ impl Conversation {
         } else if !ctx.client.params.startup.is_empty() {
             // Session mode replays startup settings with SET too: a RESET must go back
             // to them, not to the server's defaults.
-            let effects = text
-                .map(|t| features::effects_with(t, ctx.client.params.backslash_quotes()))
-                .unwrap_or_default();
+            let effects = effects.unwrap_or_default();
             if effects.reset_all || !effects.resets.is_empty() {
                 ctx.client
                     .params

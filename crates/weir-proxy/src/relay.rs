@@ -231,6 +231,7 @@ impl Relay {
         } = self;
         session.sample = BytesMut::new();
         session.sample_fingerprint = None;
+        session.sample_plain = None;
         session.sampled = false;
         session.plain_text = None;
         let parts = RelayParts {

@@ -49,6 +49,10 @@ pub struct ClientSession {
     /// (every prepared or parameterised query), or repeats it with other numbers inlined
     /// (`weir_wire::sql::same_shape`), is fingerprinted once, not per execution.
     pub sample_fingerprint: Option<u64>,
+    /// `sample`'s shape was found to do nothing to the session, read with
+    /// `standard_conforming_strings` off (`Some(true)`) or on: see
+    /// [`ClientSession::simple_query_effects`].
+    pub sample_plain: Option<bool>,
     /// The last parsed query text found to do nothing to the session: a driver that
     /// parses the same statement every transaction is scanned once (~380 instructions
     /// per transaction otherwise). Boxed: a parked client keeps its session.
@@ -83,21 +87,43 @@ impl ClientSession {
         effects
     }
 
-    /// Notes `sql` as the query being timed, unless one already is.
-    pub fn note_query(&mut self, sql: &[u8]) {
-        if !self.sampled {
-            if self.sample[..] != *sql {
-                // The same query with other numbers inlined keeps its fingerprint.
-                if self.sample_fingerprint.is_some()
-                    && !weir_wire::sql::same_shape(&self.sample, sql)
-                {
-                    self.sample_fingerprint = None;
-                }
-                self.sample.clear();
-                self.sample.extend_from_slice(sql);
-            }
-            self.sampled = true;
+    /// Notes `sql` as the query being timed, unless one already is (`None`); else
+    /// whether it has the shape of the query timed before it (`weir_wire::sql::same_shape`:
+    /// the same text but for inlined numbers), which keeps that one's fingerprint.
+    pub fn note_query(&mut self, sql: &[u8]) -> Option<bool> {
+        if self.sampled {
+            return None;
         }
+        self.sampled = true;
+        if self.sample[..] == *sql {
+            return Some(true);
+        }
+        let same = weir_wire::sql::same_shape(&self.sample, sql);
+        if !same {
+            self.sample_fingerprint = None;
+            self.sample_plain = None;
+        }
+        self.sample.clear();
+        self.sample.extend_from_slice(sql);
+        Some(same)
+    }
+
+    /// Notes a simple query's `sql` ([`ClientSession::note_query`]) and returns its
+    /// [`crate::features::effects_with`], not scanned again when it has the shape of
+    /// the last timed query and that had none: effects come from keywords, names,
+    /// strings and punctuation, never from the numbers two texts of one shape may differ
+    /// in. A client that inlines its literals (`WHERE id = 42`, then `= 43`) is scanned
+    /// once, not per query (~400 instructions per transaction).
+    pub fn simple_query_effects(&mut self, sql: &[u8], backslash_quotes: bool) -> Effects {
+        let noted = self.note_query(sql);
+        if noted == Some(true) && self.sample_plain == Some(backslash_quotes) {
+            return Effects::default();
+        }
+        let effects = crate::features::effects_with(sql, backslash_quotes);
+        if noted.is_some() {
+            self.sample_plain = effects.is_none().then_some(backslash_quotes);
+        }
+        effects
     }
 }
 
@@ -240,5 +266,49 @@ mod tests {
         let long = format!("SELECT {}", "x".repeat(MAX_PLAIN_TEXT));
         assert!(s.effects_of(long.as_bytes(), false).is_none());
         assert_eq!(kept(&s), hidden);
+    }
+
+    /// One simple query, timed and answered (`sampled` cleared as the answer does).
+    fn simple(s: &mut ClientSession, sql: &str, backslash_quotes: bool) -> Effects {
+        let e = s.simple_query_effects(sql.as_bytes(), backslash_quotes);
+        s.sampled = false;
+        e
+    }
+
+    #[test]
+    fn a_query_shaped_like_the_last_plain_one_is_not_scanned_again() {
+        let mut s = ClientSession::default();
+        let first = "SELECT abalance FROM t WHERE aid = 42;";
+        assert!(simple(&mut s, first, false).is_none());
+        assert_eq!(s.sample_plain, Some(false));
+        // Other numbers inlined: the same shape, still known plain.
+        assert!(simple(&mut s, "SELECT abalance FROM t WHERE aid = 7;", false).is_none());
+        assert_eq!(s.sample_plain, Some(false));
+        // Another shape is scanned: its effects count, and nothing stays known plain.
+        assert_eq!(simple(&mut s, "LISTEN jobs1", false).pins, pin::LISTEN);
+        assert_eq!(s.sample_plain, None);
+        assert_eq!(simple(&mut s, "LISTEN jobs1", false).pins, pin::LISTEN);
+        // Numbers inside a word make another shape (`jobs1`, `jobs2`).
+        assert!(simple(&mut s, "SELECT 1", false).is_none());
+        assert_eq!(simple(&mut s, "SELECT pg_advisory_lock(1)", false).pins, pin::ADVISORY_LOCK);
+        assert_eq!(simple(&mut s, "SELECT pg_advisory_lock(2)", false).pins, pin::ADVISORY_LOCK);
+        // Known plain with standard strings says nothing of backslash quotes: `'x\''`
+        // is one string there, and the call after it a call.
+        let hidden = r"SELECT 'x\'', pg_advisory_lock(1) --'";
+        assert!(simple(&mut s, hidden, false).is_none());
+        assert_eq!(s.sample_plain, Some(false));
+        assert_ne!(simple(&mut s, hidden, true).pins, 0);
+        assert_eq!(s.sample_plain, None);
+    }
+
+    #[test]
+    fn a_query_behind_a_timed_one_is_scanned_and_leaves_the_mark_alone() {
+        let mut s = ClientSession::default();
+        assert!(simple(&mut s, "SELECT 1", false).is_none());
+        // Pipelined behind a query still timed: not the sample, scanned on its own.
+        assert!(s.simple_query_effects(b"SELECT 2", false).is_none());
+        assert_eq!(s.simple_query_effects(b"LISTEN x", false).pins, pin::LISTEN);
+        assert_eq!(s.sample_plain, Some(false));
+        assert_eq!(&s.sample[..], b"SELECT 2");
     }
 }
