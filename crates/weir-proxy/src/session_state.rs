@@ -287,11 +287,17 @@ mod tests {
         // Another shape is scanned: its effects count, and nothing stays known plain.
         assert_eq!(simple(&mut s, "LISTEN jobs1", false).pins, pin::LISTEN);
         assert_eq!(s.sample_plain, None);
-        assert_eq!(simple(&mut s, "LISTEN jobs1", false).pins, pin::LISTEN);
-        // Numbers inside a word make another shape (`jobs1`, `jobs2`).
+        // Numbers inside a word make another shape.
+        assert_eq!(simple(&mut s, "LISTEN jobs2", false).pins, pin::LISTEN);
         assert!(simple(&mut s, "SELECT 1", false).is_none());
-        assert_eq!(simple(&mut s, "SELECT pg_advisory_lock(1)", false).pins, pin::ADVISORY_LOCK);
-        assert_eq!(simple(&mut s, "SELECT pg_advisory_lock(2)", false).pins, pin::ADVISORY_LOCK);
+        assert_eq!(
+            simple(&mut s, "SELECT pg_advisory_lock(1)", false).pins,
+            pin::ADVISORY_LOCK
+        );
+        assert_eq!(
+            simple(&mut s, "SELECT pg_advisory_lock(2)", false).pins,
+            pin::ADVISORY_LOCK
+        );
         // Known plain with standard strings says nothing of backslash quotes: `'x\''`
         // is one string there, and the call after it a call.
         let hidden = r"SELECT 'x\'', pg_advisory_lock(1) --'";

@@ -145,7 +145,11 @@ mod tests {
         assert_eq!(merged.min(), direct.min());
         assert_eq!(merged.max(), direct.max());
         for q in [0.0, 0.1, 0.5, 0.9, 0.99, 1.0] {
-            assert_eq!(merged.value_at_quantile(q), direct.value_at_quantile(q), "q {q}");
+            assert_eq!(
+                merged.value_at_quantile(q),
+                direct.value_at_quantile(q),
+                "q {q}"
+            );
         }
     }
 }
