@@ -6,6 +6,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::pool::Inner;
 use crate::state::Conn;
 use crate::ManageConnection;
@@ -19,6 +21,8 @@ pub struct PooledConnection<M: ManageConnection> {
     conn: ManuallyDrop<Conn<M::Connection>>,
     inner: Arc<Inner<M>>,
     discard: bool,
+    /// The time of the check-in, if the caller read the clock for it anyway.
+    checked_in_at: Option<Instant>,
 }
 
 impl<M: ManageConnection> PooledConnection<M> {
@@ -27,6 +31,7 @@ impl<M: ManageConnection> PooledConnection<M> {
             conn: ManuallyDrop::new(conn),
             inner,
             discard: false,
+            checked_in_at: None,
         }
     }
 
@@ -34,6 +39,12 @@ impl<M: ManageConnection> PooledConnection<M> {
     /// protocol error left it in an unknown state).
     pub fn discard(mut self) {
         self.discard = true;
+    }
+
+    /// Checks the connection in, as dropping it does, at `now`: a caller that has just
+    /// read the clock spares the pool another read.
+    pub fn check_in_at(mut self, now: Instant) {
+        self.checked_in_at = Some(now);
     }
 
     /// How long ago the connection was opened.
@@ -70,6 +81,6 @@ impl<M: ManageConnection> Drop for PooledConnection<M> {
         // SAFETY: `conn` is initialised from construction until here, and this is
         // the only place it is taken; it is not touched afterwards.
         let conn = unsafe { ManuallyDrop::take(&mut self.conn) };
-        self.inner.checkin(conn, self.discard);
+        self.inner.checkin(conn, self.discard, self.checked_in_at);
     }
 }

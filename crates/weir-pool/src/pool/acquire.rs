@@ -37,13 +37,17 @@ enum Step<C> {
 }
 
 impl<M: ManageConnection> Inner<M> {
+    /// A connection for `req`, and whether it was an idle one taken at once (no wait,
+    /// no connect).
     pub(super) async fn acquire(
         self: &Arc<Self>,
         start: Instant,
         req: &Checkout,
-    ) -> Result<Conn<M::Connection>, M> {
+    ) -> Result<(Conn<M::Connection>, bool), M> {
         // Set after dropping a dead idle connection whose slot we still hold.
         let mut dropped_dead = false;
+        // No pause waited out, no dead connection dropped.
+        let mut at_once = true;
         loop {
             let step = {
                 let mut st = self.lock();
@@ -120,15 +124,19 @@ impl<M: ManageConnection> Inner<M> {
             match step {
                 Step::Idle(mut conn) => {
                     if self.manager.is_alive(&mut conn.raw) {
-                        return Ok(conn);
+                        return Ok((conn, at_once));
                     }
                     tracing::debug!("closing dead idle server connection found at checkout");
                     drop(conn);
                     self.metrics.closed.fetch_add(1, Relaxed);
                     dropped_dead = true;
+                    at_once = false;
                 }
-                Step::Connect(connect_timeout) => return self.open(connect_timeout).await,
+                Step::Connect(connect_timeout) => {
+                    return Ok((self.open(connect_timeout).await?, false))
+                }
                 Step::Paused(mut gate, wait_timeout, id) => {
+                    at_once = false;
                     let _leave = PausedGuard { inner: self, id };
                     // PgBouncer keeps applying query_wait_timeout to clients held by PAUSE.
                     let resumed = gate.wait_for(|paused| !*paused);
@@ -154,8 +162,8 @@ impl<M: ManageConnection> Inner<M> {
                 } => {
                     self.kick_expiry(expiry);
                     return match self.wait(id, rx, reserve_after).await? {
-                        Grant::Conn(conn) => Ok(conn),
-                        Grant::Slot => self.open(connect_timeout).await,
+                        Grant::Conn(conn) => Ok((conn, false)),
+                        Grant::Slot => Ok((self.open(connect_timeout).await?, false)),
                         Grant::Shed(reason) => Err(PoolError::Shed { reason }),
                         Grant::TimedOut(limit) => {
                             self.metrics.wait_timeouts.fetch_add(1, Relaxed);

@@ -41,6 +41,9 @@ pub(super) struct Held {
     /// Times client messages were forwarded on this checkout (a dedup leader's flight
     /// covers only the first).
     forwards: u32,
+    /// When the server last finished answering (the clock read that timed the query,
+    /// reused as the check-in time).
+    answered_at: Option<Instant>,
 }
 
 impl Held {
@@ -56,6 +59,7 @@ impl Held {
             xact_started: None,
             sent_to_server: false,
             forwards: 0,
+            answered_at: None,
         }
     }
 }
@@ -218,7 +222,10 @@ impl Relay {
         if h.to_server.is_empty() {
             server.spare_out = std::mem::take(&mut h.to_server);
         }
-        drop(server);
+        match h.answered_at {
+            Some(at) => server.check_in_at(at.into()),
+            None => drop(server),
+        }
         self.phase = Phase::Idle;
         self.handle.info().set_state(ClientState::Idle);
         self.handle.info().set_server_pid(0);
@@ -397,6 +404,7 @@ impl Relay {
         let answered = h.conv.all_answered();
         if scan.transactions > 0 || answered {
             let now = Instant::now();
+            h.answered_at = Some(now);
             if scan.transactions > 0 {
                 count_transactions(
                     &mut h.xact_started,
