@@ -313,11 +313,11 @@ impl ClientParams {
     }
 
     /// Whether `server` already matches this client, told by pointers alone: every
-    /// setting the client knows is the very `Arc` the server holds, and no unreported
-    /// setting is tracked or left changed. The common case at each checkout (both sides
-    /// hold interned values), answered without comparing a string.
+    /// reported setting the client knows is the very `Arc` the server holds, and
+    /// neither side has an unreported setting off its default. The common case at each
+    /// checkout (both sides hold interned values), answered without comparing a string.
     fn matches_interned(&self, server: &ServerParamsState) -> bool {
-        self.extra_names.is_empty()
+        self.extras.0.iter().all(|(_, v)| v.is_none())
             && server.extras.0.iter().all(|(_, v)| v.is_none())
             && self
                 .reported
@@ -560,6 +560,26 @@ mod tests {
             "SELECT pg_catalog.current_setting('statement_timeout', true), \
              pg_catalog.current_setting('extra_float_digits', true)"
         );
+    }
+
+    #[test]
+    fn a_tracked_setting_off_its_default_on_either_side_is_replayed() {
+        let pool = [("TimeZone".to_owned(), "UTC".to_owned())];
+        let tracked = ["statement_timeout".to_owned()];
+        let plain = ClientParams::from_startup(&pool, [], &tracked);
+        let srv = ServerParamsState {
+            reported: (*plain.reported).clone(),
+            extras: Extras::default(),
+        };
+        assert_eq!(plain.replay_query(&srv), None);
+        let mut set = plain.clone();
+        set.extras.set("statement_timeout", Some("5s"));
+        let sql = set.replay_query(&srv).expect("the client set it");
+        assert!(sql.contains("'statement_timeout', '5s'"), "{sql}");
+        let mut left = srv.clone();
+        left.extras.set("statement_timeout", Some("5s"));
+        let sql = plain.replay_query(&left).expect("the server has it");
+        assert_eq!(sql, "RESET \"statement_timeout\";");
     }
 
     #[test]
