@@ -110,6 +110,9 @@ pub struct Conversation {
     pub(crate) status: u8,
     /// Bytes of a client CopyData message still to stream through.
     copy_remaining: usize,
+    /// The server started a COPY FROM STDIN (or a CopyBoth) and waits for the client's
+    /// data, until its next ReadyForQuery.
+    pub(crate) copy_in: bool,
     /// The unnamed statement was parsed on this server connection.
     pub(crate) unnamed_parsed: bool,
     /// The server reported a FATAL error: it is about to close.
@@ -134,6 +137,7 @@ impl Default for Conversation {
             unsynced: false,
             status: b'I',
             copy_remaining: 0,
+            copy_in: false,
             unnamed_parsed: false,
             server_fatal: false,
             skipping: false,
@@ -488,6 +492,15 @@ impl Conversation {
     /// The server owes no answer at all (every message sent was answered).
     pub fn owes_nothing(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// The server owes answers it can give without anything more from the client: no
+    /// COPY waits for client data (which would deadlock: tested) and every request sent
+    /// is whole (a Query, or extended messages up to their Sync: a batch still arriving
+    /// keeps streaming to the server as it comes). Until the answers come, the relay
+    /// need not watch the client; each of them wakes it anyway.
+    pub fn owes_whole_answers(&self) -> bool {
+        self.pending > 0 && !self.unsynced && self.copy_remaining == 0 && !self.copy_in
     }
 
     /// No answer owed (the client's last Query or Sync was answered).

@@ -99,7 +99,9 @@ impl Conversation {
             }
             if relay {
                 match tag {
+                    b'G' | b'W' => self.copy_in = true,
                     b'Z' => {
+                        self.copy_in = false;
                         answered += 1;
                         self.pending = self.pending.saturating_sub(1);
                         self.status = parse_ready_for_query(body).unwrap_or(b'E');

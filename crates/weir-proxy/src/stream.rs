@@ -211,6 +211,22 @@ impl Stream {
         }
     }
 
+    /// Reads what a plain socket already has into `buf`, without a waker: `None` if it
+    /// has nothing (known from the readiness epoll last reported, so mostly without a
+    /// system call), and always under TLS, whose records need [`Stream::poll_read_ready`].
+    pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+        let r = match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.try_read_buf(buf),
+            _ => return None,
+        };
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+
     /// Writes some of `data` or reads into `rbuf`, whichever the sockets allow first
     /// (the write is tried first). Lets one task push a large request to a server while
     /// relaying the results the server produces meanwhile, over one stream of any kind.
