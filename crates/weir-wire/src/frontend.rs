@@ -4,9 +4,16 @@
 use crate::frame::read_cstr;
 use crate::sql::{is_newline, is_space};
 
-/// Reads a Query ('Q') body: the SQL text without its NUL.
+/// Reads a Query ('Q') body: the SQL text without its NUL. A body that ends in a NUL
+/// is taken whole, without a scan for an earlier one: PostgreSQL refuses a Query with
+/// anything after its text's NUL ("invalid message format"), so wherever the text runs
+/// the two readings agree, and the relay does not search every query for a NUL
+/// (~110 instructions per query).
 pub fn query_text(body: &[u8]) -> Option<&[u8]> {
-    read_cstr(body).map(|(q, _)| q)
+    match body.split_last() {
+        Some((0, text)) => Some(text),
+        _ => read_cstr(body).map(|(q, _)| q),
+    }
 }
 
 /// Reads a Parse ('P') body's statement name and query text.
@@ -127,5 +134,9 @@ mod tests {
         assert_eq!(target(b"Xname\0"), None);
         assert_eq!(target(b""), None);
         assert_eq!(query_text(b"select\0"), Some(&b"select"[..]));
+        assert_eq!(query_text(b"select\0junk"), Some(&b"select"[..]));
+        // PostgreSQL refuses this message whole, so either reading is safe; the
+        // relay's (the longer text) costs no scan.
+        assert_eq!(query_text(b"select\0set x\0"), Some(&b"select\0set x"[..]));
     }
 }
