@@ -188,7 +188,7 @@ impl Batcher {
     /// Sends a turn's only send with `send(2)`: one kernel entry either way, and a
     /// plain send costs less than a submission. What the socket cannot take at once
     /// goes through the ring, which waits for room.
-    fn send_alone(&mut self, out: &Arc<Outbox>) {
+    fn send_alone(&mut self, out: Arc<Outbox>) {
         // SAFETY: the outbox is busy: the ring's side owns it.
         let (ptr, len) = unsafe { out.rest() };
         // SAFETY: `ptr..ptr + len` is the outbox's buffer, alive and unchanged (busy).
@@ -214,15 +214,18 @@ impl Batcher {
         }
     }
 
-    /// Puts the outbox's send (its buffer from `sent` on) in the submission queue.
-    fn enqueue(&mut self, out: &Arc<Outbox>) {
+    /// Puts the outbox's send (its buffer from `sent` on) in the submission queue; the
+    /// entry's user_data takes over `out`, the queue's reference.
+    fn enqueue(&mut self, out: Arc<Outbox>) {
         // SAFETY: the outbox is busy: the ring's side owns it.
         let (ptr, len) = unsafe { out.rest() };
-        let entry = opcode::Send::new(types::Fd(out.fd.as_raw_fd()), ptr, len as u32)
+        let fd = out.fd.as_raw_fd();
+        let out = Arc::into_raw(out);
+        let entry = opcode::Send::new(types::Fd(fd), ptr, len as u32)
             // WAITALL: the kernel itself retries a short send on a stream socket.
             .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
             .build()
-            .user_data(Arc::into_raw(Arc::clone(out)) as u64);
+            .user_data(out as u64);
         if self.ring.submission().is_full() {
             let _ = self.ring.submit();
         }
@@ -231,7 +234,7 @@ impl Batcher {
         if unsafe { self.ring.submission().push(&entry) }.is_err() {
             // Still full after a submit: the kernel refused it; the send fails.
             // SAFETY: the `Arc` just leaked into the entry that was not queued.
-            drop(unsafe { Arc::from_raw(Arc::as_ptr(out)) });
+            let out = unsafe { Arc::from_raw(out) };
             out.finish(Err(libc::EBUSY));
             return;
         }
@@ -243,14 +246,19 @@ impl Batcher {
     /// rest and submitted in the same call).
     fn flush(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        if let [out] = pending.as_slice() {
-            self.send_alone(out);
+        let alone = if pending.len() == 1 {
+            pending.pop()
         } else {
-            for out in &pending {
-                self.enqueue(out);
+            None
+        };
+        match alone {
+            Some(out) => self.send_alone(out),
+            None => {
+                for out in pending.drain(..) {
+                    self.enqueue(out);
+                }
             }
         }
-        pending.clear();
         self.pending = pending;
         loop {
             if !self.ring.submission().is_empty() || self.ring.submission().taskrun() {
@@ -271,7 +279,7 @@ impl Batcher {
                 let out = unsafe { Arc::from_raw(data as *const Outbox) };
                 if result < 0 {
                     if result == -libc::EINTR || result == -libc::EAGAIN {
-                        self.enqueue(&out);
+                        self.enqueue(out);
                         again = true;
                     } else {
                         out.finish(Err(-result));
@@ -284,7 +292,7 @@ impl Batcher {
                     (*out.buf.get()).len() - *out.sent.get()
                 };
                 if rest > 0 {
-                    self.enqueue(&out);
+                    self.enqueue(out);
                     again = true;
                 } else {
                     out.finish(Ok(()));
