@@ -40,6 +40,13 @@ PGPASSWORD=bench "$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U benc
 VERIFIER=$(psql_super -d postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = 'bench'")
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# user and system ticks, then voluntary and involuntary context switches summed over
+# the process's threads (a voluntary one is a sleep in epoll_wait)
+proc_counts() {
+    awk '{ print $14, $15 }' "/proc/$1/stat" 2>/dev/null | tr '\n' ' '
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { i += $2 } END { print v + 0, i + 0 }'
+}
 
 # auth_file AUTH: the userlist each proxy checks clients against (md5: the password,
 # from which both derive the md5 hash; SCRAM: the stored verifier).
@@ -97,14 +104,19 @@ EOF
 
 stop_target() { [[ $1 == direct ]] || stop_pid "$PID" 10; }
 
-# login_cpu: µs of proxy CPU per pgbench -C transaction (connect, SELECT, close).
+# login_cpu: µs of proxy CPU per pgbench -C transaction (connect, SELECT, close);
+# appends "user_us sys_us sleeps preemptions" per transaction to SPLIT[$1].
+declare -A SPLIT=()
 login_cpu() {
-    local t0 t1 txns
-    t0=$(cpu_ticks "$PID")
+    local u0 s0 v0 i0 u1 s1 v1 i1 txns
+    read -r u0 s0 v0 i0 < <(proc_counts "$PID")
     txns=$(PGPASSWORD=bench "$PG_BIN/pgbench" -n -C -S -c "$LOGIN_CLIENTS" -j 2 -T "$SECONDS_PER_RUN" \
         -h 127.0.0.1 -p "$PORT" -U bench bench 2>/dev/null | awk '/^number of transactions actually processed/ { print $NF }')
-    t1=$(cpu_ticks "$PID")
-    awk -v a="$t0" -v b="$t1" -v n="${txns:-0}" -v hz="$CLK_TCK" \
+    read -r u1 s1 v1 i1 < <(proc_counts "$PID")
+    SPLIT[$1]+="$(awk -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v v="$((v1 - v0))" -v i="$((i1 - i0))" \
+        -v n="${txns:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.1f/%.1f/%.2f/%.2f", u / hz * 1e6 / n, s / hz * 1e6 / n, v / n, i / n; else print "n/a" }') "
+    awk -v a="$((u0 + s0))" -v b="$((u1 + s1))" -v n="${txns:-0}" -v hz="$CLK_TCK" \
         'BEGIN { if (n > 0) printf "%.1f", (b - a) / hz * 1e6 / n; else print "n/a" }'
 }
 
@@ -130,7 +142,8 @@ for auth in $AUTHS; do
         for name in "${NAMES[@]}"; do
             log "login CPU, $auth, run $((r + 1)): $name"
             start_target "$name" "$auth"
-            CPU[$name.$auth]+="$(login_cpu) "
+            login_cpu "$name.$auth" >"$WORK/login_cpu"
+            CPU[$name.$auth]+="$(cat "$WORK/login_cpu") "
             stop_target "$name"
         done
     done
@@ -152,6 +165,19 @@ for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086
     for a in $AUTHS; do printf ' %s (%s) |' "$(median ${CPU[$name.$a]})" "$(spread ${CPU[$name.$a]})"; done
     printf '\n'
+done
+# Per login, each the median of its runs: where the proxy's CPU goes, and how often it
+# slept (a wake-up each) or was preempted.
+printf '\n| target | auth | user µs | system µs | sleeps | preemptions |\n|---|---|---:|---:|---:|---:|\n'
+for a in $AUTHS; do
+    for name in "${NAMES[@]}"; do
+        printf '| %s | %s |' "$name" "$a"
+        for f in 1 2 3 4; do
+            # shellcheck disable=SC2086
+            printf ' %s |' "$(median $(printf '%s\n' ${SPLIT[$name.$a]} | cut -d/ -f$f))"
+        done
+        printf '\n'
+    done
 done
 # shellcheck disable=SC2086
 direct=$(median ${LAT[direct]})
