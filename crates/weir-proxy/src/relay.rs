@@ -309,7 +309,10 @@ impl Relay {
     /// client leaves, parks, or idles long enough to be asked to park (`Shrink`).
     async fn busy(&mut self) -> Result<Wait, ClientError> {
         loop {
-            match self.hold_server().await? {
+            let held = self.hold_server().await;
+            // A flight this client led and did not finish: its followers run it themselves.
+            self.client.end_flight(false);
+            match held? {
                 Parted::Released => {}
                 Parted::ClientLeft => return Ok(Wait::Left),
             }
@@ -448,14 +451,9 @@ impl Relay {
     /// Checks a server out for the client's request, relays until the server goes
     /// back or the session ends, and lets the server go in the one way its state
     /// allows ([`phase::verdict`]).
+    /// The caller, `busy`, ends a dedup flight this client led and did not finish
+    /// (one nested future less to poll per wake than a wrapper here).
     async fn hold_server(&mut self) -> Result<Parted, ClientError> {
-        let result = self.hold_server_once().await;
-        // A flight this client led and did not finish: its followers run it themselves.
-        self.client.end_flight(false);
-        result
-    }
-
-    async fn hold_server_once(&mut self) -> Result<Parted, ClientError> {
         let mut held = match self.checkout().await {
             Ok(held) => held,
             Err(e) if e.is_refusal() => {
