@@ -76,6 +76,9 @@ enum Source {
 impl Relay {
     /// Relays until the server goes back (`Released`) or the client leaves.
     pub(super) async fn relay_held(&mut self, h: &mut Held) -> Result<Parted, ClientError> {
+        // The client sent more while answers were owed (it pipelines): from then on this
+        // checkout watches it, through reads that count against tokio's budget.
+        let mut pipelining = false;
         loop {
             if self.forward_client(h).await? {
                 return Ok(Parted::ClientLeft);
@@ -110,17 +113,19 @@ impl Relay {
             let (sstream, srbuf) = (&mut conn.stream, &mut conn.rbuf);
             reserve(srbuf, SERVER_READ);
             reserve(&mut self.cbuf, CLIENT_READ);
-            // While the server owes whole answers, the client is not watched: its next
-            // messages (a pipeline) are picked up, without a waker, each time the server
-            // wakes the relay, and nothing the server owes waits for them. That spares
+            // While the server owes whole answers, the client is not watched: nothing
+            // the server owes waits for it, and each answer wakes the relay, which then
+            // looks (without a waker) for anything the client sent meanwhile. That spares
             // registering the client's socket for every query (~250 instructions); a
             // plain socket only (TLS records need a waker to be read).
-            let watch_client = !(h.conv.owes_whole_answers() && self.client.is_plain());
+            let watch_client =
+                pipelining || !(h.conv.owes_whole_answers() && self.client.is_plain());
             if !watch_client {
                 match self.client.stream().try_read_buf(&mut self.cbuf) {
                     Some(Ok(0)) => return Ok(Parted::ClientLeft),
                     Some(Ok(n)) => {
                         self.counters.bytes_from_client += n as u64;
+                        pipelining = true;
                         continue;
                     }
                     Some(Err(e)) => return Err(e.into()),
