@@ -200,6 +200,35 @@ async fn many_rows_stream_through() {
     assert!(outside_transaction(&c).await);
 }
 
+/// A query sent while the answer to the one before it is still streaming in (the
+/// relay does not watch the client then, and picks its bytes up when the server wakes
+/// it): answered, after the first, in transaction mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_sent_while_an_answer_streams_is_answered() {
+    let proxy = proxy(PoolMode::Transaction, 1).await;
+    let c = client(&proxy).await;
+    for round in 0..3 {
+        // ~400 rows of 200 bytes, produced slowly: the answer leaves PostgreSQL in
+        // several writes over a few hundred milliseconds.
+        let slow = c.query(
+            "select repeat('x', 200), pg_sleep(0.001) from generate_series(1, 400)",
+            &[],
+        );
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.query_typed("select $1::int4 * 2", &[(&round, Type::INT4)])
+                .await
+        };
+        let (slow, late) = tokio::time::timeout(HANG, async { tokio::join!(slow, late) })
+            .await
+            .expect("both answered in time (a query lost in the relay hangs)");
+        assert_eq!(slow.expect("slow query").len(), 400);
+        let late = late.expect("late query");
+        assert_eq!(late[0].get::<_, i32>(0), round * 2);
+    }
+    assert!(outside_transaction(&c).await);
+}
+
 /// 50 queries pipelined on ONE connection (all sent before the first answer is read),
 /// one of them failing: each gets its own answer, in transaction mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
