@@ -103,9 +103,9 @@ impl PoolMetrics {
             prepares: AtomicU64::new(0),
             prepare_hits: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
-            wait: std::array::from_fn(|_| ShardedHistogram::new(shards, HIGHEST_US)),
-            xact: ShardedHistogram::new(shards, HIGHEST_US),
-            query: ShardedHistogram::new(shards, HIGHEST_US),
+            wait: std::array::from_fn(|_| ShardedHistogram::new(shards)),
+            xact: ShardedHistogram::new(shards),
+            query: ShardedHistogram::new(shards),
         }
     }
 
@@ -169,17 +169,17 @@ impl PoolMetrics {
 
     /// Snapshot of the checkout waits of clients of `class` so far, in µs.
     pub fn wait_histogram_of(&self, class: Class) -> Histogram<u64> {
-        snapshot(&self.wait[class as usize])
+        self.wait[class as usize].snapshot()
     }
 
     /// Snapshot of all transaction durations so far, in µs, merged over shards.
     pub fn transaction_histogram(&self) -> Histogram<u64> {
-        snapshot(&self.xact)
+        self.xact.snapshot()
     }
 
     /// Snapshot of all query durations so far, in µs, merged over shards.
     pub fn query_histogram(&self) -> Histogram<u64> {
-        snapshot(&self.query)
+        self.query.snapshot()
     }
 }
 
@@ -212,13 +212,6 @@ impl fmt::Debug for PoolMetrics {
 /// Whole microseconds, saturating (a `u64` of µs is 584 000 years).
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-/// What `h` recorded so far.
-fn snapshot(h: &ShardedHistogram) -> Histogram<u64> {
-    let mut merged = empty_histogram();
-    h.merge_into(&mut merged);
-    merged
 }
 
 /// An empty histogram with the pool-wide bounds.

@@ -15,7 +15,10 @@ use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 
-/// log2 of the sub-buckets per bucket: hdrhistogram's layout at 3 significant digits.
+use super::{empty_histogram, HIGHEST_US};
+
+/// log2 of the sub-buckets per bucket: hdrhistogram's layout at 3 significant digits
+/// ([`super::SIGFIG`]; a test holds the two together).
 const SUB_BUCKET_BITS: u32 = 11;
 /// Half a bucket's sub-buckets: each bucket past the first adds this many counters.
 const HALF: u64 = 1 << (SUB_BUCKET_BITS - 1);
@@ -43,10 +46,9 @@ fn lowest_value(index: usize) -> u64 {
 struct Shard(OnceLock<Box<[AtomicU64]>>);
 
 /// A histogram recorded per thread and merged when read; values are clamped to
-/// `highest`.
+/// [`HIGHEST_US`].
 pub(super) struct ShardedHistogram {
     shards: Box<[Shard]>,
-    highest: u64,
 }
 
 static NEXT_THREAD_INDEX: AtomicUsize = AtomicUsize::new(0);
@@ -71,24 +73,30 @@ fn thread_index() -> usize {
 }
 
 impl ShardedHistogram {
-    /// `shards` shard slots (at least one) for values up to `highest`.
-    pub(super) fn new(shards: usize, highest: u64) -> Self {
+    /// `shards` shard slots (at least one).
+    pub(super) fn new(shards: usize) -> Self {
         let shards = (0..shards.max(1)).map(|_| Shard(OnceLock::new())).collect();
-        Self { shards, highest }
+        Self { shards }
     }
 
     /// Counts one value.
     pub(super) fn record(&self, value: u64) {
         let shard = &self.shards[thread_index() % self.shards.len()];
-        let counts = shard.0.get_or_init(|| zeroed(index(self.highest) + 1));
+        let counts = shard.0.get_or_init(|| zeroed(index(HIGHEST_US) + 1));
         // In range: the counters end at the clamped value's index.
-        if let Some(count) = counts.get(index(value.min(self.highest))) {
+        if let Some(count) = counts.get(index(value.min(HIGHEST_US))) {
             count.fetch_add(1, Relaxed);
         }
     }
 
-    /// Adds every shard's counts to `merged` (which must track values up to `highest`
-    /// at 3 significant digits, or coarser).
+    /// What was recorded so far, as an hdrhistogram with the pool-wide bounds.
+    pub(super) fn snapshot(&self) -> Histogram<u64> {
+        let mut merged = empty_histogram();
+        self.merge_into(&mut merged);
+        merged
+    }
+
+    /// Adds every shard's counts to `merged` (which must have the pool-wide bounds).
     pub(super) fn merge_into(&self, merged: &mut Histogram<u64>) {
         for counts in self.shards.iter().filter_map(|s| s.0.get()) {
             for (i, count) in counts.iter().enumerate() {
@@ -112,17 +120,14 @@ fn zeroed(len: usize) -> Box<[AtomicU64]> {
 mod tests {
     use super::*;
 
-    fn hdr() -> Histogram<u64> {
-        Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
-    }
-
     #[test]
     fn indexes_are_hdrhistograms_own() {
         // Every range start maps back to itself, and values inside a range share its
-        // index, exactly where hdrhistogram draws its equivalence ranges.
-        let h = hdr();
+        // index, exactly where hdrhistogram draws its equivalence ranges (with the
+        // pool's bounds and significant digits).
+        let h = empty_histogram();
         let mut v = 0u64;
-        while v < 3_600_000_000 {
+        while v < HIGHEST_US {
             let i = index(v);
             assert_eq!(lowest_value(i), h.lowest_equivalent(v), "value {v}");
             assert_eq!(index(h.highest_equivalent(v)), i, "value {v}");
@@ -133,14 +138,13 @@ mod tests {
 
     #[test]
     fn merged_snapshot_equals_direct_records() {
-        let sharded = ShardedHistogram::new(3, 3_600_000_000);
-        let mut direct = hdr();
+        let sharded = ShardedHistogram::new(3);
+        let mut direct = empty_histogram();
         for v in [0, 1, 7, 999, 2047, 2048, 2049, 123_456, 9_999_999, u64::MAX] {
             sharded.record(v);
-            direct.saturating_record(v.min(3_600_000_000));
+            direct.saturating_record(v.min(HIGHEST_US));
         }
-        let mut merged = hdr();
-        sharded.merge_into(&mut merged);
+        let merged = sharded.snapshot();
         assert_eq!(merged.len(), direct.len());
         assert_eq!(merged.min(), direct.min());
         assert_eq!(merged.max(), direct.max());
