@@ -196,7 +196,9 @@ pub async fn method_and_secrets(
     Ok(match shared.credentials.get(user) {
         Some(s) => (method, Some(s), false),
         None if method != Method::Trust && !crate::admin_hook::is_admin_database(database) => {
-            let found = shared.auth_query.lookup(shared, database, user).await?;
+            // Boxed: the lookup (a server login and a query, ~3.8 KiB of future) is
+            // the rare path; inline, every login's future would be that big.
+            let found = Box::pin(shared.auth_query.lookup(shared, database, user)).await?;
             (method, found, true)
         }
         None => (method, None, false),
@@ -247,10 +249,12 @@ pub async fn authenticate(
                 .and_then(|s| s.scram.clone())
                 .unwrap_or_else(|| dummy_secret().clone());
             // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to this TLS connection.
-            let mut server = match channel_binding {
+            // Boxed: its 240 bytes inline would keep every login's future past malloc's
+            // per-thread cache (1 KiB).
+            let mut server = Box::new(match channel_binding {
                 Some(end_point) => ScramServer::with_channel_binding(secret, end_point.to_vec()),
                 None => ScramServer::new(secret),
-            };
+            });
             authmsg::put_authentication_sasl(&mut out, server.mechanisms());
             flush(stream, &mut out).await?;
             let first = expect_password_message(stream, rbuf).await?;

@@ -255,14 +255,17 @@ impl Relay {
 
     /// Ends the session after [`Relay::run`]: tells the client the error, logs the
     /// disconnection. Dropping the relay then frees its registration and ticket.
-    pub async fn finish(&mut self, result: Result<(), ClientError>) {
+    // Not an `async fn`: that would keep a second copy of `result` in the future.
+    pub fn finish(
+        &mut self,
+        result: Result<(), ClientError>,
+    ) -> impl std::future::Future<Output = ()> + Send + '_ {
         crate::session::finish(
             &self.shared,
             self.client.stream(),
             self.handle.info(),
             result,
         )
-        .await;
     }
 
     /// Runs until the client leaves or parks (`Ok`), or something ends the session

@@ -96,17 +96,15 @@ pub(super) async fn login(
         }));
     }
 
-    let credential = secrets
-        .as_ref()
-        .map(|s| s.server.clone())
-        .unwrap_or(crate::server::ServerCredential::None);
+    let no_credential = crate::server::ServerCredential::None;
+    let credential = secrets.as_ref().map_or(&no_credential, |s| &s.server);
     let entry = shared
         .pools
-        .get_or_create(&database, &user, &credential)
+        .get_or_create(&database, &user, credential)
         .ok_or_else(|| ClientError::UnknownDatabase(database.clone()))?;
     if from_query {
         // The pool may predate a password change the lookup just saw.
-        entry.pool.manager().refresh_credential(&user, &credential);
+        entry.pool.manager().refresh_credential(&user, credential);
     }
     if let (Some(key), Some(secret)) = (
         outcome.client_key,
@@ -124,12 +122,13 @@ pub(super) async fn login(
         Some(p) => p,
         None => {
             let upstream = entry.pool.manager().upstream();
-            let conn = checkout(
+            // Boxed: once per pool, and inline it would grow every login's future.
+            let conn = Box::pin(checkout(
                 &entry,
                 &upstream,
                 shared.config().mode,
                 weir_pool::Class::Critical,
-            )
+            ))
             .await?;
             conn.params.clone()
         }

@@ -21,6 +21,9 @@ use crate::tls::ClientTls;
 /// `client_tls_sslmode` allows TLS (else `N`), a TLS ClientHello in place of a first
 /// packet is PostgreSQL 17's direct TLS; GSSENCRequest gets `N`. `tls` is set to the
 /// configuration the handshake used (for channel binding).
+///
+/// The TLS handshake and the cancel's forwarding run boxed: inline, their ~1.4 KiB
+/// futures would be copied into every login's.
 pub(super) async fn read_startup(
     shared: &Shared,
     stream: &mut Stream,
@@ -37,7 +40,7 @@ pub(super) async fn read_startup(
                     return Err(Violation::DirectTlsDisabled.into());
                 };
                 let prefix = rbuf.split();
-                upgrade(config, stream, prefix, true).await?;
+                Box::pin(upgrade(config, stream, prefix, true)).await?;
                 *tls = Some(config.clone());
                 continue;
             }
@@ -62,7 +65,7 @@ pub(super) async fn read_startup(
                         // The socket leaves the plain stream for the TLS layer: the
                         // answer must be with the kernel first (batched writes).
                         stream.flush().await?;
-                        upgrade(config, stream, BytesMut::new(), false).await?;
+                        Box::pin(upgrade(config, stream, BytesMut::new(), false)).await?;
                         *tls = Some(config.clone());
                     }
                     _ => stream.write_all(b"N").await?,
@@ -71,7 +74,7 @@ pub(super) async fn read_startup(
             InitialPacket::Cancel { pid, key } => {
                 if let Some(ticket) = shared.cancels.begin_cancel(pid, &key) {
                     debug!(pid, "forwarding cancel request");
-                    if let Err(e) = send_cancel(&ticket.target).await {
+                    if let Err(e) = Box::pin(send_cancel(&ticket.target)).await {
                         warn!(error = %e, "could not forward cancel request");
                     }
                 }
