@@ -179,7 +179,14 @@ impl Proxy {
                     // The ticket, not the task, holds the permit and the tracker's count:
                     // a parked session has no task ([`crate::park`]).
                     let ticket = session::Ticket::new(permit, sessions.token());
-                    tokio::spawn(session::serve(shared.clone(), stream, peer, ticket));
+                    // Boxed: tokio moves a task's whole future twice as it ends (its
+                    // output, then "consumed"); a boxed one is a pointer to move.
+                    tokio::spawn(Box::pin(session::serve(
+                        shared.clone(),
+                        stream,
+                        peer,
+                        ticket,
+                    )));
                 }
                 Err(_) => {
                     warn!(%peer, "max_client_conn reached, refusing client");

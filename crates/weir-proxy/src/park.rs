@@ -386,7 +386,8 @@ impl ParkingLot {
 }
 
 fn spawn_resume(shared: &Arc<Shared>, parked: Box<Parked>, why: Resume) {
-    tokio::spawn(resume_session(shared.clone(), parked, why));
+    // Boxed, as `serve` is at accept: a task's end moves its whole future twice.
+    tokio::spawn(Box::pin(resume_session(shared.clone(), parked, why)));
 }
 
 /// Runs a parked session again in a task of its own.
