@@ -40,7 +40,8 @@ pub struct PoolEntry {
 /// Every pool of the proxy.
 pub struct Pools {
     config: RwLock<Arc<Config>>,
-    map: RwLock<HashMap<(String, String), Arc<PoolEntry>>>,
+    /// By database, then user: a login looks its pool up by `&str`, allocating nothing.
+    map: RwLock<HashMap<String, HashMap<String, Arc<PoolEntry>>>>,
     db_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
     /// `max_user_connections` budgets by server login user.
     user_groups: Mutex<HashMap<String, Arc<DbGroup>>>,
@@ -87,14 +88,16 @@ impl Pools {
         user: &str,
         credential: &ServerCredential,
     ) -> Option<Arc<PoolEntry>> {
-        let key = (database.to_owned(), user.to_owned());
-        if let Some(entry) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Some(entry.clone());
+        let found = |map: &HashMap<String, HashMap<String, Arc<PoolEntry>>>| {
+            map.get(database).and_then(|users| users.get(user)).cloned()
+        };
+        if let Some(entry) = found(&self.map.read().unwrap_or_else(|e| e.into_inner())) {
+            return Some(entry);
         }
         let config = self.config();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = map.get(&key) {
-            return Some(entry.clone());
+        if let Some(entry) = found(&map) {
+            return Some(entry);
         }
         let (target, credential) = server_login(&config, database, user, credential)?;
         let db_group = self
@@ -145,7 +148,9 @@ impl Pools {
             mode: config.pool_mode_for(database, user),
             pool,
         });
-        map.insert(key, entry.clone());
+        map.entry(database.to_owned())
+            .or_default()
+            .insert(user.to_owned(), entry.clone());
         Some(entry)
     }
 
@@ -167,14 +172,17 @@ impl Pools {
         let mut removed = Vec::new();
         {
             let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-            map.retain(|(db, _), entry| {
+            map.retain(|db, users| {
                 let keep = config.databases.contains_key(db);
                 if !keep {
-                    removed.push(entry.clone());
+                    removed.extend(users.values().cloned());
                 }
                 keep
             });
-            for ((db, user), entry) in map.iter_mut() {
+            let entries = map
+                .iter_mut()
+                .flat_map(|(db, users)| users.iter_mut().map(move |(user, e)| (db, user, e)));
+            for (db, user, entry) in entries {
                 let client_cred = credentials
                     .get(user)
                     .map_or(ServerCredential::None, |s| s.server.clone());
@@ -271,7 +279,7 @@ impl Pools {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .cloned()
+            .flat_map(|users| users.values().cloned())
             .collect()
     }
 

@@ -45,6 +45,9 @@ pub const BATCH: usize = 32;
 const MAX_SEND: usize = 256 * 1024;
 /// An outbox's buffer above this is freed after its send, not kept for the next.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// An outbox's first allocation: a whole login greeting (authentication, a dozen
+/// ParameterStatus, BackendKeyData) fits, so a login does not grow it message by message.
+const FIRST_CAPACITY: usize = 1024;
 /// Submission queue entries of a thread's ring (a power of two, above [`BATCH`]).
 const RING_ENTRIES: u32 = 256;
 
@@ -436,6 +439,9 @@ impl<S: AsFd> Plain<S> {
         unsafe {
             let buf = &mut *out.buf.get();
             buf.clear();
+            if buf.capacity() < n {
+                buf.reserve(n.max(FIRST_CAPACITY));
+            }
             buf.extend_from_slice(&data[..n]);
             *out.sent.get() = 0;
         }

@@ -143,7 +143,8 @@ pub fn parse_initial(buf: &mut BytesMut) -> Result<Option<InitialPacket>, Startu
 }
 
 fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
-    let mut params = Vec::new();
+    // Drivers send four to eight (user, database, application_name, client_encoding…).
+    let mut params = Vec::with_capacity(8);
     loop {
         let (name, rest) = crate::frame::read_cstr(body)
             .ok_or(StartupError::Malformed("parameter name not terminated"))?;
