@@ -205,21 +205,23 @@ pub async fn method_and_secrets(
     })
 }
 
-/// Runs the authentication exchange with a client and sends AuthenticationOk on success.
-/// `secrets` are the user's (from the configuration or `auth_query`); `None` runs the
-/// exchange against a throwaway secret and fails it as a wrong password.
+/// Runs the authentication exchange with a client; on success AuthenticationOk is left
+/// in `out` (the login's write buffer, empty before), for the greeting to follow in
+/// the same write, as PostgreSQL sends them. `secrets` are the user's (from the
+/// configuration or `auth_query`); `None` runs the exchange against a throwaway secret
+/// and fails it as a wrong password.
 ///
 /// # Errors
 /// Wrong password (28P01 with PostgreSQL's text), a protocol violation, or I/O.
 pub async fn authenticate(
     stream: &mut Stream,
     rbuf: &mut BytesMut,
+    out: &mut BytesMut,
     user: &str,
     method: Method,
     secrets: Option<&UserSecrets>,
     channel_binding: Option<&[u8]>,
 ) -> Result<AuthOutcome, ClientError> {
-    let mut out = BytesMut::with_capacity(256);
     let mut outcome = AuthOutcome::default();
     let use_scram = match method {
         Method::Trust | Method::Password => false,
@@ -231,8 +233,8 @@ pub async fn authenticate(
     match method {
         Method::Trust => {}
         Method::Password => {
-            authmsg::put_authentication_cleartext(&mut out);
-            flush(stream, &mut out).await?;
+            authmsg::put_authentication_cleartext(out);
+            flush(stream, out).await?;
             let msg = expect_password_message(stream, rbuf).await?;
             let response =
                 authmsg::parse_password_message(msg.body()).map_err(Violation::PasswordMessage)?;
@@ -255,16 +257,16 @@ pub async fn authenticate(
                 Some(end_point) => ScramServer::with_channel_binding(secret, end_point.to_vec()),
                 None => ScramServer::new(secret),
             });
-            authmsg::put_authentication_sasl(&mut out, server.mechanisms());
-            flush(stream, &mut out).await?;
+            authmsg::put_authentication_sasl(out, server.mechanisms());
+            flush(stream, out).await?;
             let first = expect_password_message(stream, rbuf).await?;
             let (mechanism, data) = authmsg::parse_sasl_initial_response(first.body())
                 .map_err(Violation::SaslMessage)?;
             let server_first = server
                 .handle_client_first(mechanism, data)
                 .map_err(|e| scram_error(user, e))?;
-            authmsg::put_authentication_sasl_continue(&mut out, &server_first);
-            flush(stream, &mut out).await?;
+            authmsg::put_authentication_sasl_continue(out, &server_first);
+            flush(stream, out).await?;
             let fin = expect_password_message(stream, rbuf).await?;
             let server_final = server
                 .handle_client_final(fin.body())
@@ -272,13 +274,13 @@ pub async fn authenticate(
             if secrets.is_none() {
                 return Err(ClientError::PasswordFailed(user.to_owned()));
             }
-            authmsg::put_authentication_sasl_final(&mut out, &server_final);
+            authmsg::put_authentication_sasl_final(out, &server_final);
             outcome.client_key = server.client_key();
         }
         _ => {
             let salt: [u8; 4] = rand::random();
-            authmsg::put_authentication_md5(&mut out, salt);
-            flush(stream, &mut out).await?;
+            authmsg::put_authentication_md5(out, salt);
+            flush(stream, out).await?;
             let msg = expect_password_message(stream, rbuf).await?;
             let response =
                 authmsg::parse_password_message(msg.body()).map_err(Violation::PasswordMessage)?;
@@ -290,8 +292,7 @@ pub async fn authenticate(
             }
         }
     }
-    authmsg::put_authentication_ok(&mut out);
-    flush(stream, &mut out).await?;
+    authmsg::put_authentication_ok(out);
     Ok(outcome)
 }
 

@@ -557,8 +557,17 @@ async fn boxed_sleep(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// Smallest read room a buffer gets: a login's read buffer is this big, and most
+/// requests fit.
+const FIRST_READ: usize = 1024;
+
+/// Makes room to read into `buf`, growing it by doubling from [`FIRST_READ`] to
+/// `chunk`: a client that sends short queries never needs more than its login buffer
+/// (growing it to `chunk` at once cost every login an 8 KiB allocation), and one that
+/// streams is at full reads after a few.
 fn reserve(buf: &mut BytesMut, chunk: usize) {
-    if buf.capacity() - buf.len() < chunk / 4 {
-        buf.reserve(chunk);
+    let step = buf.capacity().clamp(FIRST_READ, chunk);
+    if buf.capacity() - buf.len() < step / 4 {
+        buf.reserve(step);
     }
 }

@@ -80,6 +80,7 @@ pub(super) async fn login(
     let outcome = authenticate(
         stream,
         rbuf,
+        &mut out,
         &user,
         method,
         secrets.as_deref(),
@@ -87,6 +88,7 @@ pub(super) async fn login(
     )
     .await?;
     if let Some(role) = crate::admin_hook::route_login(shared, &database, &user)? {
+        stream.write_all(&out).await?;
         let application_name = startup.get("application_name").unwrap_or_default();
         return Ok(Some(Login::Admin {
             application_name: application_name.to_owned(),
