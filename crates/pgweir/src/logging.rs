@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 
+mod fields;
+
 use tracing_subscriber::EnvFilter;
 use weir_config::LogFormat;
 
@@ -9,11 +11,14 @@ use weir_config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal, never into files or log collectors.
+    let terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(terminal)
         .with_writer(std::io::stderr);
     let _ = match format {
+        // Plain text (files, collectors): every value escaped, a string at a time.
+        LogFormat::Text if !terminal => builder.fmt_fields(fields::Fields).try_init(),
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
