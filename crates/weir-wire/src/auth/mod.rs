@@ -5,6 +5,7 @@
 //! here is pure computation over byte slices: the caller moves the bytes. Every message from a
 //! peer is untrusted: lengths are capped, malformed input is an [`AuthError`], never a panic.
 
+pub(crate) mod base64;
 pub mod md5;
 pub mod messages;
 pub mod scram;

@@ -15,8 +15,7 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
+use super::base64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
@@ -80,7 +79,7 @@ impl fmt::Debug for ScramSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramSecret")
             .field("iterations", &self.iterations)
-            .field("salt", &B64.encode(&self.salt))
+            .field("salt", &base64::encode(&self.salt))
             .field("stored_key", &"<redacted>")
             .field("server_key", &"<redacted>")
             .finish()
@@ -151,9 +150,9 @@ impl ScramSecret {
         format!(
             "SCRAM-SHA-256${}:{}${}:{}",
             self.iterations,
-            B64.encode(&self.salt),
-            B64.encode(self.stored_key),
-            B64.encode(self.server_key)
+            base64::encode(&self.salt),
+            base64::encode(&self.stored_key),
+            base64::encode(&self.server_key)
         )
     }
 }
@@ -300,21 +299,17 @@ fn decode_salt(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || s.len() > MAX_SALT_LEN.div_ceil(3) * 4 {
         return None;
     }
-    B64.decode(s)
-        .ok()
-        .filter(|salt| !salt.is_empty() && salt.len() <= MAX_SALT_LEN)
+    base64::decode(s).filter(|salt| !salt.is_empty() && salt.len() <= MAX_SALT_LEN)
 }
 
 /// Decodes base64 of exactly 32 bytes (a key, proof or signature: always 44 chars).
 pub(crate) fn decode_key(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 44 {
-        return None;
-    }
-    B64.decode(s).ok()?.try_into().ok()
+    let mut key = [0u8; 32];
+    (s.len() == 44 && base64::decode_into(s, &mut key)? == 32).then_some(key)
 }
 
 pub(crate) fn b64(data: &[u8]) -> String {
-    B64.encode(data)
+    base64::encode(data)
 }
 
 /// Whether `s` is a valid nonce: 1..=[`MAX_NONCE_LEN`] chars, all printable ASCII except ','
@@ -328,7 +323,7 @@ pub(crate) fn valid_nonce(s: &str) -> bool {
 /// A fresh nonce: 18 random bytes in base64 (24 chars), as libpq and PostgreSQL make them.
 pub(crate) fn new_nonce() -> String {
     let raw: [u8; 18] = rand::random();
-    B64.encode(raw)
+    base64::encode(&raw)
 }
 
 /// Takes the next `x=value` attribute off a comma-separated SCRAM message.

@@ -29,7 +29,7 @@ const PG15_CLIENT_FINAL: &str = "c=biws,r=UPHYMDvKdt9fZAmPxfnTCsB+U8gowoaWV/L3lu
 const PG15_SERVER_FINAL: &str = "v=Co+/+Vk8iTlQYFDeCgZRQV5vfo+rdPN9YNuJxw3y+/E=";
 
 fn rfc_secret() -> ScramSecret {
-    let salt = B64.decode(RFC_SALT).expect("RFC salt is base64");
+    let salt = base64::decode(RFC_SALT).expect("RFC salt is base64");
     ScramSecret::from_password("pencil", &salt, 4096)
 }
 
@@ -230,8 +230,8 @@ fn nonce_and_attribute_helpers() {
         assert_eq!(parse_iterations(bad), None, "{bad:?}");
     }
     assert!(decode_salt("").is_none());
-    assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN])).is_some());
-    assert!(decode_salt(&B64.encode([0u8; MAX_SALT_LEN + 1])).is_none());
+    assert!(decode_salt(&base64::encode(&[0u8; MAX_SALT_LEN])).is_some());
+    assert!(decode_salt(&base64::encode(&[0u8; MAX_SALT_LEN + 1])).is_none());
 }
 
 #[test]
