@@ -12,7 +12,10 @@
 #        the stored verifier, one SELECT and a close), CLIENTS=4, POOL_SIZE=4 (server
 #        connections per proxy pool: below CLIENTS, clients queue for servers),
 #        PGBOUNCER=1 (0 skips it), CG_DIR= (keep the callgrind files there, for
-#        callgrind_annotate, and the strace -c tables), PG_BIN as for e2e.sh.
+#        callgrind_annotate, and the strace -c tables), CACHE=0 (1: callgrind
+#        simulates this CPU's L1 caches too and two columns count, per transaction,
+#        the instruction and data cache lines missed: a login's cost follows them
+#        more than its instructions), PG_BIN as for e2e.sh.
 # Output: one markdown table on stdout; progress on stderr. Instructions are "a run
 # with the measured workload" minus "a run with the warm-up only": start-up, shutdown
 # and each run's 4 client logins largely cancel out, but work done per second
@@ -26,6 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 TXNS=${TXNS:-4000}
+CACHE=${CACHE:-0}
 MODES=${MODES:-"simple extended"}
 CLIENTS=${CLIENTS:-4}
 POOL_SIZE=${POOL_SIZE:-4}
@@ -64,7 +68,9 @@ callgrind_ir() {
     local pre=()
     [[ -n $prefix ]] && read -r -a pre <<<"$prefix"
     out=$WORK/cg.$name.$mode.$measure
-    "${pre[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$WORK/$name.cg.log" 2>&1 &
+    local sim=()
+    ((CACHE)) && sim=(--cache-sim=yes)
+    "${pre[@]}" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out" "$@" >"$WORK/$name.cg.log" 2>&1 &
     pid=$!
     KILL_PIDS+=("$pid")
     wait_port "$port" "$pid" 60 || die "$name did not start under valgrind: $(tail -5 "$WORK/$name.cg.log")"
@@ -72,8 +78,11 @@ callgrind_ir() {
     if ((measure)); then txns=$(run_pgbench "$port" "$mode"); fi
     stop_pid "$pid" 30
     if [[ -n ${CG_DIR:-} ]]; then mkdir -p "$CG_DIR" && cp "$out" "$CG_DIR/"; fi
-    printf '%s %s\n' "$(callgrind_annotate "$out" 2>/dev/null |
-        sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | head -1)" "$txns"
+    # The totals line: Ir, then with CACHE=1 Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+    local totals
+    totals=$(callgrind_annotate "$out" 2>/dev/null | grep 'PROGRAM TOTALS' | head -1 |
+        sed 's/([^)]*)//g' | tr -d , | awk '{ print $1, ($4 == "" ? 0 : $4), ($5 == "" ? 0 : $5 + $6) }')
+    printf '%s %s\n' "${totals:-0 0 0}" "$txns"
 }
 
 # measure NAME PORT MODE PREFIX CMD...: instructions of the measured run (a run with
@@ -86,9 +95,13 @@ measure() {
     shift 4
     local pre=()
     [[ -n $prefix ]] && read -r -a pre <<<"$prefix"
-    read -r base _ < <(callgrind_ir "$name" "$port" "$mode" 0 "$prefix" "$@")
-    read -r with txns < <(callgrind_ir "$name" "$port" "$mode" 1 "$prefix" "$@")
+    local base i1_0 d1_0 with i1_1 d1_1
+    read -r base i1_0 d1_0 _ < <(callgrind_ir "$name" "$port" "$mode" 0 "$prefix" "$@")
+    read -r with i1_1 d1_1 txns < <(callgrind_ir "$name" "$port" "$mode" 1 "$prefix" "$@")
     local ir=$(( ${with:-0} - ${base:-0} ))
+    local misses=""
+    ((CACHE)) && misses=$(awk -v i=$((i1_1 - i1_0)) -v d=$((d1_1 - d1_0)) -v t="${txns:-1}" \
+        'BEGIN {printf " %.0f %.0f", i / t, d / t}')
 
     "${pre[@]}" "$@" >"$WORK/$name.log" 2>&1 &
     pid=$!
@@ -105,20 +118,32 @@ measure() {
     stop_pid "$pid" 20
     calls=$(awk '$NF == "total" {print $4}' "$WORK/$name.$mode.strace")
     if [[ -n ${CG_DIR:-} ]]; then cp "$WORK/$name.$mode.strace" "$CG_DIR/"; fi
-    printf '%s %s\n' "$(awk -v i="$ir" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
-        "$(awk -v c="${calls:-0}" -v t="${txns2:-1}" 'BEGIN {printf "%.2f", c / t}')"
+    printf '%s %s%s\n' "$(awk -v i="$ir" -v t="${txns:-1}" 'BEGIN {printf "%.0f", i / t}')" \
+        "$(awk -v c="${calls:-0}" -v t="${txns2:-1}" 'BEGIN {printf "%.2f", c / t}')" "$misses"
 }
 
 log "pgweir binaries: ${BINS[*]}"
-printf '| proxy | protocol | instructions per txn (callgrind) | syscalls per txn (strace -c) |\n|---|---|---:|---:|\n'
+if ((CACHE)); then
+    printf '| proxy | protocol | instructions per txn (callgrind) | syscalls per txn (strace -c) | L1i lines missed | L1d lines missed |\n|---|---|---:|---:|---:|---:|\n'
+else
+    printf '| proxy | protocol | instructions per txn (callgrind) | syscalls per txn (strace -c) |\n|---|---|---:|---:|\n'
+fi
+# row NAME MODE IR CALLS [I1 D1]: one table row.
+row() {
+    local name=$1 mode=$2
+    shift 2
+    printf '| %s | %s |' "$name" "$mode"
+    printf ' %s |' "$@"
+    printf '\n'
+}
 for mode in $MODES; do
     for bin in "${BINS[@]}"; do
         free_port PORT
         free_port HTTP
-        read -r ir calls < <(measure "pgweir" "$PORT" "$mode" "" "$bin" --listen "127.0.0.1:$PORT" \
+        read -r -a cols < <(measure "pgweir" "$PORT" "$mode" "" "$bin" --listen "127.0.0.1:$PORT" \
             --http-listen "127.0.0.1:$HTTP" --pool-size "$POOL_SIZE" \
             --upstream "postgres://$USER_NAME:$PASSWORD@127.0.0.1:$PG_PORT/bench")
-        printf '| pgweir `%s` | %s | %s | %s |\n' "$bin" "$mode" "$ir" "$calls"
+        row "pgweir \`$bin\`" "$mode" "${cols[@]}"
     done
     if ((PGBOUNCER)); then
         free_port PORT
@@ -143,7 +168,7 @@ EOF
             "$(psql_super -d postgres -c "SELECT rolpassword FROM pg_authid WHERE rolname = '$USER_NAME'")" \
             >"$WORK/userlist.txt"
         ((IS_ROOT)) && chown postgres: "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-        read -r ir calls < <(measure "pgbouncer" "$PORT" "$mode" "${AS_PG[*]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini")
-        printf '| PgBouncer | %s | %s | %s |\n' "$mode" "$ir" "$calls"
+        read -r -a cols < <(measure "pgbouncer" "$PORT" "$mode" "${AS_PG[*]}" "$PGBOUNCER_BIN" "$WORK/pgbouncer.ini")
+        row PgBouncer "$mode" "${cols[@]}"
     fi
 done
