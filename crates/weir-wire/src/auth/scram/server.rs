@@ -5,12 +5,15 @@
 //! are ignored, and the nonce and channel-binding attribute of client-final must echo what
 //! was agreed. Any error moves the exchange to a failed state it cannot leave.
 
+use std::borrow::Cow;
+use std::ops::Range;
+
 use super::{
     b64, decode_key, expect_attr, hmac, message_str, new_nonce, sha256, skip_extensions,
     valid_nonce, xor, ScramSecret, MAX_CLIENT_FINAL_LEN, MAX_CLIENT_FIRST_LEN, SCRAM_SHA_256,
     SCRAM_SHA_256_PLUS,
 };
-use crate::auth::{ct_eq, shorten, AuthError};
+use crate::auth::{base64, ct_eq, shorten, AuthError};
 
 /// Server role of one SCRAM exchange: the proxy verifies a connecting client.
 pub struct ScramServer {
@@ -27,12 +30,15 @@ enum State {
     Initial,
     /// server-first-message sent; waiting for client-final-message.
     SentServerFirst {
-        client_first_bare: String,
-        server_first: String,
-        nonce: String,
+        /// The AuthMessage so far: client-first-message-bare, server-first-message and
+        /// the commas after each; client-final-without-proof completes it. Built in
+        /// one buffer: a login's exchange allocates little.
+        auth_message: String,
+        /// Where the combined nonce is in `auth_message`.
+        nonce: Range<usize>,
         /// The `c=` value client-final must carry: base64 of the gs2 header (and of the
         /// channel-binding data with `-PLUS`).
-        channel_binding: String,
+        channel_binding: Cow<'static, str>,
     },
     /// Proof verified.
     Done { client_key: [u8; 32] },
@@ -123,10 +129,10 @@ impl ScramServer {
         // gs2-header = gs2-cbind-flag "," [ authzid ] ","
         let flag = parts.next().unwrap_or_default();
         let channel_binding = match (flag, plus) {
-            ("n", false) => "biws".to_owned(), // base64("n,,")
+            ("n", false) => Cow::Borrowed("biws"), // base64("n,,")
             // The client could bind but thinks we cannot: fine without TLS; over TLS we
             // offered -PLUS, so someone removed it on the way (RFC 5802 section 6).
-            ("y", false) if self.binding.is_none() => "eSws".to_owned(), // base64("y,,")
+            ("y", false) if self.binding.is_none() => Cow::Borrowed("eSws"), // base64("y,,")
             ("y", false) => {
                 return Err(AuthError::Protocol(
                     "SCRAM channel binding negotiation error: the client supports channel \
@@ -137,7 +143,7 @@ impl ScramServer {
             ("p=tls-server-end-point", true) => {
                 let mut header = b"p=tls-server-end-point,,".to_vec();
                 header.extend_from_slice(self.binding.as_deref().unwrap_or_default());
-                b64(&header)
+                Cow::Owned(b64(&header))
             }
             (f, true) if f.starts_with("p=") => {
                 return Err(AuthError::Protocol(format!(
@@ -188,16 +194,26 @@ impl ScramServer {
         }
         skip_extensions(parts, MSG)?;
 
-        let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            b64(&self.secret.salt),
-            self.secret.iterations
+        // server-first-message: r=<client nonce><server nonce>,s=<salt>,i=<iterations>
+        let mut auth_message = String::with_capacity(
+            client_first_bare.len() + client_nonce.len() + self.server_nonce.len() + 200,
         );
-        let reply = server_first.clone().into_bytes();
+        auth_message.push_str(client_first_bare);
+        auth_message.push(',');
+        let server_first_start = auth_message.len();
+        auth_message.push_str("r=");
+        let nonce_start = auth_message.len();
+        auth_message.push_str(client_nonce);
+        auth_message.push_str(&self.server_nonce);
+        let nonce = nonce_start..auth_message.len();
+        auth_message.push_str(",s=");
+        base64::encode_to(&self.secret.salt, &mut auth_message);
+        auth_message.push_str(",i=");
+        push_decimal(&mut auth_message, self.secret.iterations);
+        let reply = auth_message.as_bytes()[server_first_start..].to_vec();
+        auth_message.push(',');
         self.state = State::SentServerFirst {
-            client_first_bare: client_first_bare.to_owned(),
-            server_first,
+            auth_message,
             nonce,
             channel_binding,
         };
@@ -213,8 +229,7 @@ impl ScramServer {
     pub fn handle_client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
         let state = std::mem::replace(&mut self.state, State::Failed);
         let State::SentServerFirst {
-            client_first_bare,
-            server_first,
+            mut auth_message,
             nonce,
             channel_binding,
         } = state
@@ -239,12 +254,12 @@ impl ScramServer {
                 "{MSG}: channel-binding attribute does not match the gs2 header"
             )));
         }
-        if expect_attr(&mut parts, 'r', MSG)? != nonce {
+        if expect_attr(&mut parts, 'r', MSG)? != &auth_message[nonce] {
             return Err(AuthError::Protocol(format!("{MSG}: nonce mismatch")));
         }
         skip_extensions(parts, MSG)?;
 
-        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        auth_message.push_str(without_proof);
         let client_signature = hmac(&self.secret.stored_key, auth_message.as_bytes());
         let client_key = xor(&proof, &client_signature);
         if !ct_eq(&sha256(&client_key), &self.secret.stored_key) {
@@ -252,7 +267,10 @@ impl ScramServer {
         }
         let server_signature = hmac(&self.secret.server_key, auth_message.as_bytes());
         self.state = State::Done { client_key };
-        Ok(format!("v={}", b64(&server_signature)).into_bytes())
+        let mut server_final = String::with_capacity(2 + 44);
+        server_final.push_str("v=");
+        base64::encode_to(&server_signature, &mut server_final);
+        Ok(server_final.into_bytes())
     }
 
     /// After a successful exchange, the client's ClientKey (ClientProof XOR ClientSignature).
@@ -270,6 +288,21 @@ impl ScramServer {
     pub fn is_authenticated(&self) -> bool {
         matches!(self.state, State::Done { .. })
     }
+}
+
+/// Appends `n` in decimal (an iteration count) without the formatting machinery.
+fn push_decimal(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 impl std::fmt::Debug for ScramServer {
