@@ -180,21 +180,12 @@ fn put_v4(out: &mut [u8; 22], addr: &std::net::SocketAddrV4) -> usize {
     n + 1 + put_decimal(&mut out[n + 1..], u32::from(addr.port()))
 }
 
-/// Writes `v` (at most 65535) in decimal at the start of `out`; returns its length.
-fn put_decimal(out: &mut [u8], mut v: u32) -> usize {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - start;
-    out[..len].copy_from_slice(&digits[start..]);
-    len
+/// Writes `v` in decimal at the start of `out`; returns its length.
+fn put_decimal(out: &mut [u8], v: u32) -> usize {
+    let mut buf = [0; 10];
+    let digits = weir_wire::build::decimal(v, &mut buf).as_bytes();
+    out[..digits.len()].copy_from_slice(digits);
+    digits.len()
 }
 
 /// Every live client, by id.

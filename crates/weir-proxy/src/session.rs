@@ -298,23 +298,34 @@ async fn report(stream: &mut Stream, e: &ClientError, log: bool, who: ClientTag<
 
 #[cfg(test)]
 mod footprint {
+    use std::net::SocketAddr;
+
+    use crate::stream::Stream;
+
+    /// A connected client socket (its listener's address too) and a default proxy.
+    async fn client() -> (Stream, SocketAddr, super::Shared) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let shared = super::Shared::new(weir_config::Config::default()).expect("shared");
+        (Stream::from(tcp), addr, shared)
+    }
+
     /// The task keeps this future for as long as the client is connected, idle or not:
     /// it must stay small (it was 4.3 KiB before the relay kept its held-server state
     /// in a per-checkout box, 1.1 KiB before shared settings and the stop signal; 832
     /// bytes since). A change that inlines a big future here fails this.
     #[tokio::test]
     async fn an_idle_sessions_future_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let stream = crate::stream::Stream::from(
-            tokio::net::TcpStream::connect(addr).await.expect("connect"),
+        let (stream, addr, shared) = client().await;
+        let session = super::serve(
+            std::sync::Arc::new(shared),
+            stream,
+            addr,
+            super::Ticket::default(),
         );
-        let shared = std::sync::Arc::new(
-            super::Shared::new(weir_config::Config::default()).expect("shared"),
-        );
-        let session = super::serve(shared, stream, addr, super::Ticket::default());
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "a session's future takes {size} bytes");
     }
@@ -324,14 +335,7 @@ mod footprint {
     /// rare paths (an `auth_query` lookup, TLS, a forwarded cancel) were inline.
     #[tokio::test]
     async fn a_logins_future_stays_under_a_kibibyte() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut stream = crate::stream::Stream::from(
-            tokio::net::TcpStream::connect(addr).await.expect("connect"),
-        );
-        let shared = super::Shared::new(weir_config::Config::default()).expect("shared");
+        let (mut stream, _, shared) = client().await;
         let mut rbuf = bytes::BytesMut::new();
         let login = super::login_in_time(&shared, &mut stream, &mut rbuf);
         let size = std::mem::size_of_val(&login);

@@ -2,6 +2,21 @@
 
 use bytes::{BufMut, BytesMut};
 
+/// `n` in decimal, written into `buf`: for text built on a hot path (a SCRAM iteration
+/// count, a log line's address) without the formatting machinery.
+pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[start..]).unwrap_or_default()
+}
+
 /// Appends `s` and a NUL terminator.
 #[inline]
 pub fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
@@ -145,6 +160,13 @@ mod tests {
     use super::*;
     use crate::backend::ErrorFields;
     use crate::frame::split_frame;
+
+    #[test]
+    fn decimal_writes_what_display_writes() {
+        for n in [0, 7, 10, 99, 4096, 65535, 1_000_000, u32::MAX] {
+            assert_eq!(decimal(n, &mut [0; 10]), n.to_string());
+        }
+    }
 
     #[test]
     fn error_roundtrips_through_the_parser() {

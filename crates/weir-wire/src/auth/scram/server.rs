@@ -209,7 +209,7 @@ impl ScramServer {
         auth_message.push_str(",s=");
         base64::encode_to(&self.secret.salt, &mut auth_message);
         auth_message.push_str(",i=");
-        push_decimal(&mut auth_message, self.secret.iterations);
+        auth_message.push_str(crate::build::decimal(self.secret.iterations, &mut [0; 10]));
         let reply = auth_message.as_bytes()[server_first_start..].to_vec();
         auth_message.push(',');
         self.state = State::SentServerFirst {
@@ -288,21 +288,6 @@ impl ScramServer {
     pub fn is_authenticated(&self) -> bool {
         matches!(self.state, State::Done { .. })
     }
-}
-
-/// Appends `n` in decimal (an iteration count) without the formatting machinery.
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
 impl std::fmt::Debug for ScramServer {
