@@ -15,7 +15,7 @@ use super::Shared;
 use crate::admin_hook::AdminRole;
 use crate::client_auth::authenticate;
 use crate::error::ClientError;
-use crate::params::{startup_settings, ClientParams};
+use crate::params::{into_startup_settings, ClientParams};
 use crate::pools::PoolEntry;
 use crate::stream::Stream;
 
@@ -59,7 +59,7 @@ pub(super) async fn login(
     rbuf: &mut BytesMut,
 ) -> Result<Option<Login>, ClientError> {
     let mut tls = None;
-    let startup = match read_startup(shared, stream, rbuf, &mut tls).await? {
+    let mut startup = match read_startup(shared, stream, rbuf, &mut tls).await? {
         Some(s) => s,
         None => return Ok(None),
     };
@@ -135,14 +135,17 @@ pub(super) async fn login(
             conn.params.clone()
         }
     };
-    let app_name = startup.get("application_name");
-    let mut settings = startup_settings(&startup.params);
+    let application_name = startup
+        .get("application_name")
+        .unwrap_or_default()
+        .to_owned();
+    let mut settings = into_startup_settings(std::mem::take(&mut startup.params));
     let class = client_class(
         &mut settings,
         &shared.config(),
         &user,
         &database,
-        app_name.unwrap_or_default(),
+        &application_name,
     )?;
     let dedup = client_dedup(&mut settings)?;
     let greeting =
@@ -164,7 +167,7 @@ pub(super) async fn login(
     Ok(Some(Login::Pool(Box::new(LoggedIn {
         entry,
         cancel,
-        application_name: app_name.unwrap_or_default().to_owned(),
+        application_name,
         params: greeting.params,
         class,
         dedup,
