@@ -39,11 +39,13 @@ mod dedup;
 mod held;
 mod idle;
 pub mod phase;
+mod room;
 mod sink;
 
 use held::Held;
 use idle::Idle;
 use phase::Phase;
+use room::reserve;
 use sink::Sink;
 
 /// Read size for client sockets; client buffers are released while the client is idle.
@@ -554,20 +556,5 @@ async fn boxed_sleep(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     match timer {
         Some(t) => t.await,
         None => std::future::pending().await,
-    }
-}
-
-/// Smallest read room a buffer gets: a login's read buffer is this big, and most
-/// requests fit.
-const FIRST_READ: usize = 1024;
-
-/// Makes room to read into `buf`, growing it by doubling from [`FIRST_READ`] to
-/// `chunk`: a client that sends short queries never needs more than its login buffer
-/// (growing it to `chunk` at once cost every login an 8 KiB allocation), and one that
-/// streams is at full reads after a few.
-fn reserve(buf: &mut BytesMut, chunk: usize) {
-    let step = buf.capacity().clamp(FIRST_READ, chunk);
-    if buf.capacity() - buf.len() < step / 4 {
-        buf.reserve(step);
     }
 }
