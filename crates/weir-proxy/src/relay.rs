@@ -45,7 +45,7 @@ mod sink;
 use held::Held;
 use idle::Idle;
 use phase::Phase;
-use room::reserve;
+use room::{reserve, reserve_for_request};
 use sink::Sink;
 
 /// Read size for client sockets; client buffers are released while the client is idle.
@@ -442,7 +442,7 @@ impl Relay {
                     }
                 }
             }
-            reserve(&mut self.cbuf, CLIENT_READ);
+            reserve_for_request(&mut self.cbuf, CLIENT_READ);
             // read_buf rather than try_read_buf: a short read clears the cached
             // readiness, so the next poll waits for epoll instead of paying a recvfrom
             // that returns EAGAIN.
