@@ -13,13 +13,10 @@ set -euo pipefail
 LIB_NAME=bulk
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 ROWS=${ROWS:-50000}
 COPY_ROWS=${COPY_ROWS:-500000}
-BINS=("$@")
-((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
-for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
+lib_pgweir_bins "$@"
 command -v strace >/dev/null || die "strace is missing (apt-get install strace)"
 
 PG_BIN=${PG_BIN:-}

@@ -17,6 +17,15 @@ die() {
 }
 has() { [[ " $2 " == *" $1 "* ]]; }
 
+# lib_pgweir_bins ARGS...: sets BINS to the pgweir binaries a script was given (default:
+# the release build), each checked to be executable.
+lib_pgweir_bins() {
+    BINS=("$@")
+    ((${#BINS[@]})) || BINS=("$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release/pgweir")
+    local b
+    for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
+}
+
 # --- tools -----------------------------------------------------------------
 lib_find_tools() {
     IS_ROOT=0
