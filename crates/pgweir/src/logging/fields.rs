@@ -42,20 +42,26 @@ impl Visitor<'_> {
         if self.result.is_err() || name.starts_with("log.") {
             return;
         }
-        let pad = if std::mem::take(&mut self.empty) {
-            ""
-        } else {
-            " "
-        };
-        let out = &mut Escape(&mut self.out);
-        self.result = match name {
-            "message" => write!(out.0, "{pad}").and_then(|()| out.write_fmt(value)),
-            name => {
-                let name = name.strip_prefix("r#").unwrap_or(name);
-                write!(out.0, "{pad}{name}=").and_then(|()| out.write_fmt(value))
-            }
-        };
+        let first = std::mem::take(&mut self.empty);
+        self.result = write_field(&mut self.out, first, name, value);
     }
+}
+
+/// ` name=value` (no space first, no `name=` for the message); only the value escaped.
+fn write_field(
+    out: &mut Writer<'_>,
+    first: bool,
+    name: &str,
+    value: fmt::Arguments<'_>,
+) -> fmt::Result {
+    if !first {
+        out.write_char(' ')?;
+    }
+    if name != "message" {
+        out.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        out.write_char('=')?;
+    }
+    Escape(out).write_fmt(value)
 }
 
 impl Visit for Visitor<'_> {
