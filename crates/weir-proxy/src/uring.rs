@@ -249,17 +249,13 @@ impl Batcher {
     /// rest and submitted in the same call).
     fn flush(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        let alone = if pending.len() == 1 {
-            pending.pop()
+        if pending.len() == 1 {
+            if let Some(out) = pending.pop() {
+                self.send_alone(out);
+            }
         } else {
-            None
-        };
-        match alone {
-            Some(out) => self.send_alone(out),
-            None => {
-                for out in pending.drain(..) {
-                    self.enqueue(out);
-                }
+            for out in pending.drain(..) {
+                self.enqueue(out);
             }
         }
         self.pending = pending;
