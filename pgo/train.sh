@@ -2,9 +2,10 @@
 # Takes the release build's profile again (pgo/pgweir.profdata, which pgo/rustc-wrapper
 # feeds to every optimized build): builds an instrumented pgweir, drives it with real
 # clients against a throwaway PostgreSQL through the paths a deployment runs (pgbench's
-# simple, extended and prepared protocols at 16 and 64 clients, transactions that
-# write, a 20 MB result, a 10 MB COPY, md5 and SCRAM logins with connection logging,
-# TLS clients) and merges what it counted. Code no run reaches is laid out as cold, so
+# simple, extended and prepared protocols at 16 and 64 clients over TCP and the Unix
+# socket, transactions that write, a 20 MB result, a 10 MB COPY, session pooling,
+# dedup, md5 and SCRAM logins with connection logging, TLS clients) and merges what it
+# counted. Code no run reaches is laid out as cold, so
 # a path that matters belongs in this workload.
 #
 # Run it after changing the relay, the pool or the login path, then rebuild from clean
@@ -26,8 +27,8 @@ lib_find_tools
 command -v openssl >/dev/null || die "openssl is missing (apt-get install openssl)"
 
 # llvm-profdata must come from the LLVM that rustc uses: rustup's llvm-tools.
-HOST=$(rustc -vV | sed -n 's/^host: //p')
-PROFDATA="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
+RUST_HOST=$(rustc -vV | sed -n 's/^host: //p')
+PROFDATA="$(rustc --print sysroot)/lib/rustlib/$RUST_HOST/bin/llvm-profdata"
 if [[ ! -x $PROFDATA ]]; then
     log "adding rustup's llvm-tools (llvm-profdata)"
     rustup component add llvm-tools >&2
@@ -35,8 +36,9 @@ fi
 [[ -x $PROFDATA ]] || die "no llvm-profdata at $PROFDATA"
 
 lib_make_workdir
-RAW=$WORK/raw
 TARGET_DIR=$REPO/target/pgo-generate
+# A fixed path: it is part of the build's flags, so a new one would rebuild everything.
+RAW=$TARGET_DIR/profraw
 log "building an instrumented pgweir into $TARGET_DIR"
 (cd "$REPO" && RUSTFLAGS="-Cprofile-generate=$RAW" cargo build --release --locked -p pgweir \
     --target-dir "$TARGET_DIR" >&2)
@@ -52,10 +54,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -keyout "$WORK/server.key" -out "$WORK/server.crt" >/dev/null 2>&1
 seq 1 100000 | awk '{ printf "%s%0100d\n", $1, 0 }' >"$WORK/copy.txt"
 
-# pb ARGS...: one bounded pgbench run through the proxy on $PORT.
+# pb ARGS...: one bounded pgbench run through the proxy on $PORT (over TCP, or over
+# the Unix socket in $WORK with HOST=$WORK).
 pb() {
     PGPASSWORD=bench timeout $((SECS + 60)) "$PG_BIN/pgbench" -n "$@" -T "$SECS" \
-        -h 127.0.0.1 -p "$PORT" -U bench bench >/dev/null 2>&1 || die "pgbench $* failed"
+        -h "${HOST:-127.0.0.1}" -p "$PORT" -U bench bench >/dev/null 2>&1 || die "pgbench $* failed"
 }
 bench_psql() {
     PGPASSWORD=bench timeout 120 "$PG_BIN/psql" -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" \
@@ -92,18 +95,29 @@ EOF
 # stop_pgweir: a clean shutdown, which is when the counts are written.
 stop_pgweir() { stop_pid "$PID" 30; }
 
-log "training: the relay (md5 clients, default settings)"
-start_pgweir md5
+log "training: the relay (md5 clients, default settings, TCP and Unix socket)"
+start_pgweir md5 "unix_socket_dir = \"$WORK\""
 for mode in simple extended prepared; do
     for clients in 16 64; do pb -S -M "$mode" -c "$clients" -j 2; done
 done
 pb -M simple -c 8 -j 2
 pb -M extended -c 8 -j 2
+HOST=$WORK pb -S -M simple -c 16 -j 2
+HOST=$WORK pb -S -M extended -c 16 -j 2
 bench_psql -c "SELECT repeat('x', 1000) FROM generate_series(1, 20000)"
 bench_psql -c "CREATE TABLE IF NOT EXISTS pgo_copy (x text)" -c "\\copy pgo_copy from '$WORK/copy.txt'" \
     -c "DROP TABLE pgo_copy"
 log "training: md5 logins"
 pb -C -S -c 4 -j 2
+stop_pgweir
+
+log "training: session pooling, and dedup in transaction pooling"
+start_pgweir md5 'pool_mode = "session"'
+pb -S -M extended -c 16 -j 2
+pb -M simple -c 8 -j 2
+stop_pgweir
+start_pgweir md5 'dedup = true'
+pb -S -M simple -c 16 -j 2
 stop_pgweir
 
 log "training: SCRAM logins and TLS clients"
