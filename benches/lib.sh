@@ -193,6 +193,20 @@ pg_running() { PSQL_TIMEOUT=10 psql_super -d postgres -c 'SELECT 1' >/dev/null 2
 
 # lib_run_pgbouncer: starts PgBouncer (daemonized, as postgres) on $WORK/pgbouncer.ini,
 # whose pidfile must be $WORK/pgbouncer.pid and whose port is $PORT; sets PID.
+# lib_pgweir_toml AUTH [LINE ...]: writes $WORK/pgweir.toml, pgweir's counterpart of
+# lib_pgbouncer_ini: listening on 127.0.0.1:$PORT, no HTTP, clients checked against
+# $WORK/userlist.txt with AUTH, pools of 20, then each LINE (a top-level setting),
+# then database bench on $PG_PORT as user bench.
+lib_pgweir_toml() {
+    local auth=$1
+    shift
+    {
+        printf '%s\n' "listen = \"127.0.0.1:$PORT\"" 'http_listen = ""' "auth_type = \"$auth\"" \
+            "auth_file = \"$WORK/userlist.txt\"" "max_client_conn = 300" "default_pool_size = 20" "$@"
+        printf '[databases.bench]\nhost = "127.0.0.1"\nport = %s\nuser = "bench"\npassword = "bench"\n' "$PG_PORT"
+    } >"$WORK/pgweir.toml"
+}
+
 # lib_pgbouncer_ini AUTH POOL MAX_CLIENTS [SETTING = VALUE ...]: writes
 # $WORK/pgbouncer.ini for database bench on $PG_PORT, listening on 127.0.0.1:$PORT in
 # transaction mode, clients checked against $WORK/userlist.txt with AUTH; extra

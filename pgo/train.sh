@@ -65,7 +65,8 @@ bench_psql() {
         -U bench bench "$@" >/dev/null
 }
 
-# start_pgweir AUTH [EXTRA_TOML]: the instrumented binary on a free port; sets PID, PORT.
+# start_pgweir AUTH [LINE ...]: the instrumented binary on a free port, with each LINE
+# as a top-level setting (lib_pgweir_toml); sets PID and PORT.
 start_pgweir() {
     if [[ $1 == md5 ]]; then
         printf '"bench" "bench"\n' >"$WORK/userlist.txt"
@@ -73,20 +74,7 @@ start_pgweir() {
         printf '"bench" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
     fi
     free_port PORT
-    cat >"$WORK/pgweir.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-http_listen = ""
-auth_type = "$1"
-auth_file = "$WORK/userlist.txt"
-max_client_conn = 300
-default_pool_size = 20
-${2:-}
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "bench"
-password = "bench"
-EOF
+    lib_pgweir_toml "$1" "${@:2}"
     LLVM_PROFILE_FILE="$RAW/pgweir-%p.profraw" "$BIN" --config "$WORK/pgweir.toml" >>"$WORK/pgweir.log" 2>&1 &
     PID=$!
     KILL_PIDS+=("$PID")
@@ -121,9 +109,8 @@ pb -S -M simple -c 16 -j 2
 stop_pgweir
 
 log "training: SCRAM logins and TLS clients"
-start_pgweir scram-sha-256 "client_tls_sslmode = \"allow\"
-client_tls_cert_file = \"$WORK/server.crt\"
-client_tls_key_file = \"$WORK/server.key\""
+start_pgweir scram-sha-256 'client_tls_sslmode = "allow"' \
+    "client_tls_cert_file = \"$WORK/server.crt\"" "client_tls_key_file = \"$WORK/server.key\""
 pb -C -S -c 4 -j 2
 PGSSLMODE=require pb -S -M extended -c 16 -j 2
 stop_pgweir
