@@ -19,7 +19,6 @@ set -euo pipefail
 LIB_NAME=rate
 # shellcheck source=benches/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 RATE=${RATE:-8000}
 CLIENTS=${CLIENTS:-16}
@@ -28,9 +27,7 @@ SECS=${SECS:-5}
 REPS=${REPS:-5}
 POOL_SIZE=${POOL_SIZE:-20}
 PGBOUNCER=${PGBOUNCER:-1}
-BINS=("$@")
-((${#BINS[@]})) || BINS=("$REPO/target/release/pgweir")
-for b in "${BINS[@]}"; do [[ -x $b ]] || die "no pgweir binary at $b (cargo build --release -p pgweir)"; done
+lib_pgweir_bins "$@"
 
 PG_BIN=${PG_BIN:-}
 lib_find_tools
