@@ -5,8 +5,8 @@
 # simple, extended and prepared protocols at 16 and 64 clients over TCP and the Unix
 # socket, transactions that write, a 20 MB result, a 10 MB COPY, session pooling,
 # dedup, md5 and SCRAM logins with connection logging, TLS clients) and merges what it
-# counted. Code no run reaches is laid out as cold, so
-# a path that matters belongs in this workload.
+# counted. Code no run reaches is laid out as cold, so a path that matters belongs in
+# this workload (server-side TLS and the admin console are not in it yet).
 #
 # Run it after changing the relay, the pool or the login path, then rebuild from clean
 # (cargo clean --release): cargo cannot see that the profile changed.
