@@ -119,5 +119,7 @@ shopt -s nullglob
 raws=("$RAW"/*.profraw)
 ((${#raws[@]})) || die "the instrumented pgweir wrote no profile"
 "$PROFDATA" merge -o "$REPO/pgo/pgweir.profdata" "${raws[@]}"
+# The wrapper gives the profile only to rustc whose LLVM can read it.
+rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p' >"$REPO/pgo/llvm-major"
 log "wrote $REPO/pgo/pgweir.profdata ($(stat -c %s "$REPO/pgo/pgweir.profdata") bytes) from ${#raws[@]} runs"
 log "rebuild from clean to use it: cargo clean --release && cargo build --release -p pgweir"
