@@ -24,7 +24,6 @@ lib_find_tools
 lib_make_workdir
 MAX_CONN=50 lib_start_postgres
 psql_super -d postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" -c "CREATE DATABASE bench OWNER bench"
-bench_psql() { PGPASSWORD=bench "$PG_BIN/psql" -q -X -h 127.0.0.1 -p "$1" -U bench bench "${@:2}"; }
 bench_psql "$PG_PORT" -c "CREATE TABLE t (x text)"
 seq 1 "$COPY_ROWS" | awk '{ printf "%s%0100d\n", $1, 0 }' >"$WORK/copy.txt"
 ((IS_ROOT)) && chown postgres: "$WORK/copy.txt"

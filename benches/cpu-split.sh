@@ -52,19 +52,7 @@ printf '"bench" "bench"\n' >"$WORK/userlist.txt"
 
 # Both proxies: md5 from the same userlist, transaction pooling, 20 server connections.
 free_port PORT
-cat >"$WORK/pgweir.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-http_listen = ""
-auth_type = "md5"
-auth_file = "$WORK/userlist.txt"
-default_pool_size = 20
-max_client_conn = 500
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "bench"
-password = "bench"
-EOF
+lib_pgweir_toml md5 20 500
 "$BIN" --config "$WORK/pgweir.toml" >"$WORK/pgweir.log" 2>&1 &
 declare -A PIDOF=([pgweir]=$!) PORTOF=([pgweir]=$PORT)
 KILL_PIDS+=("${PIDOF[pgweir]}")

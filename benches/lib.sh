@@ -188,21 +188,26 @@ EOF
 }
 # psql_super ARGS...: psql as postgres over the socket in $WORK.
 psql_super() { timeout "${PSQL_TIMEOUT:-120}" "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres "$@"; }
+# bench_psql PORT ARGS...: psql as user bench to database bench on 127.0.0.1:PORT (a
+# proxy, or PostgreSQL itself), quiet, stopping at the first error.
+bench_psql() {
+    PGPASSWORD=bench timeout "${PSQL_TIMEOUT:-120}" "$PG_BIN/psql" -q -X -v ON_ERROR_STOP=1 \
+        -h 127.0.0.1 -p "$1" -U bench bench "${@:2}"
+}
 # pg_running: the postmaster of $PGDATA is up and accepts connections.
 pg_running() { PSQL_TIMEOUT=10 psql_super -d postgres -c 'SELECT 1' >/dev/null 2>&1; }
 
-# lib_run_pgbouncer: starts PgBouncer (daemonized, as postgres) on $WORK/pgbouncer.ini,
-# whose pidfile must be $WORK/pgbouncer.pid and whose port is $PORT; sets PID.
-# lib_pgweir_toml AUTH [LINE ...]: writes $WORK/pgweir.toml, pgweir's counterpart of
-# lib_pgbouncer_ini: listening on 127.0.0.1:$PORT, no HTTP, clients checked against
-# $WORK/userlist.txt with AUTH, pools of 20, then each LINE (a top-level setting),
-# then database bench on $PG_PORT as user bench.
+# lib_pgweir_toml AUTH POOL MAX_CLIENTS [LINE ...]: writes $WORK/pgweir.toml, the
+# counterpart of lib_pgbouncer_ini: database bench on $PG_PORT (as user bench),
+# listening on 127.0.0.1:$PORT with no HTTP listener, clients checked against
+# $WORK/userlist.txt with AUTH; each LINE follows as a top-level setting.
 lib_pgweir_toml() {
-    local auth=$1
-    shift
+    local auth=$1 pool=$2 max_clients=$3
+    shift 3
     {
         printf '%s\n' "listen = \"127.0.0.1:$PORT\"" 'http_listen = ""' "auth_type = \"$auth\"" \
-            "auth_file = \"$WORK/userlist.txt\"" "max_client_conn = 300" "default_pool_size = 20" "$@"
+            "auth_file = \"$WORK/userlist.txt\"" "default_pool_size = $pool" \
+            "max_client_conn = $max_clients" "$@"
         printf '[databases.bench]\nhost = "127.0.0.1"\nport = %s\nuser = "bench"\npassword = "bench"\n' "$PG_PORT"
     } >"$WORK/pgweir.toml"
 }

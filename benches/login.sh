@@ -76,21 +76,7 @@ start_target() {
         ;;
     pgweir*)
         local bin=${BINS[$((${name#pgweir#} - 1))]}
-        cat >"$WORK/pgweir.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-http_listen = ""
-auth_type = "$auth"
-auth_file = "$WORK/userlist.txt"
-max_client_conn = 200
-default_pool_size = 4
-log_connections = false
-log_disconnections = false
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-user = "bench"
-password = "bench"
-EOF
+        lib_pgweir_toml "$auth" 4 200 "log_connections = false" "log_disconnections = false"
         "$bin" --config "$WORK/pgweir.toml" >"$WORK/pgweir.log" 2>&1 &
         PID=$!
         KILL_PIDS+=("$PID")

@@ -60,13 +60,9 @@ pb() {
     PGPASSWORD=bench timeout $((SECS + 60)) "$PG_BIN/pgbench" -n "$@" -T "$SECS" \
         -h "${HOST:-127.0.0.1}" -p "$PORT" -U bench bench >/dev/null 2>&1 || die "pgbench $* failed"
 }
-bench_psql() {
-    PGPASSWORD=bench timeout 120 "$PG_BIN/psql" -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" \
-        -U bench bench "$@" >/dev/null
-}
 
-# start_pgweir AUTH [LINE ...]: the instrumented binary on a free port, with each LINE
-# as a top-level setting (lib_pgweir_toml); sets PID and PORT.
+# start_pgweir AUTH [LINE ...]: the instrumented binary on a free port, pools of 20,
+# each LINE a top-level setting (lib_pgweir_toml); sets PID and PORT.
 start_pgweir() {
     if [[ $1 == md5 ]]; then
         printf '"bench" "bench"\n' >"$WORK/userlist.txt"
@@ -74,7 +70,7 @@ start_pgweir() {
         printf '"bench" "%s"\n' "$VERIFIER" >"$WORK/userlist.txt"
     fi
     free_port PORT
-    lib_pgweir_toml "$1" "${@:2}"
+    lib_pgweir_toml "$1" 20 300 "${@:2}"
     LLVM_PROFILE_FILE="$RAW/pgweir-%p.profraw" "$BIN" --config "$WORK/pgweir.toml" >>"$WORK/pgweir.log" 2>&1 &
     PID=$!
     KILL_PIDS+=("$PID")
@@ -92,9 +88,9 @@ pb -M simple -c 8 -j 2
 pb -M extended -c 8 -j 2
 HOST=$WORK pb -S -M simple -c 16 -j 2
 HOST=$WORK pb -S -M extended -c 16 -j 2
-bench_psql -c "SELECT repeat('x', 1000) FROM generate_series(1, 20000)"
-bench_psql -c "CREATE TABLE IF NOT EXISTS pgo_copy (x text)" -c "\\copy pgo_copy from '$WORK/copy.txt'" \
-    -c "DROP TABLE pgo_copy"
+bench_psql "$PORT" -c "SELECT repeat('x', 1000) FROM generate_series(1, 20000)" >/dev/null
+bench_psql "$PORT" -c "CREATE TABLE IF NOT EXISTS pgo_copy (x text)" \
+    -c "\\copy pgo_copy from '$WORK/copy.txt'" -c "DROP TABLE pgo_copy" >/dev/null
 log "training: md5 logins"
 pb -C -S -c 4 -j 2
 stop_pgweir
